@@ -1,0 +1,117 @@
+"""The user-facing `train` command (`python train.py`).
+
+    python train.py --model best
+    python train.py --model sequential --epochs 1 --subset 5000
+    python train.py --config run.json --lr 5e-4      # flags override the file
+
+Defaults < `--config`/`--hparams` JSON < flags. Bad usage exits with status
+2 and an argparse-style message, before any run directory is made; a run
+whose loss diverges exits with status 1.
+"""
+
+import argparse
+import os
+import sys
+
+from kerascnn.config import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, received {text!r}")
+    return value
+
+
+def build_parser():
+    from kerascnn.data import list_datasets
+    from kerascnn.models import list_models
+    from kerascnn.precision import PRECISIONS
+
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a CNN image classifier with Keras (the lecture's models and recipe).",
+        argument_default=argparse.SUPPRESS,  # unset flags don't override the config file
+    )
+    d = DEFAULTS
+    p.add_argument("--model", choices=list_models(), help=f"which model (default: {d.model})")
+    p.add_argument("--dataset", choices=list_datasets(), help=f"default: {d.dataset}")
+    p.add_argument("--epochs", type=positive_int, help=f"default: {d.epochs}")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help=f"default: {d.batch_size}")
+    p.add_argument("--lr", type=positive_float, help=f"initial learning rate (default: {d.lr})")
+    p.add_argument("--lr-period", dest="lr_period", type=positive_int, help="epochs between rate cuts (default: 5)")
+    p.add_argument("--lr-factor", dest="lr_factor", type=positive_float, help="rate multiplier per cut (default: 0.5)")
+    p.add_argument("--members", type=positive_int, help="ensemble members (ensemble: 3, best: 5)")
+    p.add_argument("--residual", action="store_true", help="functional model: residual stages")
+    p.add_argument("--seed", type=int, help=f"default: {d.seed}")
+    p.add_argument("--subset", type=positive_int, help="train on the first N training images")
+    p.add_argument("--val-size", dest="val_size", type=positive_int, help=f"default: {d.val_size}")
+    p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
+    p.add_argument("--logdir", help=f"where run directories go (default: {d.logdir})")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 on CPUs with AVX512_BF16/AMX (default: auto)")
+    p.add_argument(
+        "--config", "--hparams", dest="config_file", metavar="FILE",
+        help="JSON of config values, e.g. tune.py's best_hparams.json; flags override it",
+    )
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="never resume an interrupted run")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress output (default: progress bar)")
+    return p
+
+
+def resolve_config(args, parser):
+    """Defaults < config file < flags; argparse-style error on bad values."""
+    from kerascnn.config import ConfigError
+
+    flags = vars(args).copy()
+    for name in ("config_file", "resume", "verbose"):
+        flags.pop(name, None)
+    try:
+        values = {}
+        if getattr(args, "config_file", None):
+            values = TrainConfig.from_json(args.config_file).to_dict()
+        values.update(flags)
+        return TrainConfig(**values)
+    except ConfigError as e:
+        parser.error(str(e))
+
+
+def train_main(argv=None):
+    """Entry point of `train.py`; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = resolve_config(args, parser)
+
+    from kerascnn.data import DataError
+    from kerascnn.models import ModelError
+    from kerascnn.rundir import RunDirError
+    from kerascnn.training import TrainingDiverged, train
+
+    try:
+        result = train(config, verbose=getattr(args, "verbose", "auto"), resume=getattr(args, "resume", True))
+    except (DataError, ModelError, RunDirError) as e:
+        parser.error(str(e))
+    except TrainingDiverged as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
+    m = result.metrics
+    print(f"test_accuracy={m['test_accuracy']:.4f} test_loss={m['test_loss']:.4f} run_dir={result.run_dir}")
+    return 0
+
+
+__all__ = ["build_parser", "train_main"]

@@ -1,0 +1,145 @@
+"""One flat, commented configuration that flows from the CLI to `fit()`.
+
+Precedence follows nanoGPT/LightningCLI: the defaults below < a JSON file
+(`--config` or `--hparams`) < command-line flags. The resolved config is saved
+as `config.json` in every run directory so the run can be reproduced.
+
+Example:
+
+>>> cfg = TrainConfig(model="sequential", epochs=2)
+>>> cfg.batch_size
+100
+>>> TrainConfig.from_dict({"model": "best", "members": 3}).members
+3
+"""
+
+import dataclasses
+import json
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # What to train.
+    model: str = "sequential"  # a name from `kerascnn.models.list_models()`
+    dataset: str = "mnist"  # "mnist" or "fashion_mnist"
+    # Optimisation (the lecture's values).
+    epochs: int = 15  # passes over the training split
+    batch_size: int = 100  # global batch size
+    lr: float = 1e-3  # Adam's initial learning rate
+    lr_period: int = 5  # halve ... every `lr_period` epochs
+    lr_factor: float = 0.5  # ... by this factor
+    # Model shape; None means "the model's own default".
+    members: Optional[int] = None  # ensemble size (ensemble: 3, best: 5)
+    filters: Optional[int] = None  # first stage's filters; doubles per stage (32)
+    kernel_size: Optional[int] = None  # conv kernel size (3)
+    dense_units: Optional[int] = None  # hidden dense units (256)
+    dropout: Optional[float] = None  # dropout before the classifier (0.4)
+    batchnorm: Optional[bool] = None  # ConvBNReLU blocks instead of conv+ReLU
+    residual: Optional[bool] = None  # functional only: residual stages
+    rotation: Optional[float] = None  # augmentation: max rotation, degrees (15)
+    shift: Optional[float] = None  # augmentation: max shift, pixels (2)
+    # Data.
+    val_size: int = 5000  # validation images carved from the training set
+    subset: Optional[int] = None  # train on the first N training images only
+    data_dir: Optional[str] = None  # where the dataset files are; see data.py
+    # Run.
+    seed: int = 777  # seeds weights, split, shuffling and augmentation
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    logdir: str = "logs"  # run directories go under here
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raises `ConfigError` naming the first field that is out of range."""
+        _check(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        _check(self.lr > 0, "lr", "a number > 0", self.lr)
+        _check(self.lr_period >= 1, "lr_period", "an integer >= 1", self.lr_period)
+        _check(0 < self.lr_factor <= 1, "lr_factor", "a number in (0, 1]", self.lr_factor)
+        _check(self.val_size >= 1, "val_size", "an integer >= 1", self.val_size)
+        _check(self.subset is None or self.subset >= 1, "subset", "an integer >= 1", self.subset)
+        _check(self.members is None or self.members >= 1, "members", "an integer >= 1", self.members)
+        _check(
+            self.dropout is None or 0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout
+        )
+        for name in ("filters", "kernel_size", "dense_units"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, name, "an integer >= 1", value)
+        for name in ("rotation", "shift"):
+            value = getattr(self, name)
+            _check(value is None or value >= 0, name, "a number >= 0", value)
+        from kerascnn.precision import PRECISIONS
+
+        _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
+
+    def model_kwargs(self):
+        """The builder arguments this config sets (None = the model's default)."""
+        names = (
+            "members",
+            "filters",
+            "kernel_size",
+            "dense_units",
+            "dropout",
+            "batchnorm",
+            "residual",
+            "rotation",
+            "shift",
+        )
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Builds a config from a dict, refusing keys it does not know."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"A config must be a JSON object. Received: {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config keys {unknown}; expected some of {sorted(known)}.")
+        for f in dataclasses.fields(cls):
+            if f.name in values and values[f.name] is not None:
+                _check_type(f.name, values[f.name], f.default)
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path):
+        """Reads a config (or a tuner's best hyperparameters) from a JSON file."""
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except OSError as e:
+            raise ConfigError(f"Cannot read config file {path}: {e.strerror}.") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
+        return cls.from_dict(values)
+
+
+def _check_type(name, value, default):
+    # JSON gives int/float/str/bool; the default (or the Optional's use) says which.
+    kinds = {
+        "members": int, "filters": int, "kernel_size": int, "dense_units": int,
+        "subset": int, "dropout": float, "rotation": float, "shift": float,
+        "batchnorm": bool, "residual": bool, "data_dir": str,
+    }
+    kind = kinds.get(name, type(default))
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    _check(ok, name, f"of type {kind.__name__}", value)
+
+
+def _check(ok, name, expected, received):
+    if not ok:
+        raise ConfigError(f"`{name}` must be {expected}. Received: {name}={received!r}")

@@ -1,0 +1,301 @@
+"""Datasets by name, read from the standard distributions, and `tf.data` input.
+
+Each dataset is read from the first place that has it:
+
+1. `data_dir` (`--data-dir`) or else the `KERASCNN_DATA_DIR` environment variable;
+2. Keras' own cache, `~/.keras/datasets`;
+3. Debian's `/usr/share/datasets/fashion-mnist` (package `dataset-fashion-mnist`);
+4. a download through `keras.datasets` (needs the internet).
+
+In a directory, the dataset is either the four IDX files
+(`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
+`t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`; gzipped or not)
+or Keras' `.npz` (keys `x_train`, `y_train`, `x_test`, `y_test`), either in
+the directory itself or in a sub-directory named after the dataset.
+
+Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
+pipeline scales them to [0, 1] per batch, inside the `tf.data` graph.
+
+Example:
+
+>>> import os
+>>> data = load_dataset("mnist", os.environ["KERASCNN_DATA_DIR"])  # doctest: +SKIP
+>>> data.x_train.shape, data.x_train.dtype
+((60000, 28, 28, 1), dtype('uint8'))
+"""
+
+import dataclasses
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# name -> (sub-directory names to look in, .npz file names, Keras loader, sizes)
+DATASETS = {
+    "mnist": {
+        "dirs": ("mnist",),
+        "npz": ("mnist.npz",),
+        "system_dirs": (),
+        "sizes": (60000, 10000),
+    },
+    "fashion_mnist": {
+        "dirs": ("fashion_mnist", "fashion-mnist"),
+        "npz": ("fashion_mnist.npz", "fashion-mnist.npz"),
+        "system_dirs": ("/usr/share/datasets/fashion-mnist",),
+        "sizes": (60000, 10000),
+    },
+}
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+
+
+class DataError(Exception):
+    """A dataset is missing or its files are not what they should be."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A dataset in memory: uint8 images (N, 28, 28, 1) and uint8 labels (N,)."""
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train, validation (carved from train) and test arrays."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def list_datasets():
+    return sorted(DATASETS)
+
+
+def search_dirs(name, data_dir=None):
+    """The directories `load_dataset` looks in, in order."""
+    if name not in DATASETS:
+        raise DataError(f"Unknown dataset {name!r}; expected one of {list_datasets()}.")
+    dirs = []
+    user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
+    keras_dir = os.path.join(os.path.expanduser("~"), ".keras", "datasets")
+    for root in [d for d in (user_dir, keras_dir) if d]:
+        dirs += [os.path.join(root, sub) for sub in DATASETS[name]["dirs"]] + [root]
+    return dirs + list(DATASETS[name]["system_dirs"])
+
+
+def load_dataset(name, data_dir=None, download=True):
+    """Loads dataset `name` from the first place that has it (see module doc).
+
+    Args:
+        name: str, "mnist" or "fashion_mnist".
+        data_dir: str or None, a directory to look in first. Defaults to
+            `$KERASCNN_DATA_DIR`.
+        download: bool, whether to fall back to `keras.datasets` when no
+            local copy is found. Defaults to True.
+
+    Returns:
+        A `Dataset`.
+
+    Raises:
+        DataError: nothing found (the message lists the places searched and
+            the files expected), or a file found is broken.
+    """
+    dirs = search_dirs(name, data_dir)
+    user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
+    if user_dir and not os.path.isdir(user_dir):
+        raise DataError(f"Data directory {user_dir} does not exist or is not a directory.")
+    for d in dirs:
+        found = _load_from_dir(name, d)
+        if found is not None:
+            return found
+    if download:
+        try:
+            return _download(name)
+        except Exception as e:  # keras raises many kinds; all mean "not available"
+            reason = f"download through keras.datasets failed ({type(e).__name__}: {e})"
+    else:
+        reason = "download disabled"
+    expected = f"the IDX files {', '.join(IDX_FILES)} or {' / '.join(DATASETS[name]['npz'])}"
+    raise DataError(
+        f"Dataset {name!r} not found. Looked in: {', '.join(dirs)}; {reason}. "
+        f"Expected {expected}. Point --data-dir or KERASCNN_DATA_DIR at a directory holding them."
+    )
+
+
+def _load_from_dir(name, directory):
+    if not os.path.isdir(directory):
+        return None
+    for npz in DATASETS[name]["npz"]:
+        path = os.path.join(directory, npz)
+        if os.path.isfile(path):
+            return _checked(name, path, *read_npz(path))
+    paths = [_idx_path(directory, f) for f in IDX_FILES]
+    present = [p for p in paths if p]
+    if not present:
+        return None
+    if len(present) < len(paths):
+        missing = [f for f, p in zip(IDX_FILES, paths) if not p]
+        raise DataError(f"Dataset {name!r} in {directory} is incomplete: missing {', '.join(missing)}.")
+    x_train, y_train = read_idx_pair(paths[0], paths[1])
+    x_test, y_test = read_idx_pair(paths[2], paths[3])
+    return _checked(name, directory, x_train, y_train, x_test, y_test)
+
+
+def _idx_path(directory, gz_name):
+    for candidate in (gz_name, gz_name[: -len(".gz")]):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _checked(name, source, x_train, y_train, x_test, y_test):
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.shape[1:] != IMAGE_SHAPE[:2] and x.shape[1:] != IMAGE_SHAPE:
+            raise DataError(
+                f"{source}: {split} images have shape {x.shape[1:]}; expected {IMAGE_SHAPE[:2]}."
+            )
+        if len(x) != len(y):
+            raise DataError(f"{source}: {len(x)} {split} images but {len(y)} labels; they must match.")
+        if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
+            raise DataError(
+                f"{source}: {split} labels must be in 0..{NUM_CLASSES - 1}; found {y.min()}..{y.max()}."
+            )
+    as_images = lambda x: x.reshape((-1,) + IMAGE_SHAPE).astype(np.uint8, copy=False)
+    as_labels = lambda y: y.astype(np.uint8, copy=False)
+    return Dataset(name, source, as_images(x_train), as_labels(y_train), as_images(x_test), as_labels(y_test))
+
+
+def read_idx(path, magic):
+    """Reads one IDX file (gzipped or not) and returns its uint8 array.
+
+    Raises:
+        DataError: the file is truncated, not gzip, or has the wrong magic.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot be read ({e}); is it a complete, uncorrupted download?") from None
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header.")
+    found = struct.unpack(">I", raw[:4])[0]
+    if found != magic:
+        raise DataError(f"{path}: IDX magic number is 0x{found:08x}; expected 0x{magic:08x}.")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: header promises {expected} bytes of data {tuple(dims)} but the file holds "
+            f"{len(raw) - header}; the file is truncated or corrupt."
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_pair(images_path, labels_path):
+    return read_idx(images_path, _IDX_IMAGES_MAGIC), read_idx(labels_path, _IDX_LABELS_MAGIC)
+
+
+def read_npz(path):
+    """Reads Keras' `.npz` layout without unpickling anything."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataError(f"{path}: missing keys {missing}; expected keys {list(NPZ_KEYS)}.")
+            return tuple(f[k] for k in NPZ_KEYS)
+    except DataError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), OSError
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from None
+
+
+def _download(name):
+    import keras
+
+    loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
+    (x_train, y_train), (x_test, y_test) = loader.load_data()
+    return _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test)
+
+
+def split(data, val_size=5000, subset=None, seed=777):
+    """Carves a seeded validation split from the training set.
+
+    The validation images are a seeded random sample of the training set;
+    the training split is the rest, in the original order, optionally cut
+    to its first `subset` images. The test set is passed through untouched.
+
+    Raises:
+        DataError: `val_size` or `subset` asks for more images than there are.
+    """
+    n = len(data.x_train)
+    if val_size >= n:
+        raise DataError(f"val_size={val_size} leaves no training images; {name_of(data)} has {n}.")
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx = np.sort(order[:val_size])
+    train_idx = np.sort(order[val_size:])
+    if subset is not None:
+        if subset > len(train_idx):
+            raise DataError(
+                f"subset={subset} is larger than the {len(train_idx)} training images of "
+                f"{name_of(data)} left after the {val_size}-image validation split."
+            )
+        train_idx = train_idx[:subset]
+    return Splits(
+        data.x_train[train_idx],
+        data.y_train[train_idx],
+        data.x_train[val_idx],
+        data.y_train[val_idx],
+        data.x_test,
+        data.y_test,
+    )
+
+
+def name_of(data):
+    return f"{data.name!r} ({data.source})"
+
+
+def make_dataset(x, y, batch_size, shuffle=False, seed=777):
+    """A `tf.data.Dataset` of (float32 images in [0, 1], int32 labels) batches.
+
+    Images stay uint8 until a whole batch is cast and scaled inside the
+    graph, so memory holds one byte per pixel and no Python runs per batch.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _scale(x, y):
+    import tensorflow as tf
+
+    return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)

@@ -1,0 +1,119 @@
+"""Building blocks shared by the models: BN blocks, augmentation, the head.
+
+All are registered Keras serializables whose `get_config` returns every
+constructor argument, so any model using them round-trips through `.keras`.
+"""
+
+import keras
+from keras import layers
+
+from kerascnn.data import IMAGE_SHAPE, NUM_CLASSES
+
+PACKAGE = "kerascnn"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ConvBNReLU(layers.Layer):
+    """Conv2D (no bias: batch norm has one) -> BatchNormalization -> ReLU.
+
+    Example:
+
+    >>> block = ConvBNReLU(8)
+    >>> tuple(block(keras.ops.zeros((2, 28, 28, 1))).shape)
+    (2, 28, 28, 8)
+
+    Args:
+        filters: int, output channels.
+        kernel_size: int, square kernel size. Defaults to 3.
+    """
+
+    def __init__(self, filters, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, dtype=self.dtype_policy)
+        self.bn = layers.BatchNormalization(dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        return keras.ops.relu(self.bn(self.conv(inputs), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DenseBNReLU(layers.Layer):
+    """Dense (no bias) -> BatchNormalization -> ReLU.
+
+    Args:
+        units: int, output units.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = layers.Dense(units, use_bias=False, dtype=self.dtype_policy)
+        self.bn = layers.BatchNormalization(dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.bn.build(self.dense.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        return keras.ops.relu(self.bn(self.dense(inputs), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return self.dense.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def augmentation(rotation=15.0, shift=2.0, size=IMAGE_SHAPE[0]):
+    """ImageDataGenerator-style augmentation as Keras preprocessing layers.
+
+    Random rotation up to `rotation` degrees either way and random shift up
+    to `shift` pixels in each direction, filling with 0 (black, MNIST's
+    background). Keras runs these layers in training only: at inference
+    they pass images through unchanged. Inside the model they run in the
+    compiled train step, per batch, with no Python in the input pipeline.
+
+    Returns:
+        A list of layers (empty when both amounts are 0).
+    """
+    out = []
+    if rotation:
+        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0))
+    if shift:
+        out.append(layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0))
+    return out
+
+
+def conv_block(filters, kernel_size, batchnorm):
+    """The lecture's conv stage body: conv+ReLU, or ConvBNReLU with batch norm."""
+    if batchnorm:
+        return ConvBNReLU(filters, kernel_size)
+    return layers.Conv2D(filters, kernel_size, padding="same", activation="relu")
+
+
+def dense_block(units, batchnorm):
+    if batchnorm:
+        return DenseBNReLU(units)
+    return layers.Dense(units, activation="relu")
+
+
+def pool():
+    """2x2 max-pool, stride 2, SAME: 28 -> 14 -> 7 -> 4."""
+    return layers.MaxPool2D(2, 2, padding="same")
+
+
+def classifier_head(num_classes=NUM_CLASSES):
+    """Dense logits then softmax kept in float32 under mixed precision."""
+    return [layers.Dense(num_classes), layers.Activation("softmax", dtype="float32")]

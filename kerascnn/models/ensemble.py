@@ -1,0 +1,89 @@
+"""The ensemble wrapper: one `keras.Model` that averages members' softmax.
+
+Each member learns from its own loss, as if trained alone: in training the
+loss is the mean over members of each member's cross-entropy on its own
+prediction (not the cross-entropy of the averaged prediction, which would
+couple the members). With Adam, whose steps do not depend on the scale of
+the loss, the mean gives each member the update it would get alone.
+Evaluation, `predict()` and the accuracy metric use the averaged output.
+
+Example:
+
+>>> from kerascnn.models import create_model
+>>> ens = create_model("ensemble", members=2)
+>>> len(ens.members), ens.count_params()
+(2, 1239572)
+"""
+
+import keras
+from keras import ops
+
+from kerascnn.data import IMAGE_SHAPE
+from kerascnn.layers import PACKAGE
+from kerascnn.models.lecture import LectureCNN
+from kerascnn.models.registry import register_model
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Ensemble(keras.Model):
+    """Averages the softmax outputs of its member models.
+
+    Args:
+        members: list of `keras.Model`, each mapping images to class
+            probabilities of the same shape.
+    """
+
+    def __init__(self, members, **kwargs):
+        super().__init__(**kwargs)
+        if not members:
+            raise ValueError(f"`members` must be a non-empty list of models. Received: members={members!r}")
+        self.members = list(members)
+        self._clear_member_outputs()
+
+    def _clear_member_outputs(self):
+        # Kept out of Keras' attribute tracking: these are tensors of the
+        # current train step, read once by `compute_loss` in the same step.
+        object.__setattr__(self, "_member_outputs", None)
+
+    def build(self, input_shape):
+        for member in self.members:
+            if not member.built:
+                member.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        outputs = [member(inputs, training=training) for member in self.members]
+        if training:
+            object.__setattr__(self, "_member_outputs", outputs)
+        return ops.mean(ops.stack(outputs, axis=0), axis=0)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        outputs = self._member_outputs if training else None
+        self._clear_member_outputs()
+        if outputs is None:  # evaluation: the loss of the ensemble's own prediction
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        losses = [super(Ensemble, self).compute_loss(x, y, out, sample_weight, training) for out in outputs]
+        return ops.mean(ops.stack(losses))
+
+    def get_config(self):
+        members = [keras.saving.serialize_keras_object(m) for m in self.members]
+        return {**super().get_config(), "members": members}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+
+def build_ensemble(member_fn, members, name):
+    model = Ensemble([member_fn(name=f"member_{i}") for i in range(members)], name=name)
+    model.build((None, *IMAGE_SHAPE))
+    return model
+
+
+@register_model("ensemble")
+def ensemble(members=3, filters=32, kernel_size=3, dense_units=256, dropout=0.4):
+    """The lecture's ensemble: `members` subclassed CNNs, softmax averaged."""
+    member = lambda name: LectureCNN(filters, kernel_size, dense_units, dropout, name=name)
+    return build_ensemble(member, members, "ensemble")

@@ -1,0 +1,148 @@
+"""The lecture's CNN, written three ways: Sequential, Functional, subclassed.
+
+All three are the same network by default: three stages of 3x3 conv
+(32, 64, 128 filters, stride 1, SAME, ReLU) each followed by 2x2 max-pool
+stride 2 SAME (28 -> 14 -> 7 -> 4), flatten, dense 256 ReLU, dropout 0.4,
+dense 10 with softmax: 619,786 parameters. Options used by `best` and the
+tuner: `batchnorm` (ConvBNReLU/DenseBNReLU blocks) and augmentation
+(`rotation` degrees, `shift` pixels; 0 turns it off).
+
+Example:
+
+>>> from kerascnn.models import create_model
+>>> create_model("sequential").count_params()
+619786
+>>> create_model("subclass").count_params()
+619786
+"""
+
+import keras
+from keras import layers
+
+from kerascnn.data import IMAGE_SHAPE
+from kerascnn.layers import (
+    PACKAGE,
+    augmentation,
+    classifier_head,
+    conv_block,
+    dense_block,
+    pool,
+)
+from kerascnn.models.registry import register_model
+
+STAGES = 3  # conv stages; filters double at each
+
+
+@register_model("sequential")
+def sequential(filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0):
+    """The lecture CNN with `keras.Sequential`."""
+    stack = [keras.Input(IMAGE_SHAPE), *augmentation(rotation, shift)]
+    for stage in range(STAGES):
+        stack += [conv_block(filters * 2**stage, kernel_size, batchnorm), pool()]
+    stack += [layers.Flatten(), dense_block(dense_units, batchnorm), layers.Dropout(dropout)]
+    return keras.Sequential(stack + classifier_head(), name="sequential_cnn")
+
+
+@register_model("functional")
+def functional(
+    filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, residual=False
+):
+    """The lecture CNN with the Functional API.
+
+    With `residual=True` each stage adds a second conv whose output is added
+    back to its input (`x + conv(x)`, then ReLU): the residual block the
+    lecture shows as something `Sequential` cannot express.
+    """
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = inputs
+    for layer in augmentation(rotation, shift):
+        x = layer(x)
+    for stage in range(STAGES):
+        x = conv_block(filters * 2**stage, kernel_size, batchnorm)(x)
+        if residual:
+            branch = layers.Conv2D(filters * 2**stage, kernel_size, padding="same")(x)
+            x = layers.ReLU()(layers.Add()([x, branch]))
+        x = pool()(x)
+    x = layers.Flatten()(x)
+    x = dense_block(dense_units, batchnorm)(x)
+    x = layers.Dropout(dropout)(x)
+    for layer in classifier_head():
+        x = layer(x)
+    return keras.Model(inputs, x, name="functional_resnet" if residual else "functional_cnn")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LectureCNN(keras.Model):
+    """The lecture CNN as a `keras.Model` subclass.
+
+    Layers are made in `__init__` and wired in `call`; `training` reaches
+    augmentation, batch norm and dropout, so all three behave differently
+    in `fit()` and in `predict()`.
+
+    Args:
+        filters: int, first stage's filters (doubled at each stage). Defaults to 32.
+        kernel_size: int. Defaults to 3.
+        dense_units: int. Defaults to 256.
+        dropout: float. Defaults to 0.4.
+        batchnorm: bool, ConvBNReLU/DenseBNReLU blocks. Defaults to False.
+        rotation: float, augmentation rotation in degrees; 0 for none. Defaults to 0.
+        shift: float, augmentation shift in pixels; 0 for none. Defaults to 0.
+    """
+
+    def __init__(
+        self, filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.batchnorm = batchnorm
+        self.rotation = rotation
+        self.shift = shift
+        self.augment = augmentation(rotation, shift)
+        self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm) for s in range(STAGES)]
+        self.pools = [pool() for _ in range(STAGES)]
+        self.flatten = layers.Flatten()
+        self.hidden = dense_block(dense_units, batchnorm)
+        self.drop = layers.Dropout(dropout)
+        self.logits, self.softmax = classifier_head()
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.augment:
+            x = layer(x, training=training)
+        for conv, pooling in zip(self.convs, self.pools):
+            x = pooling(conv(x, training=training))
+        x = self.hidden(self.flatten(x), training=training)
+        x = self.drop(x, training=training)
+        return self.softmax(self.logits(x))
+
+    def build(self, input_shape):
+        shape = input_shape
+        for layer in [*self.augment, *sum(zip(self.convs, self.pools), ()), self.flatten, self.hidden, self.drop]:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.logits.build(shape)
+        self.softmax.build(self.logits.compute_output_shape(shape))
+        self.built = True
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dense_units": self.dense_units,
+            "dropout": self.dropout,
+            "batchnorm": self.batchnorm,
+            "rotation": self.rotation,
+            "shift": self.shift,
+        }
+
+
+@register_model("subclass")
+def subclass(filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0):
+    """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
+    model = LectureCNN(filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, name="subclass_cnn")
+    model.build((None, *IMAGE_SHAPE))
+    return model

@@ -1,0 +1,68 @@
+"""Models registered by name and created through one `create_model`.
+
+Example:
+
+>>> "sequential" in list_models()
+True
+>>> create_model("nope")
+Traceback (most recent call last):
+...
+kerascnn.models.registry.ModelError: Unknown model 'nope'; expected one of ['best', 'ensemble', 'functional', 'sequential', 'subclass'].
+"""
+
+import inspect
+
+_REGISTRY = {}
+
+
+class ModelError(ValueError):
+    """An unknown model name, or an argument the model does not take."""
+
+
+def register_model(name):
+    """Decorator registering a builder `fn(**kwargs) -> keras.Model` as `name`."""
+
+    def wrap(fn):
+        if name in _REGISTRY:
+            raise ModelError(f"Model {name!r} is already registered (by {_REGISTRY[name].__module__}).")
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_models():
+    """The registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_defaults(name):
+    """The builder's keyword arguments and their defaults."""
+    params = inspect.signature(_builder(name)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def create_model(name, **kwargs):
+    """Builds the registered model `name`, uncompiled and built.
+
+    Args:
+        name: str, a name from `list_models()`.
+        **kwargs: builder arguments; a value of None means "the default".
+
+    Raises:
+        ModelError: unknown name, or an argument the builder does not take.
+    """
+    builder = _builder(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    unknown = sorted(set(kwargs) - set(model_defaults(name)))
+    if unknown:
+        raise ModelError(
+            f"Model {name!r} does not take {unknown}; it takes {sorted(model_defaults(name))}."
+        )
+    return builder(**kwargs)
+
+
+def _builder(name):
+    if name not in _REGISTRY:
+        raise ModelError(f"Unknown model {name!r}; expected one of {list_models()}.")
+    return _REGISTRY[name]

@@ -1,0 +1,75 @@
+"""One directory per run under the log directory, never reused.
+
+`logs/<model>-<YYYYmmdd-HHMMSS>/` holds `config.json` (the resolved
+config), TensorBoard event files (`train/`, `validation/`), `best.keras`,
+`history.csv`, `backup/` while training, and `metrics.json` once finished.
+A run that was interrupted (it has `backup/` but no `metrics.json`) is the
+one exception: running the same config again resumes it in place.
+"""
+
+import glob
+import json
+import os
+import time
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+
+
+class RunDirError(Exception):
+    """The log directory cannot be used."""
+
+
+def check_writable(logdir):
+    """Raises `RunDirError` naming `logdir` if runs cannot be written there."""
+    path = os.path.abspath(logdir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunDirError(f"Log directory {logdir}: {existing} is a file, not a directory.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"Log directory {logdir} is not writable ({existing}).")
+
+
+def find_resumable(logdir, model, config_dict):
+    """The newest unfinished run of exactly this config, or None."""
+    candidates = []
+    for run in glob.glob(os.path.join(logdir, f"{model}-*")):
+        if os.path.exists(os.path.join(run, METRICS)) or not os.path.isdir(os.path.join(run, "backup")):
+            continue
+        try:
+            with open(os.path.join(run, CONFIG)) as f:
+                if json.load(f) == config_dict:
+                    candidates.append(run)
+        except (OSError, ValueError):
+            continue
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def create_run_dir(logdir, model):
+    """Makes a new, empty `<logdir>/<model>-<timestamp>[-N]` and returns it."""
+    os.makedirs(logdir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        path = os.path.join(logdir, f"{model}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            os.makedirs(path)  # exist_ok=False: two runs never share a directory
+            return path
+        except FileExistsError:
+            continue
+    raise RunDirError(f"Could not create a new run directory under {logdir}.")
+
+
+def write_json(path, values):
+    """Writes JSON atomically: a temporary file in the same directory, renamed."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)

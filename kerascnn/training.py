@@ -1,0 +1,161 @@
+"""Training: compile, fit with the run's callbacks, evaluate on the test set.
+
+`train(config)` is the whole job behind `python train.py`. Everything it
+can check before spending training time (the config, the data, the model's
+arguments, the log directory) is checked before the run directory exists,
+so a bad run leaves nothing behind. The test set is used once, at the end,
+on the checkpoint chosen by validation accuracy.
+
+Example:
+
+>>> from kerascnn.config import TrainConfig
+>>> result = train(TrainConfig(model="sequential", epochs=1, subset=500))  # doctest: +SKIP
+>>> sorted(result.metrics)[:3]  # doctest: +SKIP
+['best_epoch', 'best_val_accuracy', 'epochs']
+"""
+
+import csv
+import dataclasses
+import math
+import os
+import platform
+import time
+
+import keras
+
+from kerascnn import data as data_lib
+from kerascnn import rundir
+from kerascnn.callbacks import make_callbacks
+from kerascnn.models import create_model
+from kerascnn.precision import set_precision
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training was stopped."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: str
+    metrics: dict
+    resumed: bool
+
+
+def compile_model(model, config):
+    """Adam, sparse cross-entropy on probabilities, accuracy: the one compile."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def load_model(path):
+    """Loads a `.keras` model with safe mode on (no arbitrary code runs)."""
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def train(config, verbose="auto", resume=True):
+    """Trains `config.model` and returns a `RunResult`.
+
+    Args:
+        config: `TrainConfig`.
+        verbose: Keras `fit()` verbosity. Defaults to "auto" (progress bar).
+        resume: bool, continue an interrupted run of the same config.
+            Defaults to True.
+
+    Raises:
+        DataError, ModelError, RunDirError: before any run directory exists.
+        TrainingDiverged: the loss became NaN; `best.keras` (if any) is kept.
+    """
+    policy = set_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+    splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
+    model = create_model(config.model, **config.model_kwargs())
+    rundir.check_writable(config.logdir)
+
+    resolved = {**config.to_dict(), "precision": policy}
+    run_dir = rundir.find_resumable(config.logdir, config.model, resolved) if resume else None
+    resumed = run_dir is not None
+    if resumed:
+        print(f"Resuming the interrupted run in {run_dir}")
+    else:
+        run_dir = rundir.create_run_dir(config.logdir, config.model)
+        rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
+
+    compile_model(model, config)
+    callbacks, checkpoint = make_callbacks(config, run_dir)
+    history_path = os.path.join(run_dir, "history.csv")
+    if resumed:
+        checkpoint.best = _best_so_far(history_path, checkpoint.best)
+    train_ds = data_lib.make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True, seed=config.seed)
+    val_ds = data_lib.make_dataset(splits.x_val, splits.y_val, config.batch_size)
+
+    start = time.perf_counter()
+    model.fit(
+        train_ds, epochs=config.epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False
+    )  # shuffle=False: the dataset shuffles itself, seeded
+    train_seconds = time.perf_counter() - start
+
+    best_path = os.path.join(run_dir, "best.keras")
+    if model.stop_training:  # only TerminateOnNaN stops a run early
+        kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
+        raise TrainingDiverged(
+            f"Training stopped: the loss became NaN at learning rate {config.lr}. "
+            f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
+        )
+
+    best = load_model(best_path)
+    test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.batch_size)
+    scores = best.evaluate(test_ds, return_dict=True, verbose=0)
+    rows = _history(history_path)
+    best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
+    metrics = {
+        "test_accuracy": float(scores["accuracy"]),
+        "test_loss": float(scores["loss"]),
+        "best_epoch": int(best_row["epoch"]) + 1,
+        "best_val_accuracy": float(best_row["val_accuracy"]),
+        "epochs": len(rows),
+        "wall_seconds": round(train_seconds, 1),
+        "resumed": resumed,
+        "params": int(best.count_params()),
+        "train_images": int(len(splits.x_train)),
+        "precision": policy,
+        "versions": versions(),
+    }
+    rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
+    return RunResult(run_dir, metrics, resumed)
+
+
+def _history(path):
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return []
+    # A resumed run appends; an epoch re-run after a crash appears twice: keep the last.
+    return list({r["epoch"]: r for r in rows}.values())
+
+
+def _best_so_far(history_path, default):
+    scores = [float(r["val_accuracy"]) for r in _history(history_path)]
+    scores = [s for s in scores if not math.isnan(s)]
+    return max(scores) if scores else default
+
+
+def versions():
+    try:
+        import tensorflow as tf
+
+        tf_version = tf.__version__
+    except ImportError:  # Keras 3 on JAX needs no TensorFlow
+        tf_version = None
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf_version,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
