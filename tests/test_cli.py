@@ -1,0 +1,67 @@
+"""train.py's command line: bad usage exits 2 with a clear message and leaves nothing behind."""
+
+import json
+import os
+
+import pytest
+
+from conftest import run_cli, write_tiny_mnist
+from kerascnn.cli import train_main
+
+
+def fails_with(capsys, tmp_path, argv, message):
+    logdir = tmp_path / "logs"
+    with pytest.raises(SystemExit) as e:
+        train_main([*argv, "--logdir", str(logdir)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: train.py" in err and message in err, err
+    assert not logdir.exists() or not os.listdir(logdir)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "resnet"], "argument --model: invalid choice: 'resnet' (choose from "),
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, received '0'"),
+    (["--epochs", "ten"], "argument --epochs: expected an integer >= 1, received 'ten'"),
+    (["--batch-size", "-5"], "argument --batch-size: expected an integer >= 1"),
+    (["--lr", "nan"], "argument --lr: expected a finite number > 0"),
+    (["--dataset", "cifar10"], "argument --dataset: invalid choice"),
+    (["--precision", "fp8"], "argument --precision: invalid choice"),
+])
+def test_bad_flags(capsys, tmp_path, argv, message):
+    fails_with(capsys, tmp_path, argv, message)
+
+
+def test_subset_larger_than_the_data(capsys, tmp_path):
+    fails_with(capsys, tmp_path, ["--subset", "60000"], "subset=60000 is larger than the 55000 training images")
+
+
+def test_members_on_a_single_model(capsys, tmp_path):
+    fails_with(capsys, tmp_path, ["--model", "sequential", "--members", "3"], "'sequential' does not take ['members']")
+
+
+def test_missing_or_broken_data_dir(capsys, tmp_path):
+    fails_with(capsys, tmp_path, ["--data-dir", str(tmp_path / "none")], "does not exist")
+    write_tiny_mnist(tmp_path / "bad", **{"train-labels-idx1-ubyte.gz": [1, 2, 3]})
+    fails_with(capsys, tmp_path, ["--data-dir", str(tmp_path / "bad")], "20 train images but 3 labels")
+
+
+def test_config_file_layers_under_flags(capsys, tmp_path):
+    path = tmp_path / "hp.json"
+    path.write_text(json.dumps({"model": "functional", "epochs": 0}))
+    fails_with(capsys, tmp_path, ["--hparams", str(path)], "`epochs` must be an integer >= 1. Received: epochs=0")
+    path.write_text(json.dumps({"model": "functional", "dropout": 0.3, "bogus": 1}))
+    fails_with(capsys, tmp_path, ["--config", str(path)], "Unknown config keys ['bogus']")
+
+
+def test_log_directory_that_is_a_file(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        train_main(["--subset", "100", "--logdir", str(tmp_path / "afile" / "logs")])
+    assert e.value.code == 2 and "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_real_process_exit_status(tmp_path):
+    result = run_cli("train.py", "--model", "nope", "--logdir", str(tmp_path))
+    assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr and not os.listdir(tmp_path)

@@ -1,0 +1,48 @@
+"""TrainConfig: defaults, validation, JSON files."""
+
+import json
+
+import pytest
+
+from kerascnn.config import ConfigError, TrainConfig
+
+
+def test_defaults_are_the_lectures():
+    c = TrainConfig()
+    assert (c.model, c.epochs, c.batch_size, c.lr, c.lr_period, c.lr_factor, c.seed) == (
+        "sequential", 15, 100, 1e-3, 5, 0.5, 777)
+    assert c.model_kwargs() == {}
+    assert TrainConfig(members=3, dropout=0.2).model_kwargs() == {"members": 3, "dropout": 0.2}
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("epochs", 0, "`epochs` must be an integer >= 1. Received: epochs=0"),
+    ("batch_size", -1, "batch_size"),
+    ("lr", 0.0, "`lr` must be a number > 0"),
+    ("dropout", 1.0, r"`dropout` must be a number in \[0, 1\)"),
+    ("precision", "fp8", "`precision` must be one of"),
+    ("lr_factor", 2.0, "lr_factor"),
+])
+def test_out_of_range_values_are_named(field, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        TrainConfig(**{field: value})
+
+
+def test_json_round_trip_and_errors(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(TrainConfig(model="best", members=2).to_dict()))
+    assert TrainConfig.from_json(path) == TrainConfig(model="best", members=2)
+    path.write_text('{"model": "best", "epochs": 3, "learning_rate": 0.1}')
+    with pytest.raises(ConfigError, match=r"Unknown config keys \['learning_rate'\]"):
+        TrainConfig.from_json(path)
+    path.write_text('{"epochs": "ten"}')
+    with pytest.raises(ConfigError, match="`epochs` must be of type int. Received: epochs='ten'"):
+        TrainConfig.from_json(path)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        TrainConfig.from_json(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        TrainConfig.from_json(path)
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        TrainConfig.from_json(tmp_path / "missing.json")

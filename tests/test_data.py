@@ -1,0 +1,152 @@
+"""Dataset reading, its errors, the split and the tf.data pipeline."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from kerascnn import data as data_lib
+from conftest import MNIST_DIR, write_idx, write_tiny_mnist
+from kerascnn.data import Dataset, DataError, load_dataset, make_dataset, search_dirs, split
+
+
+def test_real_mnist_matches_its_checksums_and_shapes(mnist):
+    sums = dict(line.split()[::-1] for line in open(os.path.join(MNIST_DIR, "SHA256SUMS")))
+    for name, digest in sums.items():
+        with open(os.path.join(MNIST_DIR, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
+    assert mnist.x_train.shape == (60000, 28, 28, 1) and mnist.x_train.dtype == np.uint8
+    assert mnist.x_test.shape == (10000, 28, 28, 1)
+    assert np.bincount(mnist.y_train).tolist()[:2] == [5923, 6742]  # MNIST's known class counts
+
+
+def test_split_is_seeded_disjoint_and_leaves_test_alone(mnist):
+    a = split(mnist, val_size=5000, seed=1)
+    b = split(mnist, val_size=5000, seed=1)
+    c = split(mnist, val_size=5000, seed=2)
+    assert len(a.x_train) == 55000 and len(a.x_val) == 5000
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    assert not np.array_equal(a.x_val, c.x_val)
+    assert a.x_test is mnist.x_test
+
+
+def test_split_partitions_the_training_set():
+    ids = np.arange(300)
+    images = np.broadcast_to((ids % 256).astype(np.uint8)[:, None, None, None], (300, 28, 28, 1))
+    data = Dataset("ids", "memory", images, ids, images[:5], ids[:5])
+    s = split(data, val_size=50, seed=0)
+    assert sorted(np.concatenate([s.y_train, s.y_val]).tolist()) == ids.tolist()
+    assert list(s.y_train) == sorted(s.y_train)  # the rest, in the original order
+
+
+def test_subset_takes_the_first_training_images_and_refuses_too_many(mnist):
+    s = split(mnist, subset=1234)
+    assert len(s.x_train) == 1234 and len(s.x_val) == 5000
+    with pytest.raises(DataError, match="subset=60000 is larger than the 55000 training images"):
+        split(mnist, subset=60000)
+
+
+def test_pipeline_scales_in_graph_and_keeps_uint8_in_memory(mnist):
+    s = split(mnist, subset=300)
+    assert s.x_train.dtype == np.uint8
+    x, y = next(iter(make_dataset(s.x_train, s.y_train, 100)))
+    assert x.dtype.name == "float32" and y.dtype.name == "int32" and tuple(x.shape) == (100, 28, 28, 1)
+    np.testing.assert_allclose(x.numpy(), s.x_train[:100] / 255.0, atol=1e-6)
+    shuffled = [b[1].numpy() for b in make_dataset(s.x_train, s.y_train, 300, shuffle=True, seed=3)]
+    assert sorted(shuffled[0]) == sorted(s.y_train) and not np.array_equal(shuffled[0], s.y_train)
+
+
+def test_idx_and_npz_and_subdirectory_layouts(tmp_path):
+    write_tiny_mnist(tmp_path / "idx")
+    assert len(load_dataset("mnist", str(tmp_path / "idx"), download=False).x_train) == 20
+    write_tiny_mnist(tmp_path / "root" / "fashion_mnist", n_train=30)
+    assert len(load_dataset("fashion_mnist", str(tmp_path / "root"), download=False).x_train) == 30
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 255, (7, 28, 28), np.uint8), y_train=np.arange(7),
+             x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.arange(3))
+    d = load_dataset("mnist", str(tmp_path), download=False)
+    assert d.x_train.shape == (7, 28, 28, 1) and d.source.endswith("mnist.npz")
+
+
+def test_search_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dirs = search_dirs("fashion_mnist", "/data")
+    assert dirs[:3] == ["/data/fashion_mnist", "/data/fashion-mnist", "/data"]
+    assert dirs[3].startswith(str(tmp_path / ".keras" / "datasets"))
+    assert dirs[-1] == "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(data_lib, "SHARED_DIR", str(tmp_path / "no-shared"))
+    monkeypatch.delenv("KERASCNN_DATA_DIR")
+    d = load_dataset("fashion_mnist", download=False)
+    assert d.source == "/usr/share/datasets/fashion-mnist" and d.x_train.shape == (60000, 28, 28, 1)
+
+
+def test_nothing_found_names_places_and_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(data_lib, "SHARED_DIR", str(tmp_path / "no-shared"))
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", str(tmp_path), download=False)
+    message = str(e.value)
+    assert str(tmp_path) in message and "train-images-idx3-ubyte.gz" in message and "mnist.npz" in message
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("mnist", str(tmp_path / "nope"), download=False)
+
+
+BROKEN = {
+    "truncated": (dict(truncate=100), "truncated or corrupt"),
+    "wrong magic": (dict(magic=0x0801), "magic number is 0x00000801; expected 0x00000803"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_idx_files_are_named(tmp_path, case):
+    kwargs, message = BROKEN[case]
+    write_tiny_mnist(tmp_path)
+    path = str(tmp_path / "train-images-idx3-ubyte.gz")
+    write_idx(path, np.zeros((20, 28, 28)), **kwargs)
+    with pytest.raises(DataError, match=message) as e:
+        load_dataset("mnist", str(tmp_path), download=False)
+    assert path in str(e.value)
+
+
+def test_not_gzip_is_named(tmp_path):
+    write_tiny_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: cannot be read"):
+        load_dataset("mnist", str(tmp_path), download=False)
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"train-labels-idx1-ubyte.gz": np.arange(19) % 10}, "20 train images but 19 labels"),
+    ({"t10k-labels-idx1-ubyte.gz": np.full(10, 12)}, r"labels must be in 0..9; found 12..12"),
+    ({"train-images-idx3-ubyte.gz": np.zeros((20, 32, 32))}, r"shape \(32, 32\); expected \(28, 28\)"),
+])
+def test_inconsistent_contents(tmp_path, override, message):
+    write_tiny_mnist(tmp_path, **override)
+    with pytest.raises(DataError, match=message):
+        load_dataset("mnist", str(tmp_path), download=False)
+
+
+def test_incomplete_idx_set(tmp_path):
+    write_tiny_mnist(tmp_path)
+    os.remove(tmp_path / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(DataError, match="incomplete: missing t10k-images-idx3-ubyte.gz"):
+        load_dataset("mnist", str(tmp_path), download=False)
+
+
+def test_npz_without_keys_or_with_pickles(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"missing keys \['y_train', 'x_test', 'y_test'\]"):
+        load_dataset("mnist", str(tmp_path), download=False)
+    obj = np.array([{"a": 1}], dtype=object)
+    np.savez(tmp_path / "mnist.npz", x_train=obj, y_train=obj, x_test=obj, y_test=obj)
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset("mnist", str(tmp_path), download=False)

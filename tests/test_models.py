@@ -1,0 +1,116 @@
+"""Every registered model: builds, predicts probabilities, round-trips through .keras."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerascnn.layers import augmentation
+from kerascnn.models import Ensemble, ModelError, create_model, list_models, register_model
+from kerascnn.training import compile_model, load_model
+from kerascnn.config import TrainConfig
+
+
+def test_registry_lists_the_lecture_models():
+    assert list_models() == ["best", "ensemble", "functional", "sequential", "subclass"]
+
+
+def test_registry_errors_name_the_choices():
+    with pytest.raises(ModelError, match=r"Unknown model 'resnet'; expected one of \['best', 'ensemble'"):
+        create_model("resnet")
+    with pytest.raises(ModelError, match=r"'sequential' does not take \['members'\]; it takes \["):
+        create_model("sequential", members=3)
+    with pytest.raises(ModelError, match="already registered"):
+        register_model("best")(lambda: None)
+
+
+@pytest.mark.parametrize("name", ["sequential", "functional", "subclass"])
+def test_lecture_cnn_has_619786_parameters_and_feature_map_sizes(name):
+    model = create_model(name)
+    assert model.count_params() == 619786
+    pools = [l for l in model._flatten_layers() if isinstance(l, keras.layers.MaxPool2D)]
+    shape = (None, 28, 28, 1)
+    sizes = []
+    for stage, layer in enumerate(pools):
+        shape = layer.compute_output_shape((None, shape[1], shape[2], 32 * 2**stage))
+        sizes.append(shape[1])
+    assert sizes == [14, 7, 4]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_round_trip_through_keras_file(name, test_batch, tmp_path):
+    x = test_batch[0][:64]
+    model = compile_model(create_model(name), TrainConfig())
+    before = model.predict(x, verbose=0)
+    assert before.shape == (64, 10) and before.dtype == np.float32
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-5)
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert type(loaded) is type(model) and loaded.count_params() == model.count_params()
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
+
+
+def test_functional_residual_option_adds_skip_connections(test_batch):
+    model = create_model("functional", residual=True)
+    assert len([l for l in model.layers if isinstance(l, keras.layers.Add)]) == 3
+    assert model.predict(test_batch[0][:4], verbose=0).shape == (4, 10)
+
+
+def test_ensemble_output_is_the_mean_of_member_softmax(test_batch):
+    x = test_batch[0][:32]
+    model = create_model("ensemble", members=3)
+    members = np.stack([m.predict(x, verbose=0) for m in model.members])
+    np.testing.assert_allclose(model.predict(x, verbose=0), members.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(members[0], members[1])  # members are distinct models
+
+
+def test_each_member_learns_from_its_own_loss(test_batch):
+    """The training loss's gradient for a member is that member's own loss gradient / members."""
+    x, y = test_batch[0][:16], test_batch[1][:16]
+    model = compile_model(create_model("ensemble", members=2, dropout=0.0), TrainConfig())
+    ce = keras.losses.SparseCategoricalCrossentropy()
+    member = model.members[0]
+    with tf.GradientTape(persistent=True) as tape:
+        loss = model.compute_loss(x, y, model(x, training=True), training=True)
+        alone = ce(y, member(x, training=True))
+    got = tape.gradient(loss, member.trainable_variables)
+    want = tape.gradient(alone, member.trainable_variables)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy() / 2, rtol=1e-4, atol=1e-7)
+    # Evaluation scores the ensemble's own (averaged) prediction.
+    avg = model(x, training=False)
+    np.testing.assert_allclose(model.compute_loss(x, y, avg, training=False), ce(y, avg), rtol=1e-6)
+
+
+def test_ensemble_needs_members():
+    with pytest.raises(ValueError, match="`members` must be a non-empty list"):
+        Ensemble([])
+
+
+def test_augmentation_changes_inputs_in_training_only(test_batch):
+    x = test_batch[0][:32]
+    layers = augmentation(15, 2)
+    train, infer = x, x
+    for layer in layers:
+        train = layer(train, training=True)
+        infer = layer(infer, training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(infer), x)
+    changed = np.abs(keras.ops.convert_to_numpy(train) - x).reshape(32, -1).max(axis=1) > 0.1
+    assert changed.mean() > 0.8
+    # Ink is moved, not created: total brightness stays roughly the same.
+    assert abs(float(keras.ops.sum(train)) / float(x.sum()) - 1) < 0.1
+
+
+def test_best_model_is_deterministic_at_inference_and_random_in_training(test_batch):
+    x = test_batch[0][:16]
+    model = create_model("best", members=2)
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=True))
+
+
+def test_subclass_passes_training_to_dropout(test_batch):
+    x = test_batch[0][:16]
+    model = create_model("subclass", dropout=0.5)
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=True))
