@@ -1,4 +1,4 @@
-"""Chooses the compute precision (Keras mixed-precision policy) for a run.
+"""Chooses how a run computes: the precision policy and whether to use XLA.
 
 `auto` picks `mixed_bfloat16` on CPUs with AVX512_BF16 or AMX (about 2x the
 float32 training speed on such a CPU), `mixed_float16` on GPUs with tensor
@@ -71,3 +71,27 @@ def set_precision(precision):
     policy = resolve_precision(precision)
     keras.mixed_precision.set_dtype_policy(policy)
     return policy
+
+
+def jit_compile_setting():
+    """The `jit_compile` value for `Model.compile` on this backend and device.
+
+    Chosen by measurement, not by default (docs/PERFORMANCE.md,
+    `python -m kerascnn.bench`):
+
+    * TensorFlow on CPU: False. Forced XLA trained the lecture CNN at 1,490
+      images/s against 2,340 without it on the 2-core AVX-512 development
+      CPU: XLA's CPU convolutions are slower than oneDNN's.
+    * TensorFlow on GPU: "auto", which lets Keras use XLA when every layer
+      supports it (the augmentation layers of `best` do not, and Keras then
+      falls back to plain graphs).
+    * JAX: True; JAX always compiles with XLA, there is nothing to choose.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "auto" if tf.config.list_physical_devices("GPU") else False
+    return "auto"

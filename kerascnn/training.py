@@ -27,7 +27,7 @@ from kerascnn import data as data_lib
 from kerascnn import rundir
 from kerascnn.callbacks import make_callbacks
 from kerascnn.models import create_model
-from kerascnn.precision import set_precision
+from kerascnn.precision import jit_compile_setting, set_precision
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +47,7 @@ def compile_model(model, config):
         optimizer=keras.optimizers.Adam(config.lr),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile_setting(),
     )
     return model
 
