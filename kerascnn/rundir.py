@@ -10,6 +10,8 @@ one exception: running the same config again resumes it in place.
 import glob
 import json
 import os
+import shutil
+import tempfile
 import time
 
 CONFIG = "config.json"
@@ -20,16 +22,36 @@ class RunDirError(Exception):
     """The log directory cannot be used."""
 
 
-def check_writable(logdir):
-    """Raises `RunDirError` naming `logdir` if runs cannot be written there."""
+def bytes_needed(params):
+    """Disk a run needs: `best.keras` and the backup each hold float32 weights
+    plus Adam's two slots (3 x 4 bytes a parameter), and some slack for logs."""
+    return 2 * 12 * params + 16 * 2**20
+
+
+def check_writable(logdir, needed=0):
+    """Raises `RunDirError` naming `logdir` if a run cannot be written there.
+
+    Probes by writing a file in the nearest existing directory (permission
+    bits say nothing when running as root) and checks the free space.
+    """
     path = os.path.abspath(logdir)
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise RunDirError(f"Log directory {logdir}: {existing} is a file, not a directory.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirError(f"Log directory {logdir} is not writable ({existing}).")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise RunDirError(f"Log directory {logdir} is not writable ({existing}: {e.strerror}).") from None
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise RunDirError(
+            f"Log directory {logdir} has {free / 2**20:.0f} MB free; this run needs about "
+            f"{needed / 2**20:.0f} MB (best.keras, backup, logs). Free some space or choose --logdir."
+        )
 
 
 def find_resumable(logdir, model, config_dict):

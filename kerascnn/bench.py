@@ -1,0 +1,267 @@
+"""Training-speed benchmark: this project against the lecture's own loop.
+
+    python -m kerascnn.bench                  # the full table, ~10 minutes on 2 cores
+    python -m kerascnn.bench --steps 40 --no-write   # a quicker look, prints only
+
+In one process tree and one sitting it measures:
+
+* the lecture's eager `GradientTape` loop (`../shared/bench/seed_loop.py`,
+  when that file exists), for the lecture CNN and for its "best" recipe;
+* this project's `fit()` throughput for `sequential` and for `best`'s
+  model at each precision (and `sequential` with forced XLA, the
+  measurement behind `kerascnn.precision.jit_compile_setting`);
+* the share of the machine's matmul peak each run reaches;
+* the cost of `best`'s augmentation layers (the same model without them);
+* the peak resident memory of each worker process (full training set in
+  memory, full-size model).
+
+Each configuration runs in its own worker process so that policies, graphs
+and memory do not leak between them. Throughput counts model-images per
+second (images times ensemble members) like the lecture script does, and is
+timed after a warm-up that includes graph tracing. The table goes to
+stdout and, unless `--no-write`, into `docs/PERFORMANCE.md`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED_LOOP = os.path.join(ROOT, "..", "shared", "bench", "seed_loop.py")
+DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
+BATCH = 100
+
+# (label, model, precision, extra builder kwargs, jit_compile)
+CONFIGS = [
+    ("sequential float32", "sequential", "float32", {}, None),
+    ("sequential mixed_bfloat16", "sequential", "mixed_bfloat16", {}, None),
+    ("sequential float32, forced XLA", "sequential", "float32", {}, True),
+    ("best float32", "best", "float32", {}, None),
+    ("best mixed_bfloat16", "best", "mixed_bfloat16", {}, None),
+    ("best mixed_bfloat16, no augmentation", "best", "mixed_bfloat16", {"rotation": 0.0, "shift": 0.0}, None),
+]
+
+
+def worker(model_name, precision, kwargs, jit, steps, warmup):
+    """Runs in a child process: times `fit()` and prints one JSON line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from kerascnn.config import TrainConfig
+    from kerascnn.data import load_dataset, make_dataset, split
+    from kerascnn.models import create_model
+    from kerascnn.precision import jit_compile_setting, set_precision
+    from kerascnn.training import compile_model
+
+    set_precision(precision)
+    keras.utils.set_random_seed(777)
+    splits = split(load_dataset("mnist"))  # the full 55,000 training images, as a real run holds them
+    model = create_model(model_name, **kwargs)
+    compile_model(model, TrainConfig(model=model_name))
+    if jit is not None:
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=jit)
+    members = len(getattr(model, "members", [model]))
+
+    times = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter())
+
+    ds = make_dataset(splits.x_train, splits.y_train, BATCH, shuffle=True).repeat()
+    model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, callbacks=[Clock()], verbose=0)
+    seconds = times[-1] - times[warmup - 1]
+    images_per_s = steps * BATCH / seconds
+    print(json.dumps({
+        "images_per_s": images_per_s,
+        "model_images_per_s": images_per_s * members,
+        "members": members,
+        "step_ms": 1000 * seconds / steps,
+        "train_flops_per_image": 3 * forward_flops(),  # forward + backward (2x forward)
+        "peak_rss_mb": peak_rss_mb(),
+        "jit_compile": jit if jit is not None else jit_compile_setting(),
+    }))
+
+
+def forward_flops():
+    """Forward FLOPs per image (2 x multiply-adds) of convs and denses of one member.
+
+    Counted on the Sequential form of the lecture CNN, whose layers run in
+    order; every model here is that CNN (batch norm and pooling add little).
+    """
+    import keras
+
+    from kerascnn.models import create_model
+
+    flops = 0
+    for layer in create_model("sequential").layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel_flops = 2 * int(keras.ops.size(layer.kernel))
+            spatial = layer.output.shape[1] * layer.output.shape[2] if len(layer.output.shape) == 4 else 1
+            flops += kernel_flops * spatial
+    return flops
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss, reset by exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_peak(dtype, n=4096, repeats=10):
+    """GFLOP/s of an n x n matmul in TensorFlow (best of `repeats`)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    mm = tf.function(lambda a: tf.linalg.matmul(a, a))
+    mm(a).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mm(a).numpy()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def run_child(args, timeout=1800):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def lecture_loop(recipe, steps):
+    """Runs the lecture's loop; returns its img/s (model-images) and peak memory."""
+    # Run it unchanged, then report the child's own peak memory.
+    wrapper = (
+        "import runpy, sys; from kerascnn.bench import peak_rss_mb; sys.argv = sys.argv[1:]; "
+        "code = 0\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code or 0\n"
+        "print(f'peak_rss_mb={peak_rss_mb()}'); sys.exit(code)"
+    )
+    out = run_child(["-c", wrapper, SEED_LOOP, "--recipe", recipe, "--steps", str(steps)])
+    values = dict(line.split("=", 1) for line in out.split() if "=" in line)
+    return {
+        "model_images_per_s": float(values["img_per_s"]),
+        "projected_full_recipe_s": float(values["projected_full_recipe_s"]),
+        "peak_rss_mb": float(values["peak_rss_mb"]),
+    }
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m kerascnn.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=150, help="timed batches of 100 per configuration")
+    p.add_argument("--warmup", type=int, default=20, help="untimed batches first (includes tracing)")
+    p.add_argument("--lecture-steps", type=int, default=60, help="timed batches for the lecture loop")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/PERFORMANCE.md alone")
+    p.add_argument("--worker", nargs=4, metavar=("MODEL", "PRECISION", "KWARGS", "JIT"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 1:
+        p.error(f"--steps and --warmup must be >= 1. Received: steps={args.steps}, warmup={args.warmup}")
+    if args.worker:
+        name, precision, kwargs, jit = args.worker
+        return worker(name, precision, json.loads(kwargs), json.loads(jit), args.steps, args.warmup)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    peaks = {"float32": matmul_peak(tf.float32), "bfloat16": matmul_peak(tf.bfloat16)}
+    print(f"matmul 4096x4096: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
+
+    lecture = {}
+    if os.path.exists(SEED_LOOP):
+        for recipe in ("sequential", "best"):
+            lecture[recipe] = lecture_loop(recipe, args.lecture_steps if recipe == "sequential" else args.lecture_steps // 2)
+            print(f"lecture loop {recipe}: {lecture[recipe]['model_images_per_s']:.0f} model-images/s")
+    else:
+        print(f"{SEED_LOOP} not found: no lecture baseline, ratios left out")
+
+    rows = []
+    for label, model, precision, kwargs, jit in CONFIGS:
+        out = run_child(["-m", "kerascnn.bench", "--steps", str(args.steps), "--warmup", str(args.warmup),
+                         "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
+        r = json.loads(out.strip().splitlines()[-1])
+        base = lecture.get("best" if model == "best" else "sequential")
+        r["ratio"] = r["model_images_per_s"] / base["model_images_per_s"] if base else None
+        peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
+        r["peak_share"] = r["model_images_per_s"] * r["train_flops_per_image"] / 1e9 / peak
+        rows.append((label, r))
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"
+        print(f"{label}: {r['model_images_per_s']:.0f} model-images/s ({ratio} lecture), "
+              f"{100 * r['peak_share']:.0f}% of matmul peak, peak RSS {r['peak_rss_mb']:.0f} MB")
+
+    by_label = dict(rows)
+    aug = by_label["best mixed_bfloat16"]["step_ms"] / by_label["best mixed_bfloat16, no augmentation"]["step_ms"] - 1
+    print(f"augmentation overhead in best (bf16): {100 * aug:.1f}% of step time")
+    doc = render(started, versions(), peaks, lecture, rows, aug, args)
+    print(doc)
+    if not args.no_write:
+        os.makedirs(os.path.dirname(DOC), exist_ok=True)
+        with open(DOC, "w") as f:
+            f.write(doc)
+        print(f"wrote {DOC}")
+    return 0
+
+
+def render(started, machine, peaks, lecture, rows, aug, args):
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `python -m kerascnn.bench` on {started}: {machine}.",
+        f"Batch {BATCH}; {args.steps} timed steps per configuration after {args.warmup} warm-up steps, "
+        "each configuration in its own process with the full 55,000-image training split in memory. "
+        "Model-images/s counts images times ensemble members, as the lecture script does.",
+        "",
+        f"Matmul peak (4096x4096, TensorFlow): float32 {peaks['float32']:.0f} GFLOP/s, "
+        f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s.",
+        "",
+        "| way of training | model-images/s | vs lecture loop | share of matmul peak | peak RSS (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for recipe, r in lecture.items():
+        lines.append(f"| lecture loop, `seed_loop.py --recipe {recipe}` (eager GradientTape) | "
+                     f"{r['model_images_per_s']:,.0f} | 1.0x | | {r['peak_rss_mb']:,.0f} |")
+    for label, r in rows:
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"
+        lines.append(f"| `fit()`: {label} | {r['model_images_per_s']:,.0f} | {ratio} | "
+                     f"{100 * r['peak_share']:.0f}% | {r['peak_rss_mb']:,.0f} |")
+    lines += [
+        "",
+        f"Augmentation (RandomRotation + RandomTranslation inside each `best` member) costs "
+        f"{100 * aug:.1f}% of the bf16 step time.",
+        "",
+        "The `best` rows compare with the lecture's `best` recipe (five BN models, eager); the `sequential` rows "
+        "with its plain CNN. Training FLOPs per image are taken as 3x the forward pass of the convolutions and "
+        "dense layers; the share of peak uses the matmul peak of the run's compute dtype.",
+    ]
+    if "best" in lecture:
+        lines.append(f"The lecture loop projects {lecture['best']['projected_full_recipe_s'] / 3600:.1f} h for its "
+                     "full best recipe (5 models x 15 epochs x 300,000 images) on this machine.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

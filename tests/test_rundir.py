@@ -1,0 +1,57 @@
+"""Run directories: unique, checked up front, JSON written atomically."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from kerascnn.rundir import RunDirError, bytes_needed, check_writable, create_run_dir, find_resumable, write_json
+
+
+def test_run_dirs_are_unique(tmp_path):
+    dirs = {create_run_dir(str(tmp_path), "best") for _ in range(3)}
+    assert len(dirs) == 3 and all(os.path.basename(d).startswith("best-") for d in dirs)
+
+
+def test_resumable_only_for_same_config_and_unfinished(tmp_path):
+    run = create_run_dir(str(tmp_path), "sequential")
+    write_json(os.path.join(run, "config.json"), {"model": "sequential", "lr": 0.001})
+    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.001}) is None  # no backup
+    os.makedirs(os.path.join(run, "backup"))
+    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.001}) == run
+    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.002}) is None
+    write_json(os.path.join(run, "metrics.json"), {"test_accuracy": 0.99})
+    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.001}) is None
+
+
+def test_write_json_leaves_no_temporary(tmp_path):
+    write_json(str(tmp_path / "m.json"), {"b": 1, "a": 2})
+    assert json.load(open(tmp_path / "m.json")) == {"a": 2, "b": 1} and os.listdir(tmp_path) == ["m.json"]
+
+
+def test_unwritable_and_file_paths_are_named(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunDirError, match="is a file, not a directory"):
+        check_writable(str(tmp_path / "f" / "logs"))
+    with pytest.raises(RunDirError, match=r"Log directory /proc/logs is not writable"):
+        check_writable("/proc/logs")
+    check_writable(str(tmp_path / "new" / "logs"))  # missing parents are fine
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs: a real full disk. Needs root and mount rights (skipped otherwise)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)])
+
+
+def test_disk_too_full_is_refused_before_training(tiny_disk):
+    with pytest.raises(RunDirError, match=r"has 2 MB free; this run needs about 30 MB"):
+        check_writable(str(tiny_disk / "logs"), bytes_needed(619786))
+    assert os.listdir(tiny_disk) == []
