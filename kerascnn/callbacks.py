@@ -3,17 +3,25 @@
 * `LearningRateScheduler` with `StepDecay`: the rate times `factor` every
   `period` epochs (halved every 5 by default); Keras logs it per epoch as
   `learning_rate`, so TensorBoard charts it.
-* `ModelCheckpoint`: the best model by validation accuracy, `best.keras`.
+* `SafeModelCheckpoint`: Keras' `ModelCheckpoint` keeping the best model by
+  validation accuracy in `best.keras`, written atomically and never from
+  an epoch whose loss was NaN.
 * `TensorBoard`: per-epoch scalars, train and validation on the same charts.
 * `BackupAndRestore`: running the same command again after an interruption
   resumes from the last finished epoch instead of starting over.
 * `TerminateOnNaN`: a diverged run stops at once.
 * `CSVLogger`: `history.csv`, appended to when a run resumes.
+* `TensorBoardSummaries` (given the validation arrays): confusion matrix and
+  misclassified digits as images, the config as text, ensemble members'
+  validation accuracy (see `kerascnn.summaries`).
 """
 
+import math
 import os
 
 import keras
+
+from kerascnn.summaries import summaries_callback
 
 
 class StepDecay:
@@ -48,16 +56,59 @@ class StepDecay:
         return self.initial * self.factor ** (epoch // self.period)
 
 
-def make_callbacks(config, run_dir):
+class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that cannot leave a broken or diverged checkpoint.
+
+    Keras writes the model to a temporary `.keras` file in the same
+    directory, which is then renamed over `filepath` (an atomic step on
+    POSIX): a process killed mid-save leaves the previous checkpoint
+    intact. An epoch whose loss or monitored value is not finite is never
+    saved, so a run that diverges keeps the model from before.
+
+    Example:
+
+    >>> cb = SafeModelCheckpoint("/tmp/run/best.keras", monitor="val_accuracy", mode="max")
+    >>> cb.filepath
+    '/tmp/run/.best.keras.partial.keras'
+
+    Args:
+        filepath: str, where the checkpoint ends up; must end in `.keras`.
+        **kwargs: passed to `keras.callbacks.ModelCheckpoint`
+            (`save_best_only` defaults to True here).
+    """
+
+    def __init__(self, filepath, **kwargs):
+        if not str(filepath).endswith(".keras"):
+            raise ValueError(f"`filepath` must end in .keras. Received: filepath={filepath!r}")
+        kwargs.setdefault("save_best_only", True)
+        self.final_path = str(filepath)
+        partial = os.path.join(os.path.dirname(self.final_path), f".{os.path.basename(self.final_path)}.partial.keras")
+        super().__init__(partial, **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        values = [logs.get("loss"), logs.get(self.monitor)]
+        if any(v is None or not math.isfinite(float(v)) for v in values):
+            return
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final_path)
+
+
+def make_callbacks(config, run_dir, validation=None):
     """The callbacks for one run of `config` writing into `run_dir`.
+
+    Args:
+        validation: (x_val, y_val) or None: with the validation arrays,
+            `kerascnn.summaries.TensorBoardSummaries` is added (confusion
+            matrix, misclassified digits, the config as text, ensemble
+            members' accuracy). Defaults to None.
 
     Returns:
         (callbacks, checkpoint): the list for `fit()`, and the checkpoint
         callback, so a resumed run can restore its best score so far.
     """
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
-    )
+    checkpoint = SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max")
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor)),
@@ -66,4 +117,6 @@ def make_callbacks(config, run_dir):
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
     ]
+    if validation is not None:
+        callbacks.append(summaries_callback(config, run_dir, *validation))
     return callbacks, checkpoint

@@ -40,6 +40,7 @@ def positive_float(text):
 
 def build_parser():
     from kerascnn.data import list_datasets
+    from kerascnn.distribute import STRATEGIES
     from kerascnn.models import list_models
     from kerascnn.precision import PRECISIONS
 
@@ -52,7 +53,7 @@ def build_parser():
     p.add_argument("--model", choices=list_models(), help=f"which model (default: {d.model})")
     p.add_argument("--dataset", choices=list_datasets(), help=f"default: {d.dataset}")
     p.add_argument("--epochs", type=positive_int, help=f"default: {d.epochs}")
-    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help=f"default: {d.batch_size}")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help=f"per replica (default: {d.batch_size})")
     p.add_argument("--lr", type=positive_float, help=f"initial learning rate (default: {d.lr})")
     p.add_argument("--lr-period", dest="lr_period", type=positive_int, help="epochs between rate cuts (default: 5)")
     p.add_argument("--lr-factor", dest="lr_factor", type=positive_float, help="rate multiplier per cut (default: 0.5)")
@@ -63,7 +64,11 @@ def build_parser():
     p.add_argument("--val-size", dest="val_size", type=positive_int, help=f"default: {d.val_size}")
     p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
     p.add_argument("--logdir", help=f"where run directories go (default: {d.logdir})")
+    p.add_argument("--image-every", dest="image_every", type=int, metavar="N",
+                   help="also write TensorBoard images every N epochs (default: 0, at the end only)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 on CPUs with AVX512_BF16/AMX (default: auto)")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="auto: mirrored on 2+ GPUs; multiworker: several processes or machines (README) (default: auto)")
     p.add_argument(
         "--config", "--hparams", dest="config_file", metavar="FILE",
         help="JSON of config values, e.g. tune.py's best_hparams.json; flags override it",
@@ -96,6 +101,12 @@ def train_main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     config = resolve_config(args, parser)
+    from kerascnn.distribute import DistributeError, check_strategy
+
+    try:
+        check_strategy(config.strategy)  # before any data is loaded
+    except DistributeError as e:
+        parser.error(str(e))
 
     from kerascnn.data import DataError
     from kerascnn.models import ModelError
@@ -104,7 +115,7 @@ def train_main(argv=None):
 
     try:
         result = train(config, verbose=getattr(args, "verbose", "auto"), resume=getattr(args, "resume", True))
-    except (DataError, ModelError, RunDirError) as e:
+    except (DataError, DistributeError, ModelError, RunDirError) as e:
         parser.error(str(e))
     except TrainingDiverged as e:
         print(f"train.py: error: {e}", file=sys.stderr)

@@ -29,7 +29,7 @@ class TrainConfig:
     dataset: str = "mnist"  # "mnist" or "fashion_mnist"
     # Optimisation (the lecture's values).
     epochs: int = 15  # passes over the training split
-    batch_size: int = 100  # global batch size
+    batch_size: int = 100  # per replica; a step trains on batch_size x replicas images
     lr: float = 1e-3  # Adam's initial learning rate
     lr_period: int = 5  # halve ... every `lr_period` epochs
     lr_factor: float = 0.5  # ... by this factor
@@ -50,7 +50,9 @@ class TrainConfig:
     # Run.
     seed: int = 777  # seeds weights, split, shuffling and augmentation
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    strategy: str = "auto"  # auto | default | mirrored | multiworker (kerascnn/distribute.py)
     logdir: str = "logs"  # run directories go under here
+    image_every: int = 0  # also write image summaries every N epochs (0: only at the end)
 
     def __post_init__(self):
         self.validate()
@@ -64,6 +66,7 @@ class TrainConfig:
         _check(0 < self.lr_factor <= 1, "lr_factor", "a number in (0, 1]", self.lr_factor)
         _check(self.val_size >= 1, "val_size", "an integer >= 1", self.val_size)
         _check(self.subset is None or self.subset >= 1, "subset", "an integer >= 1", self.subset)
+        _check(self.image_every >= 0, "image_every", "an integer >= 0", self.image_every)
         _check(self.members is None or self.members >= 1, "members", "an integer >= 1", self.members)
         _check(
             self.dropout is None or 0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout
@@ -77,6 +80,9 @@ class TrainConfig:
         from kerascnn.precision import PRECISIONS
 
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
+        from kerascnn.distribute import STRATEGIES
+
+        _check(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
 
     def model_kwargs(self):
         """The builder arguments this config sets (None = the model's default)."""

@@ -19,12 +19,13 @@ import dataclasses
 import math
 import os
 import platform
+import shutil
 import time
 
 import keras
 
 from kerascnn import data as data_lib
-from kerascnn import rundir
+from kerascnn import distribute, rundir
 from kerascnn.callbacks import make_callbacks
 from kerascnn.models import create_model
 from kerascnn.precision import jit_compile_setting, set_precision
@@ -36,9 +37,10 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass
 class RunResult:
-    run_dir: str
+    run_dir: str  # None in a worker other than the chief: it keeps nothing
     metrics: dict
     resumed: bool
+    model: keras.Model = None  # the model as training left it (best.keras holds the best epoch)
 
 
 def compile_model(model, config):
@@ -67,32 +69,42 @@ def train(config, verbose="auto", resume=True):
             Defaults to True.
 
     Raises:
-        DataError, ModelError, RunDirError: before any run directory exists.
+        DataError, ModelError, RunDirError, DistributeError: before any run
+            directory exists.
         TrainingDiverged: the loss became NaN; `best.keras` (if any) is kept.
     """
+    plan = distribute.setup(config.strategy)  # first: JAX joins its cluster before any computation
     policy = set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     dataset = data_lib.load_dataset(config.dataset, config.data_dir)
     splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
-    model = create_model(config.model, **config.model_kwargs())
-    rundir.check_writable(config.logdir)
+    train_ds = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed)
+    val_ds = plan.eval_dataset(splits.x_val, splits.y_val, config.batch_size)
+    with plan.scope():  # the variables, mirrored over the replicas
+        model = create_model(config.model, **config.model_kwargs())
+    if plan.is_chief:  # only the chief writes the run directory
+        rundir.check_writable(config.logdir, rundir.bytes_needed(model.count_params()))
 
     resolved = {**config.to_dict(), "precision": policy}
+    resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
     run_dir = rundir.find_resumable(config.logdir, config.model, resolved) if resume else None
     resumed = run_dir is not None
     if resumed:
         print(f"Resuming the interrupted run in {run_dir}")
+    elif not plan.is_chief:
+        run_dir = distribute.worker_dir()  # the same files as the chief's, removed at the end
     else:
         run_dir = rundir.create_run_dir(config.logdir, config.model)
         rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
 
-    compile_model(model, config)
-    callbacks, checkpoint = make_callbacks(config, run_dir)
+    with plan.scope():  # the optimizer's and metrics' variables too
+        compile_model(model, config)
+    # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
+    validation = (splits.x_val, splits.y_val) if plan.num_processes == 1 else None
+    callbacks, checkpoint = make_callbacks(config, run_dir, validation=validation)
     history_path = os.path.join(run_dir, "history.csv")
     if resumed:
         checkpoint.best = _best_so_far(history_path, checkpoint.best)
-    train_ds = data_lib.make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle=True, seed=config.seed)
-    val_ds = data_lib.make_dataset(splits.x_val, splits.y_val, config.batch_size)
 
     start = time.perf_counter()
     model.fit(
@@ -109,7 +121,7 @@ def train(config, verbose="auto", resume=True):
         )
 
     best = load_model(best_path)
-    test_ds = data_lib.make_dataset(splits.x_test, splits.y_test, config.batch_size)
+    test_ds = plan.eval_dataset(splits.x_test, splits.y_test, config.batch_size)
     scores = best.evaluate(test_ds, return_dict=True, verbose=0)
     rows = _history(history_path)
     best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
@@ -124,10 +136,16 @@ def train(config, verbose="auto", resume=True):
         "params": int(best.count_params()),
         "train_images": int(len(splits.x_train)),
         "precision": policy,
+        "strategy": plan.name,
+        "replicas": plan.replicas,
+        "global_batch_size": plan.global_batch(config.batch_size),
         "versions": versions(),
     }
     rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
-    return RunResult(run_dir, metrics, resumed)
+    if not plan.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir = None
+    return RunResult(run_dir, metrics, resumed, model)
 
 
 def _history(path):

@@ -1,9 +1,12 @@
 """The learning-rate schedule and the callback set."""
 
+import os
+
 import keras
+import numpy as np
 import pytest
 
-from kerascnn.callbacks import StepDecay, make_callbacks
+from kerascnn.callbacks import SafeModelCheckpoint, StepDecay, make_callbacks
 from kerascnn.config import TrainConfig
 
 
@@ -27,8 +30,62 @@ def test_schedule_arguments_are_validated(kwargs, message):
 def test_callback_set(tmp_path):
     callbacks, checkpoint = make_callbacks(TrainConfig(lr=0.01, lr_period=3), str(tmp_path))
     kinds = {type(c).__name__: c for c in callbacks}
-    assert set(kinds) == {"BackupAndRestore", "LearningRateScheduler", "TerminateOnNaN", "ModelCheckpoint",
+    assert set(kinds) == {"BackupAndRestore", "LearningRateScheduler", "TerminateOnNaN", "SafeModelCheckpoint",
                           "TensorBoard", "CSVLogger"}
     assert kinds["LearningRateScheduler"].schedule(3) == pytest.approx(0.005)
     assert checkpoint.monitor == "val_accuracy" and checkpoint.save_best_only
-    assert checkpoint.filepath.endswith("best.keras") and isinstance(checkpoint, keras.callbacks.ModelCheckpoint)
+    assert checkpoint.final_path == str(tmp_path / "best.keras")
+    assert isinstance(checkpoint, keras.callbacks.ModelCheckpoint)
+
+
+def tiny_model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy")
+    return model
+
+
+def saved_kernel(path):
+    return keras.saving.load_model(path).layers[0].get_weights()[0]
+
+
+def test_checkpoint_keeps_best_and_skips_diverged_epochs(tmp_path):
+    path = str(tmp_path / "best.keras")
+    model = tiny_model()
+    cb = SafeModelCheckpoint(path, monitor="val_accuracy", mode="max")
+    cb.set_model(model)
+    cb.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
+    first = model.layers[0].get_weights()[0].copy()
+    np.testing.assert_array_equal(saved_kernel(path), first)
+    model.layers[0].kernel.assign(np.full((4, 2), np.nan, "float32"))
+    cb.on_epoch_end(1, {"loss": float("nan"), "val_accuracy": 0.9})  # diverged: not saved
+    np.testing.assert_array_equal(saved_kernel(path), first)
+    model.layers[0].kernel.assign(np.ones((4, 2), "float32"))
+    cb.on_epoch_end(2, {"loss": 0.4, "val_accuracy": 0.4})  # worse: not saved
+    np.testing.assert_array_equal(saved_kernel(path), first)
+    cb.on_epoch_end(3, {"loss": 0.3, "val_accuracy": 0.7})
+    np.testing.assert_array_equal(saved_kernel(path), np.ones((4, 2)))
+    assert sorted(os.listdir(tmp_path)) == ["best.keras"]  # no partial file left
+
+
+def test_checkpoint_interrupted_mid_save_leaves_previous_intact(tmp_path):
+    path = str(tmp_path / "best.keras")
+    model = tiny_model()
+    cb = SafeModelCheckpoint(path, monitor="val_accuracy", mode="max")
+    cb.set_model(model)
+    cb.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
+    good = saved_kernel(path)
+
+    def save_then_die(filepath, overwrite=True):  # a save cut off half-way, as a kill would
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    model.save = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        cb.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.9})
+    np.testing.assert_array_equal(saved_kernel(path), good)
+
+
+def test_checkpoint_path_must_be_keras():
+    with pytest.raises(ValueError, match="`filepath` must end in .keras. Received: filepath='best.h5'"):
+        SafeModelCheckpoint("best.h5")

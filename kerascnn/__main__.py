@@ -1,0 +1,121 @@
+"""`python -m kerascnn`: look at results: evaluate, predict on your own pictures, export.
+
+    python -m kerascnn evaluate logs/best-20250101-120000            # a run directory or a .keras file
+    python -m kerascnn predict logs/best-20250101-120000 my7.jpg two.png --json
+    python -m kerascnn export logs/best-20250101-120000 --format onnx [--out model.onnx]
+
+Exit status: 0 when all went well; 2 for bad usage, including a model that
+is missing, corrupt or refused by safe mode (an argparse-style message,
+nothing written); 1 when `predict` could not classify some of the pictures
+(each gets its own error line, the others are still classified) or
+`evaluate` could not write its PNG.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+PROG = "python -m kerascnn"
+
+
+def build_parser():
+    from kerascnn.cli import positive_int
+    from kerascnn.data import list_datasets
+    from kerascnn.export import FORMATS
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Evaluate, use and export trained kerascnn models.")
+    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,export}", required=True)
+    model_help = "a run directory (its best.keras is used) or a .keras file"
+
+    p = commands.add_parser(
+        "evaluate", help="test accuracy, loss, per-class accuracy and the confusion matrix",
+        description="Test accuracy, loss, per-class accuracy and the confusion matrix (printed, and saved as "
+                    "a PNG beside the model).",
+    )
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help=model_help)
+    p.add_argument("--dataset", choices=list_datasets(), help="default: the run's dataset, else mnist")
+    p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=500, help="default: 500")
+
+    p = commands.add_parser(
+        "predict", help="classify your own digit pictures (PNG or JPEG)",
+        description="Classify digit pictures: PNG or JPEG, any size, colour or grey, dark ink on light paper or "
+                    "light on dark; prepared MNIST-style (grey, inverted if needed, cropped to the ink, "
+                    "20 px box, centred by centre of mass in 28x28).",
+    )
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list: file, class, probability, runner_up (or file, error)")
+
+    p = commands.add_parser(
+        "export", help="export for serving: SavedModel, ONNX or TFLite",
+        description="Export through Keras' Model.export (and TensorFlow's TFLite converter) as a standalone "
+                    "artifact: float32 images (N, 28, 28, 1) in [0, 1] -> class probabilities (N, 10).",
+    )
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
+    p.add_argument("--out", metavar="PATH", help="default: beside the model (best.onnx, best.tflite, best_saved_model/)")
+    for sub in commands.choices.values():
+        sub.set_defaults(command_parser=sub)  # errors print the subcommand's usage line
+    return parser
+
+
+def main(argv=None):
+    """Entry point of `python -m kerascnn`; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"evaluate": _evaluate, "predict": _predict, "export": _export}[args.command]
+
+    from kerascnn.data import DataError
+    from kerascnn.export import ExportError
+    from kerascnn.loading import ModelFileError
+
+    try:
+        return command(args)
+    except (ModelFileError, DataError, ExportError) as e:
+        args.command_parser.error(str(e))
+
+
+def _evaluate(args):
+    from kerascnn.evaluate import evaluate, format_report
+
+    result = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size)
+    print(format_report(result))
+    if result.png_error:
+        print(f"{PROG} evaluate: error: {result.png_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict(args):
+    from kerascnn import loading
+    from kerascnn.predict import classify, format_result
+
+    model = loading.load(args.model).model
+    results = classify(model, args.images)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            stream = sys.stderr if "error" in result else sys.stdout
+            print(format_result(result), file=stream, flush=True)
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"{PROG} predict: {failed} of {len(results)} pictures could not be classified.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args):
+    from kerascnn.export import export
+
+    out = export(args.model, args.format, args.out)
+    print(f"exported {args.format}: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

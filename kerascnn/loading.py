@@ -1,0 +1,177 @@
+"""Finds and loads a trained model for `evaluate`, `predict` and `export`, safely.
+
+A user names a run directory (`logs/<model>-<time>/`, whose `best.keras`
+is used) or a `.keras` file. Before Keras sees the file it is checked here,
+so each way it can be wrong gets its own clear message naming the file:
+
+* missing, empty, a directory that is not a run, not a `.keras` file;
+* truncated or corrupt (not a readable zip archive, or a member fails its
+  CRC check);
+* carrying code: a `Lambda` layer or a serialized Python function
+  (`__lambda__`) is refused outright, before anything is deserialized.
+
+Then Keras loads it with `safe_mode=True` (the second line of defence: it
+refuses to deserialize any Python bytecode), and any other failure is
+reported as "cannot be loaded", again naming the file. Legacy `.h5` files
+are refused: only the `.keras` format is checked this way.
+
+Example:
+
+>>> resolve_model_path("no/such/run")
+Traceback (most recent call last):
+...
+kerascnn.loading.ModelFileError: no/such/run: no such file or directory.
+"""
+
+import dataclasses
+import json
+import os
+import zipfile
+import zlib
+
+RUN_MODEL = "best.keras"
+# Serialized objects that carry Python code. Keras' safe mode refuses the
+# bytecode too; refusing them by name first gives the user a precise message.
+CODE_CLASSES = {"Lambda": "a `Lambda` layer", "__lambda__": "a serialized Python lambda"}
+
+
+class ModelFileError(ValueError):
+    """A model path is missing, not a model, corrupt, or refused as unsafe."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model and where it came from.
+
+    Attributes:
+        model: the `keras.Model`.
+        path: str, the `.keras` file.
+        run_dir: str or None, the run directory when one was named.
+        run_config: dict or None, the run's `config.json` when there is one.
+    """
+
+    model: object
+    path: str
+    run_dir: object = None
+    run_config: object = None
+
+
+def resolve_model_path(path):
+    """The `.keras` file for `path` (a run directory or a `.keras` file), and the run directory.
+
+    Returns:
+        (model_path, run_dir): `run_dir` is None when `path` is a file.
+
+    Raises:
+        ModelFileError: `path` is missing, a directory without `best.keras`,
+            or not a `.keras` file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such file or directory.")
+    if os.path.isdir(path):
+        model_path = os.path.join(path, RUN_MODEL)
+        if not os.path.isfile(model_path):
+            raise ModelFileError(
+                f"{path} is not a run directory: it has no {RUN_MODEL}. Pass a run directory "
+                "(logs/<model>-<time>/ holding config.json and best.keras) or a .keras file."
+            )
+        return model_path, path
+    if not path.endswith(".keras"):
+        raise ModelFileError(
+            f"{path}: not a .keras model file; only Keras' .keras format is loaded (with safe mode). "
+            f"Received: {os.path.basename(path)}"
+        )
+    return path, None
+
+
+def check_keras_file(path):
+    """Checks a `.keras` file without deserializing anything; returns its config dict.
+
+    Raises:
+        ModelFileError: empty, truncated or corrupt, or carrying code.
+    """
+    if os.path.getsize(path) == 0:
+        raise ModelFileError(f"{path}: the file is empty (0 bytes); it is not a saved model.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise ModelFileError(f"{path}: not a Keras model: the archive has no config.json.")
+            bad = archive.testzip()  # reads every member and checks its CRC
+            if bad is not None:
+                raise ModelFileError(f"{path} is corrupt: {bad} inside it fails its CRC check.")
+            config = json.loads(archive.read("config.json"))
+    except zipfile.BadZipFile:
+        raise ModelFileError(
+            f"{path} is truncated or corrupt: it is not a readable .keras (zip) archive."
+        ) from None
+    except (OSError, EOFError, zlib.error, zipfile.LargeZipFile, ValueError) as e:
+        if isinstance(e, ModelFileError):
+            raise
+        raise ModelFileError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}).") from None
+    found = sorted(_code_objects(config))
+    if found:
+        what = " and ".join(CODE_CLASSES[c] for c in found)
+        raise ModelFileError(
+            f"{path}: refused: the model contains {what} (arbitrary Python code), and models are "
+            "loaded with Keras' safe mode on. Nothing from the file was run. Rebuild the model from "
+            "registered layers (kerascnn.models) and save it again."
+        )
+    return config
+
+
+def _code_objects(node):
+    if isinstance(node, dict):
+        if node.get("class_name") in CODE_CLASSES:
+            yield node["class_name"]
+        for value in node.values():
+            yield from _code_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _code_objects(value)
+
+
+def load_model_file(path):
+    """Loads a checked `.keras` file with Keras' safe mode on.
+
+    Raises:
+        ModelFileError: the checks of `check_keras_file` fail, or Keras
+            cannot rebuild the model (the message names the file and gives
+            Keras' reason).
+    """
+    import keras
+
+    import kerascnn.models  # noqa: F401  (registers this package's layers and models)
+
+    check_keras_file(path)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises ValueError, TypeError, OSError, h5py errors...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "safe_mode" in str(e):
+            raise ModelFileError(
+                f"{path}: refused by Keras' safe mode (the model carries Python code): {reason}"
+            ) from None
+        raise ModelFileError(f"{path}: cannot be loaded as a Keras model ({type(e).__name__}: {reason})") from None
+
+
+def load(path):
+    """Resolves `path` (run directory or `.keras` file) and loads the model safely.
+
+    Returns:
+        A `LoadedModel`.
+
+    Raises:
+        ModelFileError: see `resolve_model_path` and `load_model_file`.
+    """
+    model_path, run_dir = resolve_model_path(path)
+    model = load_model_file(model_path)
+    run_config = None
+    if run_dir is not None:
+        try:
+            with open(os.path.join(run_dir, "config.json")) as f:
+                run_config = json.load(f)
+        except (OSError, ValueError):
+            run_config = None  # the model is what matters; the config only gives defaults
+    return LoadedModel(model, model_path, run_dir, run_config)

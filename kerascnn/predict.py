@@ -1,0 +1,206 @@
+"""Classifies a person's own digit pictures: `python -m kerascnn predict MODEL IMAGE ...`.
+
+A photo or scan of a handwritten digit looks nothing like an MNIST image
+until it is prepared the way MNIST's were (LeCun et al.): any PNG or JPEG,
+any size, colour or grey, dark ink on light paper or light ink on dark, is
+
+1. read as grey in [0, 1] (EXIF rotation applied; transparency composited
+   over a background that contrasts with the ink; larger than 2048 px is
+   first shrunk to 2048 px on its longer side);
+2. inverted when the background (the median of the border pixels) is
+   light, so ink is bright on black as in MNIST;
+3. stripped of its background level and stretched so the darkest stroke is
+   1; faint specks (below 20% of the strongest ink) are dropped; a picture
+   whose ink differs from its background by less than 15% is "blank";
+4. cropped to the bounding box of the ink;
+5. scaled so its longer side is 20 px, keeping the aspect ratio, and
+   stretched again so its strongest pixel is 1 (MNIST's strokes are);
+6. pasted into a 28x28 black frame so that its centre of mass falls on
+   pixel (14, 14), as MNIST's do (measured: 13.99, 14.00 on average);
+7. kept in [0, 1], the model's input scale.
+
+Example:
+
+>>> import numpy as np
+>>> page = np.ones((120, 90))          # white paper...
+>>> page[30:90, 40:50] = 0.0           # ...with a dark vertical stroke: a "1"
+>>> digit = to_mnist(page)
+>>> digit.shape, float(digit.max())
+((28, 28, 1), 1.0)
+>>> rows, cols = np.nonzero(digit[..., 0] > 0.5)
+>>> int(rows.max() - rows.min() + 1), int(round(np.average(cols, weights=digit[rows, cols, 0])))
+(20, 14)
+"""
+
+import os
+import warnings
+
+import numpy as np
+
+FRAME = 28  # MNIST's frame, pixels
+BOX = 20  # the longer side of the digit inside it
+CENTRE = 14.0  # MNIST's centre of mass (row, column), pixel indices
+MAX_SIDE = 2048  # larger pictures are shrunk to this first
+MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of full scale)
+SPECK = 0.2  # ink weaker than this share of the strongest is dropped
+
+
+class ImageError(ValueError):
+    """A picture cannot be classified: missing, empty, not an image, too large or blank."""
+
+
+def read_grey(path):
+    """Reads an image file as a float array (H, W) in [0, 1], 1 = white.
+
+    Raises:
+        ImageError: the file is missing, empty, a directory, not an image,
+            truncated, or larger than Pillow's decompression-bomb limit.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError("no such file.")
+    if os.path.isdir(path):
+        raise ImageError("is a directory, not an image.")
+    if os.path.getsize(path) == 0:
+        raise ImageError("the file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.draft(None, (MAX_SIDE, MAX_SIDE))  # a large JPEG decodes at 1/2, 1/4 or 1/8 size
+                image.load()
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"too large to open safely ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (a PNG or JPEG was expected).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"cannot decode the image: it is truncated or corrupt ({e}).") from None
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    return _grey(image)
+
+
+def _grey(image):
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit grey
+        values = np.asarray(image, np.float64)
+        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0, 1)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if not has_alpha:
+        return np.asarray(image.convert("L"), np.float64) / 255.0
+    rgba = image.convert("RGBA")
+    luminance = np.asarray(rgba.convert("L"), np.float64) / 255.0
+    alpha = np.asarray(rgba.getchannel("A"), np.float64) / 255.0
+    opaque = alpha > 0.5
+    # Ink drawn on a transparent sheet: put it on a background it stands out from.
+    background = 1.0 if not opaque.any() or luminance[opaque].mean() < 0.5 else 0.0
+    return luminance * alpha + background * (1.0 - alpha)
+
+
+def to_mnist(grey):
+    """MNIST-style preparation of a grey picture (see the module docstring).
+
+    Args:
+        grey: float array (H, W) in [0, 1].
+
+    Returns:
+        float32 array (28, 28, 1) in [0, 1], bright ink on black.
+
+    Raises:
+        ImageError: no ink: the picture is (nearly) uniform.
+    """
+    grey = np.asarray(grey, np.float64)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 0.5:  # light paper: make the ink the bright part
+        grey, border = 1.0 - grey, 1.0 - border
+    ink = np.clip(grey - np.median(border), 0.0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise ImageError(
+            f"blank: no ink found (the strongest stroke differs from the background by {peak:.0%}; "
+            f"at least {MIN_CONTRAST:.0%} is needed)."
+        )
+    ink = ink / peak
+    ink[ink < SPECK] = 0.0
+    rows, cols = np.nonzero(ink)
+    patch = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return _frame(_scale_to_box(patch))
+
+
+def _scale_to_box(patch):
+    from PIL import Image
+
+    height, width = patch.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(patch.astype(np.float32), "F").resize(size, Image.Resampling.LANCZOS)
+    resized = np.clip(np.asarray(resized, np.float64), 0.0, None)
+    return resized / resized.max() if resized.max() > 0 else resized  # strokes at full strength, as in MNIST
+
+
+def _frame(digit):
+    height, width = digit.shape
+    total = digit.sum()
+    if total > 0:
+        cy = (digit.sum(axis=1) * np.arange(height)).sum() / total
+        cx = (digit.sum(axis=0) * np.arange(width)).sum() / total
+    else:
+        cy, cx = (height - 1) / 2, (width - 1) / 2
+    top = int(np.clip(round(CENTRE - cy), 0, FRAME - height))
+    left = int(np.clip(round(CENTRE - cx), 0, FRAME - width))
+    frame = np.zeros((FRAME, FRAME), np.float32)
+    frame[top : top + height, left : left + width] = digit
+    return frame[..., None]
+
+
+def load_digit(path):
+    """Reads and prepares one picture: float32 (28, 28, 1). Raises `ImageError`."""
+    return to_mnist(read_grey(path))
+
+
+def classify(model, paths, batch_size=256):
+    """Classifies picture files; a file that cannot be used gets an error entry.
+
+    Args:
+        model: a `keras.Model` returning class probabilities.
+        paths: list of str, picture files.
+        batch_size: int. Defaults to 256.
+
+    Returns:
+        A list with one dict per path, in order: `file`, `class`,
+        `probability`, `runner_up` (`{"class", "probability"}`); or `file`
+        and `error` for a picture that could not be classified.
+    """
+    results, ready, images = [], [], []
+    for path in paths:
+        try:
+            images.append(load_digit(path))
+            ready.append(len(results))
+            results.append({"file": os.fspath(path)})
+        except ImageError as e:
+            results.append({"file": os.fspath(path), "error": str(e)})
+    if images:
+        probabilities = np.asarray(model.predict(np.stack(images), batch_size=batch_size, verbose=0))
+        for index, p in zip(ready, probabilities):
+            first, second = np.argsort(-p, kind="stable")[:2]
+            results[index].update(
+                {
+                    "class": int(first),
+                    "probability": float(p[first]),
+                    "runner_up": {"class": int(second), "probability": float(p[second])},
+                }
+            )
+    return results
+
+
+def format_result(result):
+    """One line for one picture, as `predict` prints it."""
+    if "error" in result:
+        return f"{result['file']}: error: {result['error']}"
+    runner = result["runner_up"]
+    return (
+        f"{result['file']}: {result['class']} (probability {result['probability']:.4f}); "
+        f"runner-up {runner['class']} ({runner['probability']:.4f})"
+    )

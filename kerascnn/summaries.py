@@ -1,0 +1,216 @@
+"""TensorBoard summaries that show what went wrong, beside Keras' own scalars.
+
+`keras.callbacks.TensorBoard` already writes per-epoch loss, accuracy and
+learning rate into `<run>/train` and `<run>/validation`. `TensorBoardSummaries`
+adds, in the same run directory:
+
+* `train/`: the run's resolved config as the text summary `config`;
+* `validation/`: the image summaries `confusion_matrix` and `misclassified`
+  (the most confident mistakes, labelled true/predicted) on the validation
+  split, at the end of training and every `image_every` epochs;
+* `validation/member_<i>/`: for an `Ensemble`, each member's validation
+  accuracy per epoch under the tag `epoch_accuracy`, the tag Keras uses for
+  the ensemble's, so TensorBoard draws the members on the same chart.
+
+Steps are 0-based epochs, as Keras' callback writes them, so the images of
+epoch N sit at the same step as its scalars.
+
+Example:
+
+>>> import numpy as np
+>>> x, y = np.zeros((8, 28, 28, 1), "uint8"), np.arange(8) % 10
+>>> callback = TensorBoardSummaries("logs/run", x, y, image_every=5)
+>>> callback.image_every
+5
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from kerascnn import figures
+from kerascnn.models import Ensemble
+
+
+class TensorBoardSummaries(keras.callbacks.Callback):
+    """Writes the confusion matrix, misclassified digits, config and member accuracies.
+
+    Image summaries are computed from the model as it stands at the end of
+    that epoch (not the best checkpoint), on the whole validation split.
+    Nothing is written when training stopped on a NaN loss.
+
+    Example:
+
+    ```python
+    callback = TensorBoardSummaries(run_dir, x_val, y_val, config=config_dict, image_every=5)
+    model.fit(train_ds, validation_data=val_ds, callbacks=[tensorboard, callback])
+    ```
+
+    Args:
+        log_dir: str, the run directory (the `log_dir` of Keras'
+            `TensorBoard` callback).
+        x_val: array (N, 28, 28, 1), validation images: uint8 in [0, 255]
+            (scaled by 1/255 as the input pipeline does) or float in [0, 1].
+        y_val: int array (N,), validation labels.
+        config: dict or None, the run's config, shown as a text summary.
+            Defaults to None (no text summary).
+        image_every: int >= 0, also write the image summaries every this
+            many epochs; 0 writes them at the end of training only.
+            Defaults to 0.
+        batch_size: int >= 1, batch size for the validation predictions.
+            Defaults to 256.
+        max_misclassified: int >= 1, digits in the `misclassified` grid.
+            Defaults to 36.
+    """
+
+    def __init__(self, log_dir, x_val, y_val, config=None, image_every=0, batch_size=256, max_misclassified=36):
+        super().__init__()
+        x_val, y_val = np.asarray(x_val), np.asarray(y_val).reshape(-1)
+        if len(x_val) == 0 or len(x_val) != len(y_val):
+            raise ValueError(
+                "`x_val` and `y_val` must be non-empty and of the same length. "
+                f"Received: len(x_val)={len(x_val)}, len(y_val)={len(y_val)}"
+            )
+        _check_int("image_every", image_every, 0)
+        _check_int("batch_size", batch_size, 1)
+        _check_int("max_misclassified", max_misclassified, 1)
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"`config` must be a dict or None. Received: config={type(config).__name__}")
+        self.log_dir = str(log_dir)
+        self.x_val, self.y_val = x_val, y_val
+        self.config = config
+        self.image_every = int(image_every)
+        self.batch_size = int(batch_size)
+        self.max_misclassified = int(max_misclassified)
+        self._writers = {}
+        self._last_epoch = None
+        self._images_at = None
+
+    # Writers -----------------------------------------------------------------
+
+    def _writer(self, name):
+        import tensorflow as tf
+
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def _close(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    # Callback hooks ----------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        if self.config is not None:
+            with self._writer("train").as_default():
+                tf.summary.text("config", config_markdown(self.config), step=0)
+            self._writer("train").flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        images_now = bool(self.image_every) and (epoch + 1) % self.image_every == 0
+        members = self.model.members if isinstance(self.model, Ensemble) else None
+        if not (images_now or members) or getattr(self.model, "stop_training", False):
+            return
+        probabilities, member_probabilities = self._predict()
+        if members:
+            self._write_member_accuracy(epoch, member_probabilities)
+        if images_now:
+            self._write_images(epoch, probabilities)
+
+    def on_train_end(self, logs=None):
+        try:
+            stopped = getattr(self.model, "stop_training", False)  # set by fit(), e.g. TerminateOnNaN
+            if self._last_epoch is not None and self._images_at != self._last_epoch and not stopped:
+                self._write_images(self._last_epoch, self._predict()[0])
+        finally:
+            self._close()
+
+    # Work --------------------------------------------------------------------
+
+    def _scaled(self):
+        x = self.x_val
+        return x.astype("float32") / 255.0 if x.dtype == np.uint8 else x.astype("float32")
+
+    def _predict(self):
+        """Validation probabilities of the model, and of each member for an ensemble."""
+        x = self._scaled()
+        if isinstance(self.model, Ensemble):
+            members = [m.predict(x, batch_size=self.batch_size, verbose=0) for m in self.model.members]
+            return np.mean(members, axis=0), members  # what `Ensemble.call` computes
+        return self.model.predict(x, batch_size=self.batch_size, verbose=0), None
+
+    def _write_member_accuracy(self, epoch, member_probabilities):
+        import tensorflow as tf
+
+        for i, probabilities in enumerate(member_probabilities):
+            accuracy = float(np.mean(probabilities.argmax(axis=1) == self.y_val))
+            writer = self._writer(os.path.join("validation", f"member_{i}"))
+            with writer.as_default():
+                tf.summary.scalar("epoch_accuracy", accuracy, step=epoch)
+            writer.flush()
+
+    def _write_images(self, epoch, probabilities):
+        import tensorflow as tf
+
+        predicted = probabilities.argmax(axis=1)
+        accuracy = float(np.mean(predicted == self.y_val))
+        cm = figures.confusion_matrix(self.y_val, predicted, probabilities.shape[1])
+        title = f"validation, epoch {epoch + 1}: accuracy {accuracy:.4f}"
+        grid = figures.draw_misclassified(self.x_val, self.y_val, probabilities, self.max_misclassified)
+        writer = self._writer("validation")
+        with writer.as_default():
+            tf.summary.image(
+                "confusion_matrix", figures.draw_confusion_matrix(cm, title)[None], step=epoch,
+                description="Validation split; rows: true class, columns: predicted.",
+            )
+            tf.summary.image(
+                "misclassified", grid[None], step=epoch,
+                description="Misclassified validation digits, most confident first: true / predicted.",
+            )
+        writer.flush()
+        self._images_at = epoch
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def config_markdown(config):
+    """A config dict as a Markdown table (TensorBoard's text dashboard renders it).
+
+    >>> print(config_markdown({"model": "best", "lr": 0.001, "members": None}))
+    | setting | value |
+    |---|---|
+    | `lr` | `0.001` |
+    | `members` | `null` |
+    | `model` | `best` |
+    """
+    shown = lambda value: value if isinstance(value, str) else json.dumps(value)  # as in config.json
+    rows = [f"| `{key}` | `{shown(value)}` |" for key, value in sorted(config.items())]
+    return "\n".join(["| setting | value |", "|---|---|", *rows])
+
+
+def summaries_callback(config, run_dir, x_val, y_val):
+    """The `TensorBoardSummaries` for a run of `config` (a `TrainConfig`) in `run_dir`.
+
+    The text summary shows the run's `config.json` (the resolved config,
+    precision included) when it exists, else `config` itself.
+    """
+    path = os.path.join(run_dir, "config.json")
+    if os.path.exists(path):
+        from kerascnn.rundir import read_json
+
+        values = read_json(path)
+    else:
+        values = config.to_dict()
+    return TensorBoardSummaries(
+        run_dir, x_val, y_val, config=values, image_every=config.image_every, batch_size=config.batch_size
+    )
