@@ -1,0 +1,311 @@
+"""`--strategy`: the cluster environment, each process's input, and real runs.
+
+The real runs go through subprocesses, which run this file as a script:
+MirroredStrategy over two logical CPU devices (TensorFlow must be told
+before it starts, so in a fresh process), and `multiworker` in two
+processes on 127.0.0.1 (Keras' JAX distribution API).
+"""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_tiny_mnist
+from kerascnn.config import ConfigError, TrainConfig
+from kerascnn.distribute import (
+    KERAS_VARIABLES,
+    Cluster,
+    DistributeError,
+    Plan,
+    check_strategy,
+    cluster_from_environment,
+    setup,
+)
+
+WORKERS = {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}
+RUN_FILES = ("config.json", "metrics.json", "best.keras", "history.csv")
+SMALL = {"filters": 16, "dense_units": 64, "dropout": 0.1}  # the lecture CNN, narrower: quick on 2 cores
+
+
+def tf_config(cluster=None, job="worker", index=0):
+    return json.dumps({"cluster": cluster or WORKERS, "task": {"type": job, "index": index}})
+
+
+def small_mnist(directory, mnist, n_train=1100, n_test=500):
+    """The first real MNIST images as IDX files: a short test set keeps evaluation short."""
+    return str(write_tiny_mnist(directory, **{
+        "train-images-idx3-ubyte.gz": mnist.x_train[:n_train, ..., 0], "train-labels-idx1-ubyte.gz": mnist.y_train[:n_train],
+        "t10k-images-idx3-ubyte.gz": mnist.x_test[:n_test, ..., 0], "t10k-labels-idx1-ubyte.gz": mnist.y_test[:n_test],
+    }))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The cluster environment -------------------------------------------------------
+
+
+def test_tf_config_numbers_the_chief_first_and_makes_it_the_coordinator():
+    cluster = {"chief": ["head:1000"], "worker": ["w0:1001", "w1:1002"]}
+    found = [cluster_from_environment({"TF_CONFIG": tf_config(cluster, job, i)})
+             for job, i in (("chief", 0), ("worker", 0), ("worker", 1))]
+    assert [c.process_id for c in found] == [0, 1, 2]
+    assert {(c.coordinator, c.num_processes, c.source) for c in found} == {("head:1000", 3, "TF_CONFIG")}
+
+
+def test_keras_variables_win_over_tf_config():
+    environ = {"TF_CONFIG": tf_config(index=1), "KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:5000,127.0.0.1:5001",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0"}
+    assert cluster_from_environment(environ) == Cluster("127.0.0.1:5000", 2, 0, "KERAS_DISTRIBUTION_*")
+
+
+@pytest.mark.parametrize("environ,message", [
+    ({}, "needs its cluster in the environment"),
+    ({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": '}, "TF_CONFIG is not valid JSON"),
+    ({"TF_CONFIG": '["a:1"]'}, 'TF_CONFIG must be a JSON object with "cluster" and "task"'),
+    ({"TF_CONFIG": tf_config(index=2)}, r"task.index must be an integer in 0..1 .*Received: task="),
+    ({"TF_CONFIG": tf_config(index=-1)}, r"task.index must be an integer in 0..1"),
+    ({"TF_CONFIG": tf_config(job="chief")}, r"task.type must be one of the cluster's jobs \['worker'\]"),
+    ({"TF_CONFIG": tf_config({"worker": ["a:1"], "ps": ["b:2"]})}, r"may only have the jobs .*Received: cluster jobs \['ps', 'worker'\]"),
+    ({"TF_CONFIG": tf_config({"worker": ["no-port"]})}, "must hold \"host:port\" addresses. Received: 'no-port'"),
+    ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1"}, "needs all of KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+    ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "2"}, "PROCESS_ID must be in 0..1 for 2 processes. Received: KERAS_DISTRIBUTION_PROCESS_ID=2"),
+    ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "two",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "0"}, "NUM_PROCESSES must be an integer >= 1. Received: KERAS_DISTRIBUTION_NUM_PROCESSES='two'"),
+    ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1,b:1,c:1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+      "KERAS_DISTRIBUTION_PROCESS_ID": "0"}, "lists 3 addresses for KERAS_DISTRIBUTION_NUM_PROCESSES=2"),
+])
+def test_a_bad_cluster_environment_is_refused_by_name(environ, message):
+    with pytest.raises(DistributeError, match=message):
+        cluster_from_environment(environ)
+
+
+def test_config_refuses_an_unknown_strategy():
+    assert TrainConfig().strategy == "auto"
+    with pytest.raises(ConfigError, match=r"`strategy` must be one of .*Received: strategy='horovod'"):
+        TrainConfig(strategy="horovod")
+
+
+def test_multiworker_on_the_tensorflow_backend_says_to_use_jax():
+    with pytest.raises(DistributeError, match="KERAS_BACKEND=jax.*Received: backend=tensorflow"):
+        check_strategy("multiworker", {"TF_CONFIG": tf_config()})
+
+
+def test_auto_mirrors_only_over_several_gpus():
+    import tensorflow as tf
+
+    plan = setup("auto")
+    several = len(tf.config.list_logical_devices("GPU")) > 1
+    assert plan.name == ("mirrored" if several else "default")
+    assert plan.is_chief and plan.global_batch(100) == 100 * plan.replicas
+
+
+# train.py refuses a bad environment before it loads any data -------------------
+
+
+@pytest.mark.parametrize("environ,message", [
+    ({}, "needs its cluster in the environment"),
+    ({"TF_CONFIG": "{cluster: [}"}, "TF_CONFIG is not valid JSON"),
+    ({"TF_CONFIG": tf_config(index=2)}, "task.index must be an integer in 0..1"),
+])
+def test_train_py_exits_2_on_a_bad_cluster_environment_before_loading_data(
+    tmp_path, monkeypatch, capsys, environ, message
+):
+    from kerascnn.cli import train_main
+
+    for name in ("TF_CONFIG", *KERAS_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    logdir = tmp_path / "logs"
+    with pytest.raises(SystemExit) as exit_:
+        # A missing data directory would be the error if data were loaded first.
+        train_main(["--strategy", "multiworker", "--data-dir", str(tmp_path / "no-data"), "--logdir", str(logdir)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("usage: train.py")
+    assert "no-data" not in err and not logdir.exists()
+
+
+# Each process's input ----------------------------------------------------------
+
+
+def batches(ds):
+    return [(x.numpy().ravel() * 255).round().astype(int).tolist() for x, _ in ds]
+
+
+def test_multiworker_processes_feed_disjoint_slices_of_the_same_global_batches():
+    from kerascnn.data import make_dataset
+
+    x, y = np.arange(14, dtype="uint8").reshape(14, 1), np.arange(14)
+    per_replica, seed = 3, 5
+    shards = [batches(Plan("multiworker", replicas=2, process_id=i, num_processes=2).train_dataset(x, y, per_replica, seed))
+              for i in range(2)]
+    # One process with the same seed sees these global batches; the last, partial one is dropped.
+    expected = batches(make_dataset(x, y, 2 * per_replica, shuffle=True, seed=seed))[:2]
+    assert [len(s) for s in shards] == [2, 2]  # same number of steps in every process
+    assert [a + b for a, b in zip(*shards)] == expected
+
+
+def test_multiworker_evaluation_repeats_batches_for_each_local_device():
+    x, y = np.arange(5, dtype="uint8").reshape(5, 1), np.arange(5)
+    plan = Plan("multiworker", replicas=4, local_replicas=2, process_id=1, num_processes=2)
+    assert batches(plan.eval_dataset(x, y, per_replica=3)) == [[0, 1, 2, 0, 1, 2], [3, 4, 3, 4]]
+
+
+# Real runs, in subprocesses ----------------------------------------------------
+
+
+def run_self(*args, env=None, timeout=300):
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_complete_run_dir(run):
+    for name in RUN_FILES:
+        assert os.path.isfile(os.path.join(run, name)), name
+    assert glob.glob(os.path.join(run, "train", "events.out.tfevents.*"))
+    assert glob.glob(os.path.join(run, "validation", "events.out.tfevents.*"))
+    assert not os.path.exists(os.path.join(run, "backup"))
+
+
+def assert_members_learn_from_their_own_losses(probe):
+    per_member, of_mean, step = probe
+    assert abs(per_member - of_mean) > 1  # the members disagree, so the two losses differ
+    assert step == pytest.approx(per_member, rel=1e-4)
+
+
+def test_mirrored_over_two_cpu_devices_trains_the_ensemble(tmp_path, mnist):
+    config = dict(model="ensemble", members=2, epochs=1, val_size=100, batch_size=20, lr=3e-3, precision="float32",
+                  strategy="mirrored", data_dir=small_mnist(tmp_path / "data", mnist), logdir=str(tmp_path / "logs"), **SMALL)
+    out = run_self("mirrored", json.dumps(config))
+    m = out["metrics"]
+    assert (m["strategy"], m["replicas"], m["global_batch_size"]) == ("mirrored", 2, 40)
+    assert m["test_accuracy"] > 0.3  # chance is 0.1
+    assert_complete_run_dir(out["run_dir"])
+    assert glob.glob(os.path.join(out["run_dir"], "validation", "member_1", "events.out.tfevents.*"))
+    assert_members_learn_from_their_own_losses(out["probe"])
+
+
+def test_ensemble_losses_per_member_under_jax_data_parallel_on_two_devices():
+    pytest.importorskip("jax")
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{free_port()}",
+           "KERAS_DISTRIBUTION_NUM_PROCESSES": "1", "KERAS_DISTRIBUTION_PROCESS_ID": "0"}
+    out = run_self("probe", "multiworker", env=env)
+    assert out["replicas"] == 2
+    assert_members_learn_from_their_own_losses(out["probe"])
+
+
+def test_two_processes_train_one_model_and_only_the_chief_keeps_files(tmp_path, mnist):
+    pytest.importorskip("jax")
+    logdir, scratch = tmp_path / "logs", tmp_path / "tmp"
+    scratch.mkdir()
+    config = dict(model="sequential", epochs=1, val_size=100, batch_size=20, lr=3e-3, precision="float32",
+                  strategy="multiworker", data_dir=small_mnist(tmp_path / "data", mnist), logdir=str(logdir), **SMALL)
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "jax", "TMPDIR": str(scratch),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        for name in KERAS_VARIABLES:
+            env.pop(name, None)
+        with open(tmp_path / f"out-{index}", "w") as stdout, open(tmp_path / f"err-{index}", "w") as stderr:
+            args = [sys.executable, os.path.abspath(__file__), "train", json.dumps(config), str(tmp_path)]
+            procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=stdout, stderr=stderr))
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for index, code in enumerate(codes):
+        assert code == 0, (tmp_path / f"err-{index}").read_text()[-3000:]
+    chief, worker = [json.loads((tmp_path / f"out-{i}").read_text().strip().splitlines()[-1]) for i in range(2)]
+
+    # Only the chief keeps a run directory, and it is complete.
+    assert worker["run_dir"] is None
+    assert glob.glob(str(logdir / "*")) == [chief["run_dir"]]
+    assert_complete_run_dir(chief["run_dir"])
+    assert not glob.glob(str(scratch / "kerascnn-worker-*"))
+    m = chief["metrics"]
+    assert (m["strategy"], m["replicas"], m["global_batch_size"], m["epochs"]) == ("multiworker", 2, 40, 1)
+    assert m["test_accuracy"] > 0.3 and worker["metrics"]["test_accuracy"] == m["test_accuracy"]
+
+    # One model: both processes end with the same weights, the ones the chief saved.
+    weights = [np.load(tmp_path / f"weights-{i}.npz") for i in range(2)]
+    from kerascnn.training import load_model
+
+    saved = load_model(os.path.join(chief["run_dir"], "best.keras")).get_weights()  # epoch 1 is the last
+    assert len(saved) == len(weights[0].files) == len(weights[1].files)
+    for i, array in enumerate(saved):
+        np.testing.assert_array_equal(weights[0][f"arr_{i}"], weights[1][f"arr_{i}"])
+        np.testing.assert_array_equal(weights[0][f"arr_{i}"], array)
+
+
+# The subprocesses' side ---------------------------------------------------------
+
+
+def ensemble_loss_probe(plan):
+    """(mean of the members' losses, loss of the mean, the train step's loss) on 64 test images."""
+    import keras
+
+    from kerascnn.data import load_dataset
+    from kerascnn.models import create_model
+    from kerascnn.training import compile_model
+
+    data = load_dataset("mnist", download=False)
+    x, y = data.x_test[:64].astype("float32") / 255.0, data.y_test[:64].astype("int32")
+    keras.utils.set_random_seed(1)
+    with plan.scope():
+        model = create_model("ensemble", members=2, **{**SMALL, "dropout": 0.0})  # a deterministic step
+        compile_model(model, TrainConfig(precision="float32"))
+    head = model.members[1].logits
+    head.bias.assign(10.0 * np.eye(10, dtype="float32")[0])  # member 1 sure of "0", member 0 unsure
+    probabilities = [member.predict(x, verbose=0) for member in model.members]
+    loss = lambda p: float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))))
+    per_member = float(np.mean([loss(p) for p in probabilities]))
+    of_mean = loss(np.mean(probabilities, axis=0))
+    step = float(model.train_on_batch(x, y, return_dict=True)["loss"])
+    return per_member, of_mean, step
+
+
+def _main(mode, *args):
+    if mode == "mirrored":  # two logical CPU devices, set before TensorFlow starts
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    if mode == "probe":
+        plan = setup(args[0])
+        return {"replicas": plan.replicas, "probe": ensemble_loss_probe(plan)}
+    from kerascnn.training import train
+
+    result = train(TrainConfig(**json.loads(args[0])), verbose=0)
+    out = {"run_dir": result.run_dir, "metrics": result.metrics}
+    if mode == "mirrored":
+        out["probe"] = ensemble_loss_probe(setup("mirrored"))
+    else:  # "train": one process of a multiworker run; its final weights, for the comparison
+        import jax
+
+        path = os.path.join(args[1], f"weights-{jax.process_index()}.npz")
+        np.savez(path, *[np.asarray(w) for w in result.model.get_weights()])
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_main(*sys.argv[1:])))
