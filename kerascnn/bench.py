@@ -55,7 +55,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
     from kerascnn.data import load_dataset, make_dataset, split
     from kerascnn.models import create_model
     from kerascnn.precision import jit_compile_setting, set_precision
-    from kerascnn.training import compile_model
+    from kerascnn.training import compile_model, peak_rss_mb
 
     set_precision(precision)
     keras.utils.set_random_seed(777)
@@ -106,15 +106,6 @@ def forward_flops():
     return flops
 
 
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM; unlike ru_maxrss, reset by exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def matmul_peak(dtype, n=4096, repeats=10):
     """GFLOP/s of an n x n matmul in TensorFlow (best of `repeats`)."""
     import tensorflow as tf
@@ -143,7 +134,7 @@ def lecture_loop(recipe, steps):
     """Runs the lecture's loop; returns its img/s (model-images) and peak memory."""
     # Run it unchanged, then report the child's own peak memory.
     wrapper = (
-        "import runpy, sys; from kerascnn.bench import peak_rss_mb; sys.argv = sys.argv[1:]; "
+        "import runpy, sys; from kerascnn.training import peak_rss_mb; sys.argv = sys.argv[1:]; "
         "code = 0\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit as e:\n    code = e.code or 0\n"
         "print(f'peak_rss_mb={peak_rss_mb()}'); sys.exit(code)"

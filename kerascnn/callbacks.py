@@ -9,6 +9,8 @@
 * `TensorBoard`: per-epoch scalars, train and validation on the same charts.
 * `BackupAndRestore`: running the same command again after an interruption
   resumes from the last finished epoch instead of starting over.
+* `EpochSeeds`: each epoch's data order, dropout and augmentation depend on
+  (seed, epoch) only, so a resumed run repeats the uninterrupted one.
 * `TerminateOnNaN`: a diverged run stops at once.
 * `CSVLogger`: `history.csv`, appended to when a run resumes.
 * `TensorBoardSummaries` (given the validation arrays): confusion matrix and
@@ -56,6 +58,42 @@ class StepDecay:
         return self.initial * self.factor ** (epoch // self.period)
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Makes every epoch's randomness a function of (seed, epoch) alone.
+
+    At the start of each epoch it sets the data-order variable read by
+    `kerascnn.data.make_dataset(..., epoch=...)` and re-seeds every Keras
+    `SeedGenerator` in the model (dropout, augmentation). Keras'
+    `BackupAndRestore` saves weights and optimizer state but not these
+    random states, so without this a run resumed at epoch 7 would draw the
+    masks and augmentations of epoch 1; with it, a resumed run repeats the
+    uninterrupted run's epochs exactly (given deterministic kernels).
+
+    Args:
+        seed: int, the run's seed.
+        epoch_variable: scalar integer `tf.Variable` or None, the data
+            pipeline's epoch.
+    """
+
+    def __init__(self, seed, epoch_variable=None):
+        super().__init__()
+        self.seed = seed
+        self.epoch_variable = epoch_variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch_variable is not None:
+            self.epoch_variable.assign(epoch)
+        generators = [g for layer in self.model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+        for i, generator in enumerate(generators):
+            state = generator.state
+            value = keras.ops.convert_to_numpy(state).copy()
+            value[...] = 0
+            value.flat[0] = (self.seed * 7919 + i) % 2**31
+            # SeedGenerator adds 1 to this word per draw: 2**20 apart, epochs never share a stream.
+            value.flat[-1] = epoch * 2**20
+            state.assign(value)
+
+
 class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint` that cannot leave a broken or diverged checkpoint.
 
@@ -95,7 +133,7 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
             os.replace(self.filepath, self.final_path)
 
 
-def make_callbacks(config, run_dir, validation=None):
+def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
     """The callbacks for one run of `config` writing into `run_dir`.
 
     Args:
@@ -103,6 +141,8 @@ def make_callbacks(config, run_dir, validation=None):
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
             matrix, misclassified digits, the config as text, ensemble
             members' accuracy). Defaults to None.
+        epoch_variable: the data pipeline's epoch `tf.Variable` (see
+            `EpochSeeds`), or None. Defaults to None.
 
     Returns:
         (callbacks, checkpoint): the list for `fit()`, and the checkpoint
@@ -110,12 +150,15 @@ def make_callbacks(config, run_dir, validation=None):
     """
     checkpoint = SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max")
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        EpochSeeds(config.seed, epoch_variable),
         keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor)),
         keras.callbacks.TerminateOnNaN(),
         checkpoint,
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        # Last: an epoch counts as done for resuming only once its checkpoint and logs are
+        # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
     ]
     if validation is not None:
         callbacks.append(summaries_callback(config, run_dir, *validation))

@@ -60,6 +60,7 @@ class TrainConfig:
     def validate(self):
         """Raises `ConfigError` naming the first field that is out of range."""
         _check(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        _check(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)", self.seed)
         _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         _check(self.lr > 0, "lr", "a number > 0", self.lr)
         _check(self.lr_period >= 1, "lr_period", "an integer >= 1", self.lr_period)

@@ -2,7 +2,9 @@
 
 Each dataset is read from the first place that has it:
 
-1. `data_dir` (`--data-dir`) or else the `KERASCNN_DATA_DIR` environment variable;
+1. `data_dir` (`--data-dir`) or else the `KERASCNN_DATA_DIR` environment
+   variable: when one is given, only there (an empty or wrong directory is
+   an error, never silently replaced by other data);
 2. Keras' own cache, `~/.keras/datasets`;
 3. `shared/datasets` beside the checkout, where this project's development
    and CI machines keep MNIST (they have no internet);
@@ -98,15 +100,14 @@ def search_dirs(name, data_dir=None):
     """The directories `load_dataset` looks in, in order."""
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; expected one of {list_datasets()}.")
-    dirs = []
+    within = lambda root: [os.path.join(root, sub) for sub in DATASETS[name]["dirs"]] + [root]
     user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
-    keras_dir = os.path.join(os.path.expanduser("~"), ".keras", "datasets")
-    roots = [user_dir, keras_dir]
+    if user_dir:
+        return within(user_dir)
+    roots = [os.path.join(os.path.expanduser("~"), ".keras", "datasets")]
     if os.path.isdir(SHARED_DIR):
         roots.append(SHARED_DIR)
-    for root in [d for d in roots if d]:
-        dirs += [os.path.join(root, sub) for sub in DATASETS[name]["dirs"]] + [root]
-    return dirs + list(DATASETS[name]["system_dirs"])
+    return [d for root in roots for d in within(root)] + list(DATASETS[name]["system_dirs"])
 
 
 def load_dataset(name, data_dir=None, download=True):
@@ -114,10 +115,11 @@ def load_dataset(name, data_dir=None, download=True):
 
     Args:
         name: str, "mnist" or "fashion_mnist".
-        data_dir: str or None, a directory to look in first. Defaults to
-            `$KERASCNN_DATA_DIR`.
+        data_dir: str or None, the directory to read from (and nowhere
+            else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
+            the standard places.
         download: bool, whether to fall back to `keras.datasets` when no
-            local copy is found. Defaults to True.
+            local copy is found in the standard places. Defaults to True.
 
     Returns:
         A `Dataset`.
@@ -134,7 +136,9 @@ def load_dataset(name, data_dir=None, download=True):
         found = _load_from_dir(name, d)
         if found is not None:
             return found
-    if download:
+    if user_dir:
+        reason = f"the data directory given ({user_dir}) is searched alone"
+    elif download:
         try:
             return _download(name)
         except Exception as e:  # keras raises many kinds; all mean "not available"
@@ -284,20 +288,49 @@ def name_of(data):
     return f"{data.name!r} ({data.source})"
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=777):
+def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None):
     """A `tf.data.Dataset` of (float32 images in [0, 1], int32 labels) batches.
 
     Images stay uint8 until a whole batch is cast and scaled inside the
     graph, so memory holds one byte per pixel and no Python runs per batch.
+
+    Args:
+        shuffle: bool, a new order every pass. Defaults to False.
+        seed: int, seeds the order. Defaults to 777.
+        epoch: a scalar integer `tf.Variable` or None. When given, each pass's
+            order is a function of (seed, epoch value) alone, read when the
+            pass starts, so a run resumed at epoch 7 in a new process sees
+            the same order an uninterrupted run saw at epoch 7
+            (`kerascnn.callbacks.EpochSeeds` sets it). Without it, the order
+            depends on how many passes this process has made.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if shuffle and epoch is not None:
+        images, labels = tf.constant(x), tf.constant(y)
+
+        def order(_):
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
+            return tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), seed=key)
+
+        batches = tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
+        steps = -(-len(x) // batch_size)  # unbatch hides the length: state it for the progress bar
+        batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
+        ds = batches.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
     ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_variable():
+    """The scalar `tf.Variable` that keys `make_dataset`'s per-epoch order."""
+    import tensorflow as tf
+
+    return tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
 
 
 def _scale(x, y):

@@ -128,7 +128,7 @@ class Plan:
         """The batch size of evaluation datasets (see `eval_dataset`)."""
         return per_replica if self.name == "multiworker" else self.global_batch(per_replica)
 
-    def train_dataset(self, x, y, per_replica, seed):
+    def train_dataset(self, x, y, per_replica, seed, epoch=None):
         """This process's training input: shuffled batches of its share of each step.
 
         One process: all of each global batch (a strategy splits it over
@@ -141,7 +141,7 @@ class Plan:
         from kerascnn.data import make_dataset
 
         global_batch = self.global_batch(per_replica)
-        ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed)
+        ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch)
         if self.name != "multiworker":
             return ds
         import tensorflow as tf

@@ -59,7 +59,7 @@ def load_model(path):
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def train(config, verbose="auto", resume=True):
+def train(config, verbose="auto", resume=True, callbacks=()):
     """Trains `config.model` and returns a `RunResult`.
 
     Args:
@@ -67,6 +67,8 @@ def train(config, verbose="auto", resume=True):
         verbose: Keras `fit()` verbosity. Defaults to "auto" (progress bar).
         resume: bool, continue an interrupted run of the same config.
             Defaults to True.
+        callbacks: extra Keras callbacks, run after the built-in ones.
+            Defaults to none.
 
     Raises:
         DataError, ModelError, RunDirError, DistributeError: before any run
@@ -78,7 +80,8 @@ def train(config, verbose="auto", resume=True):
     keras.utils.set_random_seed(config.seed)
     dataset = data_lib.load_dataset(config.dataset, config.data_dir)
     splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
-    train_ds = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed)
+    epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
+    train_ds = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch)
     val_ds = plan.eval_dataset(splits.x_val, splits.y_val, config.batch_size)
     with plan.scope():  # the variables, mirrored over the replicas
         model = create_model(config.model, **config.model_kwargs())
@@ -101,7 +104,9 @@ def train(config, verbose="auto", resume=True):
         compile_model(model, config)
     # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
     validation = (splits.x_val, splits.y_val) if plan.num_processes == 1 else None
-    callbacks, checkpoint = make_callbacks(config, run_dir, validation=validation)
+    extra_callbacks = list(callbacks)
+    callbacks, checkpoint = make_callbacks(config, run_dir, validation=validation, epoch_variable=epoch)
+    callbacks += extra_callbacks
     history_path = os.path.join(run_dir, "history.csv")
     if resumed:
         checkpoint.best = _best_so_far(history_path, checkpoint.best)
@@ -116,7 +121,7 @@ def train(config, verbose="auto", resume=True):
     if model.stop_training:  # only TerminateOnNaN stops a run early
         kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
         raise TrainingDiverged(
-            f"Training stopped: the loss became NaN at learning rate {config.lr}. "
+            f"Training stopped: the loss became NaN or infinite (learning rate {config.lr}). "
             f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
         )
 
@@ -132,6 +137,7 @@ def train(config, verbose="auto", resume=True):
         "best_val_accuracy": float(best_row["val_accuracy"]),
         "epochs": len(rows),
         "wall_seconds": round(train_seconds, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "resumed": resumed,
         "params": int(best.count_params()),
         "train_images": int(len(splits.x_train)),
@@ -162,6 +168,18 @@ def _best_so_far(history_path, default):
     scores = [float(r["val_accuracy"]) for r in _history(history_path)]
     scores = [s for s in scores if not math.isnan(s)]
     return max(scores) if scores else default
+
+
+def peak_rss_mb():
+    """This process's peak resident memory in MB (Linux VmHWM), or None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def versions():

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn.callbacks import SafeModelCheckpoint, StepDecay, make_callbacks
+from kerascnn.callbacks import EpochSeeds, SafeModelCheckpoint, StepDecay, make_callbacks
 from kerascnn.config import TrainConfig
 
 
@@ -30,9 +30,10 @@ def test_schedule_arguments_are_validated(kwargs, message):
 def test_callback_set(tmp_path):
     callbacks, checkpoint = make_callbacks(TrainConfig(lr=0.01, lr_period=3), str(tmp_path))
     kinds = {type(c).__name__: c for c in callbacks}
-    assert set(kinds) == {"BackupAndRestore", "LearningRateScheduler", "TerminateOnNaN", "SafeModelCheckpoint",
+    assert set(kinds) == {"EpochSeeds", "BackupAndRestore", "LearningRateScheduler", "TerminateOnNaN", "SafeModelCheckpoint",
                           "TensorBoard", "CSVLogger"}
     assert kinds["LearningRateScheduler"].schedule(3) == pytest.approx(0.005)
+    assert type(callbacks[-1]).__name__ == "BackupAndRestore"  # an epoch is backed up after its checkpoint
     assert checkpoint.monitor == "val_accuracy" and checkpoint.save_best_only
     assert checkpoint.final_path == str(tmp_path / "best.keras")
     assert isinstance(checkpoint, keras.callbacks.ModelCheckpoint)
@@ -89,3 +90,21 @@ def test_checkpoint_interrupted_mid_save_leaves_previous_intact(tmp_path):
 def test_checkpoint_path_must_be_keras():
     with pytest.raises(ValueError, match="`filepath` must end in .keras. Received: filepath='best.h5'"):
         SafeModelCheckpoint("best.h5")
+
+
+def test_epoch_seeds_make_epochs_differ_and_repeat(test_batch):
+    """Each epoch's dropout masks depend on (seed, epoch) only: epochs differ, a repeat matches."""
+    x = test_batch[0][:32]
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.5)])
+    seeds = EpochSeeds(seed=7)
+    seeds.set_model(model)
+
+    def masks(epoch, draws=3):
+        seeds.on_epoch_begin(epoch)
+        return [keras.ops.convert_to_numpy(model(x, training=True)) != 0 for _ in range(draws)]
+
+    epoch0, epoch1, again0 = masks(0), masks(1), masks(0)
+    for a, b in zip(epoch0, again0):
+        np.testing.assert_array_equal(a, b)
+    # Epoch 1 does not replay epoch 0's stream shifted by a draw.
+    assert not any(np.array_equal(a, b) for a in epoch0 for b in epoch1)

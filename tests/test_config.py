@@ -22,6 +22,7 @@ def test_defaults_are_the_lectures():
     ("dropout", 1.0, r"`dropout` must be a number in \[0, 1\)"),
     ("precision", "fp8", "`precision` must be one of"),
     ("lr_factor", 2.0, "lr_factor"),
+    ("seed", -1, r"`seed` must be an integer in \[0, 2\*\*32\). Received: seed=-1"),
 ])
 def test_out_of_range_values_are_named(field, value, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -8,7 +8,7 @@ import pytest
 
 from kerascnn import data as data_lib
 from conftest import MNIST_DIR, write_idx, write_tiny_mnist
-from kerascnn.data import Dataset, DataError, load_dataset, make_dataset, search_dirs, split
+from kerascnn.data import Dataset, DataError, epoch_variable, load_dataset, make_dataset, search_dirs, split
 
 
 def test_real_mnist_matches_its_checksums_and_shapes(mnist):
@@ -57,6 +57,23 @@ def test_pipeline_scales_in_graph_and_keeps_uint8_in_memory(mnist):
     assert sorted(shuffled[0]) == sorted(s.y_train) and not np.array_equal(shuffled[0], s.y_train)
 
 
+def test_epoch_keyed_order_depends_on_seed_and_epoch_only(mnist):
+    x, y = mnist.x_train[:250], mnist.y_train[:250]
+    epoch = epoch_variable()
+    ds = make_dataset(x, y, 100, shuffle=True, seed=3, epoch=epoch)
+    assert int(ds.cardinality()) == 3  # 100 + 100 + 50
+
+    def one_pass(value):
+        epoch.assign(value)
+        return np.concatenate([b[1].numpy() for b in ds])
+
+    first, second = one_pass(0), one_pass(1)
+    assert sorted(first) == sorted(y) and not np.array_equal(first, second)
+    fresh = make_dataset(x, y, 100, shuffle=True, seed=3, epoch=epoch)  # as in a resumed process
+    epoch.assign(1)
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in fresh]), second)
+
+
 def test_idx_and_npz_and_subdirectory_layouts(tmp_path):
     write_tiny_mnist(tmp_path / "idx")
     assert len(load_dataset("mnist", str(tmp_path / "idx"), download=False).x_train) == 20
@@ -71,10 +88,18 @@ def test_idx_and_npz_and_subdirectory_layouts(tmp_path):
 
 def test_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    dirs = search_dirs("fashion_mnist", "/data")
-    assert dirs[:3] == ["/data/fashion_mnist", "/data/fashion-mnist", "/data"]
-    assert dirs[3].startswith(str(tmp_path / ".keras" / "datasets"))
+    assert search_dirs("fashion_mnist", "/data") == ["/data/fashion_mnist", "/data/fashion-mnist", "/data"]
+    monkeypatch.delenv("KERASCNN_DATA_DIR")
+    dirs = search_dirs("fashion_mnist")
+    assert dirs[0] == str(tmp_path / ".keras" / "datasets" / "fashion_mnist")
     assert dirs[-1] == "/usr/share/datasets/fashion-mnist"
+
+
+def test_an_empty_data_dir_is_an_error_not_a_fallback(tmp_path):
+    """Real MNIST sits in ../shared and perhaps ~/.keras: a given, empty directory must not fall back to it."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"not found\. Looked in: .*empty/mnist, .*empty; the data directory given"):
+        load_dataset("mnist", str(tmp_path / "empty"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")

@@ -7,15 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from kerascnn.config import TrainConfig
-from kerascnn.training import load_model, train
+from kerascnn.training import TrainingDiverged, load_model, train
 
 
 def history(run_dir):
@@ -40,6 +39,7 @@ def test_one_epoch_on_5000_images_learns(tmp_path, test_batch):
     m = json.load(open(os.path.join(run, "metrics.json")))
     assert m == result.metrics and m["epochs"] == 2 and m["params"] == 619786 and m["train_images"] == 5000
     assert m["test_accuracy"] > 0.9  # chance is 0.1
+    assert 100 < m["peak_rss_mb"] < 8000 and m["wall_seconds"] > 0
 
     rows = history(run)
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([1e-3, 5e-4])  # lr_period=1
@@ -62,6 +62,22 @@ def test_best_ensemble_learns_in_bfloat16(tmp_path, test_batch):
     assert (model.predict(x, verbose=0).argmax(axis=1) == y).mean() > 0.5
 
 
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, test_batch):
+    class Explode(keras.callbacks.Callback):  # epoch 2 at a rate no network survives
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.optimizer.learning_rate.assign(1e6)
+
+    config = TrainConfig(epochs=3, subset=2000, val_size=500, logdir=str(tmp_path), precision="float32")
+    with pytest.raises(TrainingDiverged, match=r"loss became NaN or infinite.*Try a lower rate.*checkpoint so far is kept"):
+        train(config, verbose=0, callbacks=[Explode()])
+    (run,) = glob.glob(os.path.join(tmp_path, "sequential-*"))
+    assert len(history(run)) == 2 and history(run)[1]["loss"] in ("nan", "inf")  # stopped in epoch 2
+    model = load_model(os.path.join(run, "best.keras"))
+    probs = model.predict(test_batch[0], verbose=0)
+    assert np.isfinite(probs).all() and (probs.argmax(axis=1) == test_batch[1]).mean() > 0.5
+
+
 def test_runs_never_share_a_directory(tmp_path):
     config = TrainConfig(epochs=1, subset=200, val_size=100, logdir=str(tmp_path), precision="float32")
     first = train(config, verbose=0).run_dir
@@ -69,30 +85,49 @@ def test_runs_never_share_a_directory(tmp_path):
     assert first != second and os.path.exists(os.path.join(first, "metrics.json"))
 
 
-def test_killed_run_resumes_when_the_same_command_runs_again(tmp_path):
-    """kill -9 during epoch 2 of 3; the same command continues to 3 epochs in the same run directory."""
-    args = [sys.executable, os.path.join(ROOT, "train.py"), "--model", "sequential", "--epochs", "3",
-            "--subset", "3000", "--val-size", "500", "--batch-size", "50", "--logdir", str(tmp_path),
-            "--precision", "float32", "--verbose", "2"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    csv_files = []
-    while time.time() < deadline and proc.poll() is None:
-        csv_files = glob.glob(os.path.join(tmp_path, "sequential-*", "history.csv"))
-        if csv_files and len(history(os.path.dirname(csv_files[0]))) >= 1:
-            break
-        time.sleep(0.05)
-    time.sleep(0.5)  # well into epoch 2
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    run = os.path.dirname(csv_files[0])
-    assert not os.path.exists(os.path.join(run, "metrics.json"))
+KILL_MID_EPOCH = """
+import os, signal, sys
+import keras
+from kerascnn.config import TrainConfig
+from kerascnn.training import train
 
-    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+class KillMidEpoch(keras.callbacks.Callback):  # kill -9 at batch 10 of epoch 2: no clean-up runs
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 10:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(TrainConfig.from_json(sys.argv[1]), verbose=0, callbacks=[KillMidEpoch()])
+"""
+
+
+def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
+    """kill -9 in the middle of epoch 2 of 3; running the same command again finishes the run in
+    the same directory, and its epochs equal an uninterrupted run's exactly: data order, dropout and
+    augmentation are keyed by (seed, epoch), and the CPU kernels here are deterministic."""
+    values = {"model": "best", "members": 1, "filters": 8, "dense_units": 32,  # BN, dropout, augmentation
+              "epochs": 3, "subset": 2500, "val_size": 500, "batch_size": 50, "precision": "float32"}
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({**values, "logdir": str(tmp_path / "killed")}))
+    reference_config = tmp_path / "reference.json"
+    reference_config.write_text(json.dumps({**values, "logdir": str(tmp_path / "reference")}))
+
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_EPOCH, str(config)], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run,) = glob.glob(os.path.join(tmp_path, "killed", "best-*"))
+    assert len(history(run)) == 1 and not os.path.exists(os.path.join(run, "metrics.json"))
+
+    again = run_cli("train.py", "--config", str(config), "--verbose", "2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"Resuming the interrupted run in {run}" in again.stdout
     assert again.stdout.strip().splitlines()[-1].endswith(f"run_dir={run}")
-    assert glob.glob(os.path.join(tmp_path, "*")) == [run]
-    epochs = sorted({int(r["epoch"]) for r in history(run)})
-    assert epochs == [0, 1, 2]
+    assert glob.glob(os.path.join(tmp_path, "killed", "*")) == [run]
     assert json.load(open(os.path.join(run, "metrics.json")))["epochs"] == 3
+
+    reference = run_cli("train.py", "--config", str(reference_config), "--verbose", "0")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    (ref_run,) = glob.glob(os.path.join(tmp_path, "reference", "best-*"))
+    scores = lambda d: [(r["epoch"], r["val_accuracy"], r["val_loss"]) for r in history(d)]
+    assert scores(run) == scores(ref_run)

@@ -1,0 +1,59 @@
+"""Hyperparameter search for the `best` CNN with keras-tuner (`python tune.py`).
+
+`CNNHyperModel.build(hp)` declares the search space (`search_space`) and maps
+the values chosen onto the same `TrainConfig`, model builder and `compile_model`
+that `train.py` uses; its `fit` makes the input pipeline for the batch size
+chosen and trains with the run's schedule (`StepDecay`). Each trial is scored
+by its best `val_accuracy` on the validation split carved from the training
+set; the test set is never handed to the search. Trials train one member of
+the ensemble (`MEMBERS`): the search tunes the member, and the final
+`train.py` run trains the recipe's five of it.
+
+A search lives in `<directory>/<project_name>/`:
+
+    search.json         what kind of search it is (tuner, data, epochs, seed)
+    oracle.json, trial_*/   keras-tuner's state: running the command again resumes
+    tensorboard/<trial>/execution0/   each trial's curves and its HParams session
+    progress.jsonl      one JSON object per finished trial (the progress line, plus memory)
+    best_hparams.json   the best trial's values as `TrainConfig` keys, for `train.py --hparams`
+
+and `<directory>/<project_name>.lock` keeps a second single-machine search out.
+
+With `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT`
+set, the same search runs on several machines with keras-tuner's own gRPC
+oracle: the "chief" serves the oracle (`serve_oracle`) and workers run trials.
+Workers send a heartbeat while they train; a worker silent for
+`worker_timeout` seconds is given up for lost and its trial goes to the next
+free worker, so the search still finishes.
+
+The modules, one job each (this package re-exports their public names):
+
+    config.py       SearchConfig (tune.py's flags), the constants, TuningError, SearchFailed
+    hypermodel.py   the search space, CNNHyperModel, best_hparams
+    oracles.py      keras-tuner's oracles plus progress, atomic saves, lost workers
+    tuners.py       keras-tuner's Tuner: memory hygiene, resume, the distributed roles
+    distributed.py  KERASTUNER_* roles, the chief's gRPC server, the workers' heartbeat
+    progress.py     the line per finished trial, progress.jsonl, best_hparams.json
+    project.py      the search folder: its lock, its kind, --overwrite
+    search.py       run_search: the checks, then the search for this process's role
+"""
+
+# Every public name of the modules, so that `from kerascnn.tuning import X` reads as before the split.
+from kerascnn.tuning.config import (  # noqa: F401
+    BEST_HPARAMS, MEMBERS, OBJECTIVE, PROGRESS_FILE, SEARCH_FILE, TUNERS, SearchConfig, SearchFailed, TuningError,
+)
+from kerascnn.tuning.distributed import check_port_free, distributed_role, serve_oracle  # noqa: F401
+from kerascnn.tuning.hypermodel import TUNED, CNNHyperModel, best_hparams, search_space, tuned_values  # noqa: F401
+from kerascnn.tuning.oracles import (  # noqa: F401
+    BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle, make_oracle,
+)
+from kerascnn.tuning.progress import (  # noqa: F401
+    ProgressReporter, best_trial, format_progress, resident_mb, write_best_hparams,
+)
+from kerascnn.tuning.project import SearchLock, check_kind, check_project, prepare_project  # noqa: F401
+from kerascnn.tuning.search import SearchResult, run_search
+
+__all__ = [
+    "CNNHyperModel", "SearchConfig", "SearchFailed", "SearchLock", "SearchResult", "TuningError",
+    "run_search", "search_space", "serve_oracle",
+]

@@ -1,0 +1,117 @@
+"""The search space and the `best` CNN as a keras-tuner `HyperModel`.
+
+`CNNHyperModel.build(hp)` declares the search space (`search_space`) and maps
+the values chosen onto the same `TrainConfig`, model builder and `compile_model`
+that `train.py` uses; its `fit` makes the input pipeline for the batch size
+chosen and trains with the run's schedule (`StepDecay`). `best_hparams` turns
+a trial into the `train.py --hparams` JSON.
+
+Example:
+
+>>> config = CNNHyperModel().config(keras_tuner.HyperParameters())
+>>> config.model, config.members, config.lr, config.batch_size, config.filters
+('best', 1, 0.001, 100, 32)
+"""
+
+import dataclasses
+
+import keras
+import keras_tuner
+
+from kerascnn import data as data_lib
+from kerascnn.callbacks import StepDecay
+from kerascnn.config import TrainConfig
+from kerascnn.models import create_model
+from kerascnn.precision import set_precision
+from kerascnn.training import compile_model
+from kerascnn.tuning.config import MEMBERS
+
+
+def search_space(hp):
+    """Declares the search space on `hp`; returns the values, keyed by `TrainConfig` field.
+
+    Defaults are the lecture's recipe, so a trial with no values chosen is
+    `train.py --model best` with one member.
+    """
+    return {
+        "lr": hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3),  # Adam's initial rate
+        "batch_size": hp.Choice("batch_size", [50, 100, 200, 400], default=100),
+        "lr_period": hp.Int("lr_period", 2, 8, default=5),  # epochs between halvings
+        "filters": hp.Choice("filters", [16, 32, 64], default=32),  # first stage; doubles per stage
+        "kernel_size": hp.Choice("kernel_size", [3, 5], default=3),
+        "dense_units": hp.Choice("dense_units", [64, 128, 256, 512], default=256),
+        "dropout": hp.Choice("dropout", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], default=0.4),
+        "batchnorm": hp.Boolean("batchnorm", default=True),
+        "rotation": hp.Choice("rotation", [0.0, 5.0, 10.0, 15.0, 20.0], default=15.0),  # degrees
+        "shift": hp.Choice("shift", [0.0, 1.0, 2.0, 3.0], default=2.0),  # pixels
+    }
+
+
+TUNED = tuple(search_space(keras_tuner.HyperParameters()))
+
+
+class CNNHyperModel(keras_tuner.HyperModel):
+    """The `best` CNN as a keras-tuner `HyperModel`, built and trained as `train.py` does.
+
+    `build(hp)` maps the values chosen onto a `TrainConfig` (`config(hp)`) and
+    builds and compiles the model from it; `fit` trains it with that config's
+    batch size and learning-rate schedule.
+
+    Example:
+
+    >>> hp = keras_tuner.HyperParameters()
+    >>> hp.values.update({"filters": 64, "batchnorm": False})
+    >>> config = CNNHyperModel().config(hp)
+    >>> config.filters, config.batchnorm, config.dense_units
+    (64, False, 256)
+
+    Args:
+        base: `TrainConfig` holding what is not tuned (dataset, seed,
+            precision, ...). Defaults to `TrainConfig(model="best", members=1)`.
+    """
+
+    def __init__(self, base=None):
+        super().__init__(name="best_cnn")
+        self.base = base or TrainConfig(model="best", members=MEMBERS)
+
+    def config(self, hp):
+        """The `TrainConfig` of the values chosen in `hp` (declaring them if new)."""
+        return dataclasses.replace(self.base, **search_space(hp))
+
+    def build(self, hp):
+        config = self.config(hp)
+        # keras-tuner clears the Keras session before each build, and with it
+        # the dtype policy: set the precision here, not once per search.
+        set_precision(config.precision)
+        keras.utils.set_random_seed(config.seed)
+        model = compile_model(create_model(config.model, **config.model_kwargs()), config)
+        # Built now, Adam's state is restored along with the weights when
+        # Hyperband promotes a trial from its checkpoint.
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    def fit(self, hp, model, x, y, validation_data, callbacks=None, epochs=1, initial_epoch=0, verbose=0, **kwargs):
+        config = self.config(hp)
+        train = data_lib.make_dataset(x, y, config.batch_size, shuffle=True, seed=config.seed)
+        val = data_lib.make_dataset(*validation_data, config.batch_size)
+        nan = keras.callbacks.TerminateOnNaN()
+        schedule = keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))
+        history = model.fit(
+            train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
+            callbacks=[schedule, nan, *(callbacks or [])], verbose=verbose, shuffle=False, **kwargs,
+        )  # the schedule first, so TensorBoard logs the rate of each epoch
+        if model.stop_training:  # only TerminateOnNaN stops a trial early
+            raise keras_tuner.errors.FailedTrialError(f"the loss became NaN at lr={config.lr:.3g}")
+        return history
+
+
+def tuned_values(hp):
+    """The tuned values of a trial's hyperparameters (no `tuner/...` bookkeeping)."""
+    return {name: hp.values[name] for name in TUNED if name in hp.values}
+
+
+def best_hparams(trial, dataset):
+    """The `train.py --hparams` JSON of `trial`: `TrainConfig` keys only."""
+    values = {"model": "best", "dataset": dataset, **tuned_values(trial.hyperparameters)}
+    TrainConfig.from_dict(values)  # refuses what train.py would refuse
+    return values

@@ -1,0 +1,142 @@
+"""keras-tuner's oracles, plus progress, atomic saves and lost workers; `make_oracle`.
+
+The oracle is the search algorithm: it picks each trial's values and keeps
+the search's state (`oracle.json`). `_SearchOracle` is mixed into keras-tuner's
+Hyperband, random and Bayesian oracles: it reports each finished trial, saves
+its state atomically, and, in the distributed search, gives the trial of a
+worker silent too long to another (`reap_lost_workers`, called by
+`serve_oracle`).
+"""
+
+import os
+import time
+
+import keras_tuner
+from keras_tuner.engine.trial import Trial, TrialStatus
+
+from kerascnn import rundir
+from kerascnn.tuning.config import OBJECTIVE
+from kerascnn.tuning.progress import _reason
+
+
+class _SearchOracle:
+    """Mixed into keras-tuner's oracles (the chief's, or the only one).
+
+    Adds: a progress report per finished trial (`reporter`); atomic state
+    files, so a search killed while saving still resumes; and, for the
+    distributed search, tracking when each worker was last heard from so
+    that the trial of a lost worker is run by another (`reap_lost_workers`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reporter = None  # a `ProgressReporter`, or None
+        self.failure = None  # why the search stopped early, or None
+        self._last_seen = {}  # tuner ID -> time.monotonic() of its last call
+
+    def _owner(self, trial_id):
+        return next((t for t, trial in self.ongoing_trials.items() if trial.trial_id == trial_id), None)
+
+    def _heard_from(self, tuner_id):
+        if tuner_id is not None:
+            self._last_seen[tuner_id] = time.monotonic()
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        self._heard_from(tuner_id)
+        if self.failure is not None:
+            self.tuner_ids.discard(tuner_id)
+            return Trial(self.get_space(), status=TrialStatus.STOPPED)
+        if (
+            self.max_trials and len(self.trials) >= self.max_trials and not self._retry_queue
+            and tuner_id not in self.ongoing_trials and self.ongoing_trials
+        ):
+            # Wait rather than stop: a busy worker may yet be lost, its trial to be rerun.
+            self.tuner_ids.add(tuner_id)
+            return Trial(self.get_space(), status=TrialStatus.IDLE)
+        return super().create_trial(tuner_id)
+
+    @keras_tuner.synchronized
+    def get_trial(self, trial_id):  # also the workers' heartbeat
+        self._heard_from(self._owner(trial_id))
+        return super().get_trial(trial_id)
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        self._heard_from(self._owner(trial_id))
+        return super().update_trial(trial_id, metrics, step=step)
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        owner = self._owner(trial.trial_id)
+        self._heard_from(owner)
+        if trial.trial_id in self.end_order:  # a worker given up for lost finished it after all
+            for tuner_id in [t for t, tr in self.ongoing_trials.items() if tr.trial_id == trial.trial_id]:
+                self.ongoing_trials.pop(tuner_id)
+            return
+        if trial.trial_id in self._retry_queue:
+            self._retry_queue.remove(trial.trial_id)
+        try:
+            super().end_trial(trial)
+        except RuntimeError as e:  # too many consecutive failed trials: stop every tuner
+            self.failure = f"{str(e).strip().splitlines()[0]} The last: {_reason(trial.message)}"
+            self.ongoing_trials.pop(owner, None)
+            self._save_trial(self.trials[trial.trial_id])
+            self.save()
+        if self.reporter is not None:
+            self.reporter.trial_ended(self, self.trials[trial.trial_id], owner)
+
+    @keras_tuner.synchronized
+    def reap_lost_workers(self, timeout):
+        """Gives up on workers silent for `timeout` seconds; requeues their trials."""
+        now = time.monotonic()
+        for tuner_id in sorted(self.tuner_ids):
+            silent = now - self._last_seen.setdefault(tuner_id, now)
+            if silent < timeout:
+                continue
+            self.tuner_ids.discard(tuner_id)
+            trial = self.ongoing_trials.pop(tuner_id, None)
+            if trial is not None:
+                self._retry_queue.append(trial.trial_id)
+                self.save()
+            then = f"its trial {trial.trial_id} goes to the next free worker" if trial else "it had no trial"
+            print(f"Worker {tuner_id} silent for {silent:.0f}s (worker timeout {timeout:g}s): {then}.", flush=True)
+
+    @keras_tuner.synchronized
+    def finished(self):
+        """No trial running and every worker told to stop."""
+        return not self.ongoing_trials and not self.tuner_ids
+
+    def save(self):
+        rundir.write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        rundir.write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+
+class HyperbandOracle(_SearchOracle, keras_tuner.oracles.HyperbandOracle):
+    pass
+
+
+class RandomSearchOracle(_SearchOracle, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOptimizationOracle(_SearchOracle, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
+def make_oracle(config):
+    """The oracle of `config.tuner`, stopping after `config.max_trials` trials."""
+    objective = keras_tuner.Objective(OBJECTIVE, direction="max")
+    if config.tuner == "hyperband":
+        # Brackets without end (iterations=None) and max_trials as the budget,
+        # so that --max-trials means the same for every tuner.
+        oracle = HyperbandOracle(objective, max_epochs=config.max_epochs, hyperband_iterations=None, seed=config.seed)
+        oracle.max_trials = config.max_trials  # honoured by keras-tuner's base Oracle
+    elif config.tuner == "random":
+        oracle = RandomSearchOracle(objective, max_trials=config.max_trials, seed=config.seed)
+    else:
+        oracle = BayesianOptimizationOracle(objective, max_trials=config.max_trials, seed=config.seed)
+    oracle.verbose = 0  # our one line per trial replaces keras-tuner's display
+    return oracle

@@ -1,0 +1,125 @@
+"""The whole job: `run_search` checks everything, then runs, resumes, serves or works on a search.
+
+Everything that can be checked (the config, the distributed variables, the
+chief's port, the data, the folder's lock and kind) is checked before
+anything is written; `_search` then builds the oracle, hypermodel and tuner
+for the process's role and returns a `SearchResult`.
+"""
+
+import dataclasses
+import importlib.util
+import os
+from typing import Optional
+
+import keras
+
+from kerascnn import data as data_lib
+from kerascnn import rundir
+from kerascnn.config import TrainConfig
+from kerascnn.tuning.config import MEMBERS, SEARCH_FILE, SearchFailed, TuningError
+from kerascnn.tuning.distributed import check_port_free, distributed_role
+from kerascnn.tuning.hypermodel import CNNHyperModel, best_hparams
+from kerascnn.tuning.oracles import make_oracle
+from kerascnn.tuning.progress import ProgressReporter, best_trial, write_best_hparams
+from kerascnn.tuning.project import SearchLock, check_kind, check_project, prepare_project
+from kerascnn.tuning.tuners import _HyperbandSearchTuner, _SearchTuner
+
+
+@dataclasses.dataclass
+class SearchResult:
+    role: Optional[str]  # None, "chief" or "worker"
+    project_dir: str
+    trials_done: int  # finished trials in the search (a worker: the trials it ran)
+    max_trials: int
+    best_trial_id: Optional[str] = None
+    best_score: Optional[float] = None
+    best_hparams: Optional[dict] = None
+    best_hparams_path: Optional[str] = None
+
+
+def run_search(config, verbose=0):
+    """Runs, resumes, serves or works on the search `config` describes.
+
+    Everything that can be checked (the config, the distributed variables,
+    the chief's port, the data, the folder's lock and kind) is checked
+    before anything is written.
+
+    Args:
+        config: `SearchConfig`.
+        verbose: Keras `fit()` verbosity inside trials. Defaults to 0.
+
+    The role comes from the `KERASTUNER_*` environment variables, which
+    keras-tuner itself reads too (`distributed_role`).
+
+    Returns:
+        `SearchResult`; `best_hparams_path` is set except on a worker.
+
+    Raises:
+        TuningError, DataError, RunDirError: bad usage, before anything is written.
+        SearchFailed: the search ended without a completed trial, or stopped
+            after too many failed trials in a row.
+    """
+    config.validate()
+    if config.tuner == "bayesian" and importlib.util.find_spec("sklearn") is None:  # its Gaussian process
+        raise TuningError(
+            "The bayesian tuner needs scikit-learn: pip install 'keras-tuner[bayesian]'. Received: tuner='bayesian'"
+        )
+    role, address = distributed_role()
+    if role == "chief":
+        check_port_free(*address)
+    rundir.check_writable(config.directory)
+    splits = None
+    if role != "chief":  # the chief only serves the oracle
+        dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+        splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
+        del dataset  # the test set stays out of the search
+    if role == "worker":
+        if config.overwrite:
+            print("--overwrite is the chief's to do; this worker joins the search as it is.", flush=True)
+        if os.path.exists(os.path.join(config.project_dir, SEARCH_FILE)):
+            check_kind(os.path.join(config.project_dir, SEARCH_FILE), config.kind())
+        return _search(config, role, address, splits, verbose)
+    check_project(config)  # before the lock file is touched
+    with SearchLock(config.project_dir):
+        resuming = prepare_project(config)  # again, now that no other search can change it
+        return _search(config, role, address, splits, verbose, resuming)
+
+
+def _search(config, role, address, splits, verbose, resuming=False):
+    base = TrainConfig(
+        model="best", members=MEMBERS, dataset=config.dataset, subset=config.subset, val_size=config.val_size,
+        data_dir=config.data_dir, seed=config.seed, precision=config.precision,
+    )
+    tuner_class = _HyperbandSearchTuner if config.tuner == "hyperband" else _SearchTuner
+    tuner = tuner_class(
+        make_oracle(config), CNNHyperModel(base), role=role, address=address, worker_timeout=config.worker_timeout,
+        directory=config.directory, project_name=config.project_name,
+    )
+    oracle = tuner.oracle
+    if role != "worker":
+        oracle.reporter = ProgressReporter(config.project_dir, config.dataset)
+        if resuming:
+            print(f"Resuming the search in {config.project_dir}: {len(oracle.end_order)} of "
+                  f"{config.max_trials} trials done.", flush=True)
+    if role == "chief":
+        tuner.search()
+    else:
+        board = keras.callbacks.TensorBoard(os.path.join(config.project_dir, "tensorboard"), write_graph=False)
+        tuner.search(
+            splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val),
+            epochs=config.max_epochs, callbacks=[board], verbose=verbose,
+        )
+    if role == "worker":
+        return SearchResult(role, config.project_dir, tuner.trials_run, config.max_trials)
+    if oracle.failure:
+        raise SearchFailed(f"The search stopped: {oracle.failure}")
+    best = best_trial(oracle)
+    if best is None:
+        raise SearchFailed(
+            f"No trial completed in {config.project_dir}; each trial's error is in trial_*/trial.json."
+        )
+    path = write_best_hparams(config.project_dir, best, config.dataset)
+    return SearchResult(
+        role, config.project_dir, len(oracle.end_order), config.max_trials,
+        best.trial_id, best.score, best_hparams(best, config.dataset), path,
+    )

@@ -1,0 +1,334 @@
+"""tune.py and kerascnn.tuning: search space, bad usage, progress, memory, TensorBoard,
+best_hparams.json -> train.py, resume after a kill, the lock, and the distributed mode
+(a chief and two workers on loopback, one of them killed mid-trial)."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import keras
+import keras_tuner
+import pytest
+
+import tune
+from conftest import ROOT
+from kerascnn import tuning
+from kerascnn.cli import build_parser, resolve_config
+from kerascnn.config import TrainConfig
+from kerascnn.models import create_model, model_defaults
+
+# Small and fast: 100 training and 100 validation images, one epoch, float32.
+TINY = ["--max-epochs", "1", "--subset", "100", "--val-size", "100", "--precision", "float32"]
+
+
+def call_main(argv):
+    """Runs tune.main in this process; returns (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = tune.main(argv)
+        except SystemExit as e:
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def snapshot(directory):
+    """Every file under `directory` with its size and modification time."""
+    found = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            found[os.path.relpath(os.path.join(root, name), directory)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- The search space and the hypermodel ---------------------------------------
+
+
+def test_defaults_are_the_recipe_and_every_value_is_a_train_config_field():
+    hp = keras_tuner.HyperParameters()
+    config = tuning.CNNHyperModel().config(hp)
+    recipe = model_defaults("best")
+    assert config.model == "best" and config.members == 1
+    for name in ("filters", "kernel_size", "dense_units", "dropout", "batchnorm", "rotation", "shift"):
+        assert getattr(config, name) == recipe[name], name
+    defaults = TrainConfig()
+    assert (config.lr, config.batch_size, config.lr_period) == (defaults.lr, defaults.batch_size, defaults.lr_period)
+    fields = set(TrainConfig().to_dict())
+    assert {p.name for p in hp.space} == set(tuning.TUNED) <= fields
+    assert hp.space[0].name == "lr" and hp.space[0].sampling == "log"
+    for p in hp.space:  # a range to search, not a constant
+        if hasattr(p, "max_value"):  # Int, Float
+            assert p.max_value > p.min_value, p.name
+        elif hasattr(p, "values"):  # Choice (Boolean: True or False)
+            assert len(p.values) >= 2, p.name
+
+
+def test_build_maps_values_onto_the_train_py_model():
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"filters": 16, "dense_units": 64, "kernel_size": 5, "batchnorm": False})
+    model = tuning.CNNHyperModel().build(hp)
+    expected = create_model("best", members=1, filters=16, dense_units=64, kernel_size=5, batchnorm=False)
+    assert model.count_params() == expected.count_params()
+    assert len(model.members) == 1 and model.optimizer.learning_rate.numpy() == pytest.approx(1e-3)
+
+
+def test_build_sets_the_precision_after_keras_tuner_clears_the_session():
+    # keras-tuner calls clear_session() before every build; that resets the dtype policy.
+    hypermodel = tuning.CNNHyperModel(TrainConfig(model="best", members=1, precision="mixed_bfloat16"))
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    keras.backend.clear_session()
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    assert model.members[0].convs[0].dtype_policy.name == "mixed_bfloat16"
+
+
+# --- Bad usage: exit 2, a clear message, nothing written ---------------------------
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tuner", "grid"], "argument --tuner: invalid choice: 'grid' (choose from "),
+    (["--max-trials", "0"], "argument --max-trials: expected an integer >= 1, received '0'"),
+    (["--max-epochs", "-2"], "argument --max-epochs: expected an integer >= 1, received '-2'"),
+    (["--project-name", "a/b"], "`project_name` must be a folder name (no path separators). Received: project_name='a/b'"),
+    (["--subset", "60000"], "subset=60000 is larger than the 55000 training images"),
+    (["--worker-timeout", "0"], "argument --worker-timeout: expected a finite number > 0, received '0'"),
+])
+def test_bad_usage_exits_2_and_writes_nothing(tmp_path, argv, message):
+    directory = tmp_path / "tune"
+    status, _, err = call_main([*argv, "--directory", str(directory)])
+    assert status == 2 and "usage: tune.py" in err and message in err, err
+    assert not directory.exists()
+
+
+def test_incomplete_distributed_variables_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.delenv("KERASTUNER_ORACLE_PORT", raising=False)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    status, _, err = call_main(["--directory", str(tmp_path / "tune")])
+    assert status == 2 and "but KERASTUNER_ORACLE_PORT is not" in err, err
+    assert not (tmp_path / "tune").exists()
+
+
+def test_a_port_in_use_is_refused(tmp_path, monkeypatch):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+        monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
+        status, _, err = call_main(["--directory", str(tmp_path / "tune")])
+    assert status == 2 and f"Port {port} on 127.0.0.1 is already in use" in err, err
+    assert f"Received: KERASTUNER_ORACLE_PORT={port}" in err
+    assert not (tmp_path / "tune").exists()
+
+
+def test_a_folder_that_is_not_a_search_is_left_alone(tmp_path):
+    project = tmp_path / "tune" / "mine"
+    project.mkdir(parents=True)
+    (project / "notes.txt").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        status, _, err = call_main(["--directory", str(tmp_path / "tune"), "--project-name", "mine", *extra])
+        assert status == 2 and "holds files that are not a tune.py search" in err, err
+    assert os.listdir(project) == ["notes.txt"]
+
+
+# --- One search of ten trials, read back in several ways ---------------------------
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """`tune.py --tuner random --max-trials 10` on tiny data, run once for this module."""
+    directory = tmp_path_factory.mktemp("search")
+    status, out, err = call_main(["--tuner", "random", "--max-trials", "10", *TINY, "--directory", str(directory)])
+    assert status == 0, err
+    project = os.path.join(str(directory), "mnist-best")
+    progress = read_jsonl(os.path.join(project, "progress.jsonl"))
+    return {"out": out, "project": project, "directory": str(directory), "progress": progress}
+
+
+def test_one_progress_line_per_trial_then_the_train_command(search):
+    lines = search["out"].splitlines()
+    progress = [line for line in lines if line.startswith("Trial ")]
+    assert [line.split()[1] for line in progress] == [f"{n}/10" for n in range(1, 11)]
+    for line, record in zip(progress, search["progress"]):
+        assert f"val_accuracy={record['val_accuracy']:.4f}" in line and f"| best {record['best']:.4f}" in line
+        assert "| elapsed 0:" in line and all(f" {name}=" in line for name in tuning.TUNED), line
+    best = max(search["progress"], key=lambda r: r["val_accuracy"])
+    assert search["progress"][-1]["best"] == best["val_accuracy"]
+    assert f"trial_{best['trial_id']}, val_accuracy={best['val_accuracy']:.4f}" in search["out"]
+    assert lines[-1] == f"python train.py --hparams {search['project']}/best_hparams.json"
+
+
+def test_memory_stays_flat_from_trial_to_trial(search):
+    rss = [record["rss_mb"] for record in search["progress"]]
+    assert len(rss) == 10 and all(rss)
+    assert rss[-1] - rss[2] < 150, rss
+
+
+def test_tensorboard_has_every_trial_in_hparams_with_its_curves(search):
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.util import tensor_util
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(os.path.join(search["project"], "tensorboard"))
+    mux.Reload()
+    sessions = {}
+    for run, tags in mux.PluginRunToTagToContent(metadata.PLUGIN_NAME).items():
+        if metadata.SESSION_START_INFO_TAG in tags:
+            info = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
+            sessions[run] = {k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}
+    records = {r["trial_id"]: r for r in search["progress"]}
+    assert sorted(sessions) == sorted(f"{trial_id}/execution0" for trial_id in records)
+    for trial_id, record in records.items():
+        assert sessions[f"{trial_id}/execution0"] == pytest.approx(record["hparams"])
+        accuracy = mux.Tensors(f"{trial_id}/execution0/validation", "epoch_accuracy")
+        assert float(tensor_util.make_ndarray(accuracy[-1].tensor_proto)) == pytest.approx(record["val_accuracy"])
+        assert mux.Tensors(f"{trial_id}/execution0/train", "epoch_loss")
+        assert mux.Tensors(f"{trial_id}/execution0/train", "epoch_learning_rate")
+
+
+def test_best_hparams_are_what_train_py_hparams_reads(search):
+    path = os.path.join(search["project"], "best_hparams.json")
+    with open(path) as f:
+        values = json.load(f)
+    best = max(search["progress"], key=lambda r: r["val_accuracy"])
+    assert values == {"model": "best", "dataset": "mnist", **best["hparams"]}
+    # train.py's own parsing: the file under its defaults, flags over the file.
+    parser = build_parser()
+    config = resolve_config(parser.parse_args(["--hparams", path, "--epochs", "3"]), parser)
+    assert {k: getattr(config, k) for k in best["hparams"]} == best["hparams"]
+    assert (config.model, config.members, config.epochs, config.subset) == ("best", None, 3, None)
+
+
+def test_a_search_of_another_kind_is_refused_and_left_as_it_is(search):
+    before = snapshot(search["directory"])
+    for argv, found, asked in (
+        (["--tuner", "hyperband", "--max-trials", "10", *TINY], "tuner='random'", "tuner='hyperband'"),
+        (["--tuner", "random", "--max-trials", "10", *TINY, "--subset", "200"], "subset=100", "subset=200"),
+    ):
+        status, _, err = call_main([*argv, "--directory", search["directory"]])
+        assert status == 2 and f"holds a search made with {found}; this command asks for {asked}" in err, err
+        assert "--overwrite to start afresh" in err
+    assert snapshot(search["directory"]) == before
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("sklearn"), reason="needs keras-tuner[bayesian]")
+def test_bayesian_tuner_runs(tmp_path):
+    status, out, err = call_main(["--tuner", "bayesian", "--max-trials", "1", *TINY, "--directory", str(tmp_path)])
+    assert status == 0, err
+    assert "Trial 1/1 (trial_0): val_accuracy=" in out and "python train.py --hparams" in out
+
+
+# --- Resume after a kill; the lock; --overwrite -----------------------------------
+
+
+def start(args, env=None):
+    """Starts `python tune.py args` with its output, line by line, in `proc.lines`."""
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tune.py"), *args], cwd=ROOT, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    proc.lines = []
+    threading.Thread(target=lambda: proc.lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    return proc
+
+
+def wait_for(condition, timeout, what, procs=()):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        dead = [p for p in procs if p.poll() is not None]
+        assert not dead, f"exited while waiting for {what}: " + "".join(dead[0].lines)
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_killed_search_resumes_without_rerunning_trials(tmp_path):
+    # Hyperband, max 3 epochs: three 1-epoch trials, then the best is promoted to 3 epochs
+    # from its checkpoint; the promotion runs in the resumed process.
+    args = [*TINY, "--max-epochs", "3", "--directory", str(tmp_path), "--max-trials", "4"]
+    project = tmp_path / "mnist-best"
+    first = start(args)
+    try:
+        wait_for(lambda: (project / "progress.jsonl").exists(), 180, "the first trial", [first])
+        status, _, err = call_main(args)  # a second search on the same folder
+        assert status == 2 and f"is in use by another tune.py (pid {first.pid} on" in err, err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    done = {r["trial_id"] for r in read_jsonl(project / "progress.jsonl")}
+    stamps = {t: os.stat(project / f"trial_{t}" / "trial.json").st_mtime_ns for t in done}
+
+    status, out, err = call_main(args)  # the same command again
+    assert status == 0, err
+    assert f"Resuming the search in {project}: {len(done)} of 4 trials done." in out
+    records = read_jsonl(project / "progress.jsonl")
+    assert sorted(r["trial_id"] for r in records) == ["0", "1", "2", "3"]
+    rerun = {line.split("(trial_")[1].split(")")[0] for line in out.splitlines() if line.startswith("Trial ")}
+    assert rerun == {"0", "1", "2", "3"} - done
+    assert {t: os.stat(project / f"trial_{t}" / "trial.json").st_mtime_ns for t in done} == stamps
+    assert records[-1]["epochs"] == 3  # Hyperband's promotion, from a checkpoint
+    assert out.splitlines()[-1] == f"python train.py --hparams {project}/best_hparams.json"
+
+    status, out, _ = call_main([*args, "--max-trials", "1", "--overwrite"])  # the last flag wins
+    assert status == 0 and "Resuming" not in out
+    assert len(read_jsonl(project / "progress.jsonl")) == 1 and not (project / "trial_1").exists()
+
+
+# --- Distributed: a chief and two workers on 127.0.0.1 ------------------------------
+
+
+def test_chief_and_two_workers_finish_even_when_a_worker_dies(tmp_path):
+    port = free_port()
+    args = ["--tuner", "random", "--max-trials", "6", *TINY, "--directory", str(tmp_path), "--worker-timeout", "8"]
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    chief = start(args, {**env, "KERASTUNER_TUNER_ID": "chief"})
+    victim = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner1"})
+    procs = [chief, victim]
+    try:
+        started = lambda: [line.split()[-1] for line in victim.lines if "running trial" in line]
+        # tuner0 joins once tuner1 is training, so tuner1 surely gets a second trial.
+        wait_for(lambda: started(), 240, "tuner1's first trial", procs)
+        survivor = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner0"})
+        procs.append(survivor)
+        wait_for(lambda: len(started()) >= 2, 240, "tuner1's second trial", procs)
+        victim.send_signal(signal.SIGKILL)  # mid-trial
+        victim.wait()
+        lost = started()[-1]
+        assert chief.wait(timeout=240) == 0, "".join(chief.lines)
+        assert survivor.wait(timeout=60) == 0, "".join(survivor.lines)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    project = tmp_path / "mnist-best"
+    trials = [json.loads((project / f"trial_{i}" / "trial.json").read_text()) for i in range(6)]
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 6
+    records = read_jsonl(project / "progress.jsonl")
+    owners = {r["trial_id"]: r["tuner_id"] for r in records}
+    assert sorted(owners) == [str(i) for i in range(6)]
+    assert set(owners.values()) == {"tuner0", "tuner1"} and owners[lost] == "tuner0"
+    out = "".join(chief.lines)
+    assert "Worker tuner1 silent for" in out and f"its trial {lost} goes to the next free worker" in out
+    assert TrainConfig.from_json(project / "best_hparams.json").model == "best"
+    assert f"python train.py --hparams {project}/best_hparams.json" in out.splitlines()
