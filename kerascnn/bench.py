@@ -52,7 +52,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
     import keras
 
     from kerascnn.config import TrainConfig
-    from kerascnn.data import load_dataset, make_dataset, split
+    from kerascnn.data import epoch_variable, load_dataset, make_dataset, split
     from kerascnn.models import create_model
     from kerascnn.precision import jit_compile_setting, set_precision
     from kerascnn.training import compile_model, peak_rss_mb
@@ -72,7 +72,8 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         def on_train_batch_end(self, batch, logs=None):
             times.append(time.perf_counter())
 
-    ds = make_dataset(splits.x_train, splits.y_train, BATCH, shuffle=True).repeat()
+    # The pipeline train() uses: uint8 in memory, epoch-keyed order, scaling in the graph.
+    ds = make_dataset(splits.x_train, splits.y_train, BATCH, shuffle=True, epoch=epoch_variable()).repeat()
     model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, callbacks=[Clock()], verbose=0)
     seconds = times[-1] - times[warmup - 1]
     images_per_s = steps * BATCH / seconds
@@ -82,7 +83,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         "members": members,
         "step_ms": 1000 * seconds / steps,
         "train_flops_per_image": 3 * forward_flops(),  # forward + backward (2x forward)
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb() or float("nan"),  # None off Linux
         "jit_compile": jit if jit is not None else jit_compile_setting(),
     }))
 
@@ -137,7 +138,7 @@ def lecture_loop(recipe, steps):
         "import runpy, sys; from kerascnn.training import peak_rss_mb; sys.argv = sys.argv[1:]; "
         "code = 0\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit as e:\n    code = e.code or 0\n"
-        "print(f'peak_rss_mb={peak_rss_mb()}'); sys.exit(code)"
+        "print(f'peak_rss_mb={peak_rss_mb() or float(\"nan\")}'); sys.exit(code)"
     )
     out = run_child(["-c", wrapper, SEED_LOOP, "--recipe", recipe, "--steps", str(steps)])
     values = dict(line.split("=", 1) for line in out.split() if "=" in line)

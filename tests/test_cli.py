@@ -65,3 +65,12 @@ def test_real_process_exit_status(tmp_path):
     result = run_cli("train.py", "--model", "nope", "--logdir", str(tmp_path))
     assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
+
+
+def test_diverging_rate_exits_1_and_suggests_a_lower_one(tmp_path):
+    result = run_cli("train.py", "--lr", "1e6", "--subset", "500", "--val-size", "200", "--epochs", "2",
+                     "--logdir", str(tmp_path), "--verbose", "0")
+    assert result.returncode == 1
+    assert "loss became NaN or infinite (learning rate 1000000.0). Try a lower rate (for example --lr 100000)" in (
+        result.stderr)
+    assert "Traceback" not in result.stderr
