@@ -20,13 +20,15 @@ import tempfile
 import time
 import urllib.request
 
+from kerascnn.summaries import tensorboard_server
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return s.getsockname()[1]  # the tests' conftest.free_port: this script runs outside pytest
 
 
 def wait_for_scalars(url, timeout=120):
@@ -60,34 +62,24 @@ def main(argv=None):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as scratch:
-        log = open(os.path.join(scratch, "tensorboard.log"), "w")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", args.logdir, "--host", "127.0.0.1",
-             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_scalars(url)
-            out = os.path.abspath(args.out)
-            shot = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                 f"--user-data-dir={os.path.join(scratch, 'profile')}",
-                 f"--window-size={args.width},{args.height}", "--virtual-time-budget=20000",
-                 f"--screenshot={out}", f"{url}/#scalars&_smoothingWeight=0&_ignoreYOutliers=false&tagFilter=epoch_"],
-                capture_output=True, text=True, timeout=180,
-            )
-            if shot.returncode != 0 or not os.path.isfile(out):
-                print(f"{parser.prog}: error: {browser} failed:\n{shot.stderr[-2000:]}", file=sys.stderr)
-                return 1
-        except (TimeoutError, subprocess.TimeoutExpired) as e:
-            print(f"{parser.prog}: error: {e}", file=sys.stderr)
-            return 1
-        finally:
-            server.terminate()
+        with open(os.path.join(scratch, "tensorboard.log"), "w") as log, tensorboard_server(args.logdir, port, log):
             try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
+                wait_for_scalars(url)
+                out = os.path.abspath(args.out)
+                shot = subprocess.run(
+                    [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                     f"--user-data-dir={os.path.join(scratch, 'profile')}",
+                     f"--window-size={args.width},{args.height}", "--virtual-time-budget=20000",
+                     f"--screenshot={out}",
+                     f"{url}/#scalars&_smoothingWeight=0&_ignoreYOutliers=false&tagFilter=epoch_"],
+                    capture_output=True, text=True, timeout=180,
+                )
+                if shot.returncode != 0 or not os.path.isfile(out):
+                    print(f"{parser.prog}: error: {browser} failed:\n{shot.stderr[-2000:]}", file=sys.stderr)
+                    return 1
+            except (TimeoutError, subprocess.TimeoutExpired) as e:
+                print(f"{parser.prog}: error: {e}", file=sys.stderr)
+                return 1
     print(out)
     return 0
 

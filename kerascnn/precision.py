@@ -84,7 +84,8 @@ def jit_compile_setting():
       CPU: XLA's CPU convolutions are slower than oneDNN's.
     * TensorFlow on GPU: "auto", which lets Keras use XLA when every layer
       supports it (the augmentation layers of `best` do not, and Keras then
-      falls back to plain graphs).
+      falls back to plain graphs). Not measured here: the development
+      machines have no GPU; this is Keras' own default.
     * JAX: True; JAX always compiles with XLA, there is nothing to choose.
     """
     backend = keras.backend.backend()

@@ -84,12 +84,19 @@ def create_run_dir(logdir, model):
 
 
 def write_json(path, values):
-    """Writes JSON atomically: a temporary file in the same directory, renamed."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes JSON atomically: a unique temporary file in the same directory,
+    flushed to disk, then renamed over `path`; never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(values, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_json(path):

@@ -9,7 +9,6 @@ scores never choose anything: the checkpoint is still picked on the
 validation split. Evaluation time is excluded from the elapsed minutes.
 """
 
-import argparse
 import os
 import sys
 import time

@@ -73,7 +73,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     Raises:
         DataError, ModelError, RunDirError, DistributeError: before any run
             directory exists.
-        TrainingDiverged: the loss became NaN; `best.keras` (if any) is kept.
+        TrainingDiverged: the loss became NaN or infinite; `best.keras` (if any)
+            keeps the last good epoch.
     """
     plan = distribute.setup(config.strategy)  # first: JAX joins its cluster before any computation
     policy = set_precision(config.precision)

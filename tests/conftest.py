@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -27,6 +28,13 @@ def mnist():
 def test_batch(mnist):
     """1,000 real test images scaled to [0, 1], and their labels."""
     return mnist.x_test[:1000].astype("float32") / 255.0, mnist.y_test[:1000]
+
+
+def free_port():
+    """A free TCP port on the loopback interface (every server in the tests binds 127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_idx(path, array, magic=None, truncate=0):

@@ -49,12 +49,19 @@ def saved_kernel(path):
     return keras.saving.load_model(path).layers[0].get_weights()[0]
 
 
-def test_checkpoint_keeps_best_and_skips_diverged_epochs(tmp_path):
+@pytest.fixture
+def saved_once(tmp_path):
+    """A checkpoint callback on a tiny model, after one saved epoch: (path, model, callback)."""
     path = str(tmp_path / "best.keras")
     model = tiny_model()
     cb = SafeModelCheckpoint(path, monitor="val_accuracy", mode="max")
     cb.set_model(model)
     cb.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
+    return path, model, cb
+
+
+def test_checkpoint_keeps_best_and_skips_diverged_epochs(saved_once, tmp_path):
+    path, model, cb = saved_once
     first = model.layers[0].get_weights()[0].copy()
     np.testing.assert_array_equal(saved_kernel(path), first)
     model.layers[0].kernel.assign(np.full((4, 2), np.nan, "float32"))
@@ -68,12 +75,8 @@ def test_checkpoint_keeps_best_and_skips_diverged_epochs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best.keras"]  # no partial file left
 
 
-def test_checkpoint_interrupted_mid_save_leaves_previous_intact(tmp_path):
-    path = str(tmp_path / "best.keras")
-    model = tiny_model()
-    cb = SafeModelCheckpoint(path, monitor="val_accuracy", mode="max")
-    cb.set_model(model)
-    cb.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.5})
+def test_checkpoint_interrupted_mid_save_leaves_previous_intact(saved_once):
+    path, model, cb = saved_once
     good = saved_kernel(path)
 
     def save_then_die(filepath, overwrite=True):  # a save cut off half-way, as a kill would

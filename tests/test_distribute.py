@@ -9,14 +9,13 @@ processes on 127.0.0.1 (Keras' JAX distribution API).
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_tiny_mnist
+from conftest import ROOT, free_port, write_tiny_mnist
 from kerascnn.config import ConfigError, TrainConfig
 from kerascnn.distribute import (
     KERAS_VARIABLES,
@@ -43,12 +42,6 @@ def small_mnist(directory, mnist, n_train=1100, n_test=500):
         "train-images-idx3-ubyte.gz": mnist.x_train[:n_train, ..., 0], "train-labels-idx1-ubyte.gz": mnist.y_train[:n_train],
         "t10k-images-idx3-ubyte.gz": mnist.x_test[:n_test, ..., 0], "t10k-labels-idx1-ubyte.gz": mnist.y_test[:n_test],
     }))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # The cluster environment -------------------------------------------------------

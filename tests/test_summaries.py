@@ -5,7 +5,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from kerascnn import figures
 from kerascnn.callbacks import make_callbacks
 from kerascnn.cli import train_main
 from kerascnn.config import TrainConfig
 from kerascnn.loading import load
-from kerascnn.summaries import TensorBoardSummaries, config_markdown
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kerascnn.summaries import TensorBoardSummaries, config_markdown, tensorboard_server
 
 
 def get(url, **params):
@@ -41,19 +34,8 @@ def get(url, **params):
 def tensorboard(logdir, log_path):
     """`tensorboard --logdir` on a free 127.0.0.1 port; yields its URL once it answers."""
     port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-             "--port", str(port), "--reload_interval", "1"], stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}", server
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with open(log_path, "w") as log, tensorboard_server(logdir, port, log, reload_interval=1) as server:
+        yield f"http://127.0.0.1:{port}", server
 
 
 def wait_for(url, path, ready, server, log_path, timeout=90):

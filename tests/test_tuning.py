@@ -18,7 +18,7 @@ import keras_tuner
 import pytest
 
 import tune
-from conftest import ROOT
+from conftest import ROOT, free_port
 from kerascnn import tuning
 from kerascnn.cli import build_parser, resolve_config
 from kerascnn.config import TrainConfig
@@ -52,12 +52,6 @@ def snapshot(directory):
             st = os.stat(os.path.join(root, name))
             found[os.path.relpath(os.path.join(root, name), directory)] = (st.st_size, st.st_mtime_ns)
     return found
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- The search space and the hypermodel ---------------------------------------

@@ -68,22 +68,21 @@ def run_search(config, verbose=0):
     if role == "chief":
         check_port_free(*address)
     rundir.check_writable(config.directory)
+    splits = None
+    if role != "chief":  # the chief only serves the oracle
+        dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+        splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
+        del dataset  # the test set stays out of the search
     if role == "worker":
         if config.overwrite:
             print("--overwrite is the chief's to do; this worker joins the search as it is.", flush=True)
         if os.path.exists(os.path.join(config.project_dir, SEARCH_FILE)):
             check_kind(os.path.join(config.project_dir, SEARCH_FILE), config.kind())
-        return _search(config, role, address, _load_splits(config), verbose)
+        return _search(config, role, address, splits, verbose)
     check_project(config)  # before the lock file is touched
-    with SearchLock(config.project_dir):  # before the data loads: a second search is refused at once
-        splits = None if role == "chief" else _load_splits(config)  # the chief only serves the oracle
+    with SearchLock(config.project_dir):
         resuming = prepare_project(config)  # again, now that no other search can change it
         return _search(config, role, address, splits, verbose, resuming)
-
-
-def _load_splits(config):
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-    return data_lib.split(dataset, config.val_size, config.subset, config.seed)  # the test set stays out
 
 
 def _search(config, role, address, splits, verbose, resuming=False):
