@@ -13,5 +13,11 @@ import sys
 
 from kerascnn.cli import train_main
 
+
+def main(argv=None):
+    """Parses `argv` (default: sys.argv[1:]), trains, returns the exit status."""
+    return train_main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(train_main())
+    sys.exit(main())
