@@ -25,7 +25,6 @@ stdout and, unless `--no-write`, into `docs/PERFORMANCE.md`.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -150,16 +149,17 @@ def lecture_loop(recipe, steps):
 
 
 def versions():
-    import keras
-    import tensorflow as tf
+    """`kerascnn.training.versions()` as one line, with the CPU's model name."""
+    from kerascnn.training import versions as run_versions
 
+    v = run_versions()
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    return f"{cpu}, {os.cpu_count()} cores; Python {v['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}"
 
 
 def main(argv=None):
