@@ -101,6 +101,25 @@ def augmentation(rotation=15.0, shift=2.0, size=IMAGE_SHAPE[0]):
     return out
 
 
+def allow_jit(model):
+    """Lets JAX compile a model that holds the augmentation layers.
+
+    Keras marks `RandomRotation` and `RandomTranslation` `supports_jit =
+    False` because TensorFlow's image-transform op has no XLA kernel. Under
+    the JAX backend that flag makes `fit()` drop `jit_compile` for the whole
+    model and run every train step op by op: `best` trained at 310
+    model-images/s on this CPU that way. Their JAX path (`keras.ops.image`,
+    seeds held as variables) compiles fine, so on JAX the flag is cleared.
+    Called by `training.compile_model`, so it covers loaded models too.
+    Under TensorFlow the flag stays: there it guards a real XLA gap.
+    """
+    if keras.backend.backend() == "jax":
+        for layer in model._flatten_layers():
+            if isinstance(layer, (layers.RandomRotation, layers.RandomTranslation)):
+                layer.supports_jit = True
+    return model
+
+
 def conv_block(filters, kernel_size, batchnorm):
     """The lecture's conv stage body: conv+ReLU, or ConvBNReLU with batch norm."""
     if batchnorm:

@@ -86,7 +86,10 @@ def jit_compile_setting():
       supports it (the augmentation layers of `best` do not, and Keras then
       falls back to plain graphs). Not measured here: the development
       machines have no GPU; this is Keras' own default.
-    * JAX: True; JAX always compiles with XLA, there is nothing to choose.
+    * JAX: True; JAX compiles with XLA or runs op by op, and op by op is
+      far slower. `layers.allow_jit` (called by `training.compile_model`)
+      clears the augmentation layers' TensorFlow-only `supports_jit = False`,
+      without which Keras would silently run `best` uncompiled.
     """
     backend = keras.backend.backend()
     if backend == "jax":

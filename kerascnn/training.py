@@ -27,6 +27,7 @@ import keras
 from kerascnn import data as data_lib
 from kerascnn import distribute, rundir
 from kerascnn.callbacks import make_callbacks
+from kerascnn.layers import allow_jit
 from kerascnn.models import create_model
 from kerascnn.precision import jit_compile_setting, set_precision
 
@@ -45,6 +46,7 @@ class RunResult:
 
 def compile_model(model, config):
     """Adam, sparse cross-entropy on probabilities, accuracy: the one compile."""
+    allow_jit(model)
     model.compile(
         optimizer=keras.optimizers.Adam(config.lr),
         loss=keras.losses.SparseCategoricalCrossentropy(),

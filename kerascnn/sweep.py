@@ -1,0 +1,165 @@
+"""Time to accuracy under any Keras backend, with or without TensorFlow.
+
+    KERAS_BACKEND=jax python -m kerascnn.sweep --model best --epochs 15 --out sweep.jsonl
+    python -m kerascnn.sweep --model best --set rotation=10 --set lr=0.002
+
+`train.py` feeds `fit()` from `tf.data` and logs through TensorBoard, so it
+needs TensorFlow. This runner needs only Keras: the same registry models,
+the same compile (`training.compile_model`) and the same schedule
+(`callbacks.StepDecay`), fed from NumPy arrays. It therefore runs on a
+machine where Keras 3 sits on JAX alone, e.g. a GPU box without TensorFlow.
+
+After each epoch it records elapsed training time and, for an ensemble,
+the validation and test accuracy of the average of its first k members for
+every k. Members learn independently (the ensemble's loss is the mean of
+theirs), so one M-member run also answers "what would k members for e
+epochs give", the grid a time budget is chosen from. Choose on the
+validation numbers; the test numbers are for reporting the choice.
+
+Each epoch writes one JSON line (stdout, and `--out` if given); the last
+line is a summary with throughput in model-images per second.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def parse_set(values):
+    """`["lr=0.002", "rotation=10"]` -> a dict of TrainConfig values."""
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE. Received: {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def member_probabilities(model, x, batch_size=1000):
+    """(members, N, classes) softmax outputs; one member for a plain model."""
+    members = getattr(model, "members", None) or [model]
+    return np.stack([np.asarray(m.predict(x, batch_size=batch_size, verbose=0), np.float32) for m in members])
+
+
+def prefix_accuracies(probs, labels):
+    """Accuracy of the mean of the first k members, for k = 1..M."""
+    running = np.cumsum(probs, axis=0)
+    return [float(np.mean(running[k].argmax(-1) == labels)) for k in range(len(probs))]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m kerascnn.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="best")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a TrainConfig field")
+    parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument("--label", default=None, help="a name for this run in the output")
+    parser.add_argument("--out", default=None, help="append the JSON lines to this file")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from kerascnn.callbacks import StepDecay
+    from kerascnn.config import ConfigError, TrainConfig
+    from kerascnn.data import IMAGE_SHAPE, load_dataset, split
+    from kerascnn.models import create_model
+    from kerascnn.precision import set_precision
+    from kerascnn.training import compile_model, peak_rss_mb
+
+    try:
+        config = TrainConfig.from_dict({"model": args.model, "epochs": args.epochs, **parse_set(args.set)})
+    except ConfigError as e:
+        parser.error(str(e))
+    policy = set_precision(args.precision)
+    keras.utils.set_random_seed(config.seed)
+    splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.seed)
+    scale = lambda x: (x.reshape((-1,) + IMAGE_SHAPE) / np.float32(255)).astype(np.float32)
+    x_train, x_val, x_test = scale(splits.x_train), scale(splits.x_val), scale(splits.x_test)
+
+    model = create_model(config.model, **config.model_kwargs())
+    compile_model(model, config)
+    model.compile(
+        optimizer=model.optimizer,
+        loss=model.loss,
+        metrics=["accuracy"],
+        jit_compile=model.jit_compile,
+        steps_per_execution=args.steps_per_execution,
+    )
+    label = args.label or " ".join([config.model] + args.set)
+    lines = []
+
+    def emit(record):
+        record = {"label": label, **record}
+        print(json.dumps(record), flush=True)
+        lines.append(record)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.train_seconds = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            self.train_seconds += seconds
+            emit({
+                "epoch": epoch + 1,
+                "epoch_seconds": round(seconds, 2),
+                "train_seconds": round(self.train_seconds, 2),
+                "loss": float(logs["loss"]),
+                "val_prefix": prefix_accuracies(member_probabilities(model, x_val), splits.y_val),
+                "test_prefix": prefix_accuracies(member_probabilities(model, x_test), splits.y_test),
+            })
+
+    schedule = keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))
+    model.fit(
+        x_train,
+        splits.y_train,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        callbacks=[schedule, Recorder()],
+        verbose=0,
+    )
+    members = len(getattr(model, "members", None) or [model])
+    steady = [r["epoch_seconds"] for r in lines[1:]] or [lines[0]["epoch_seconds"]]
+    emit({
+        "summary": True,
+        "backend": keras.backend.backend(),
+        "policy": policy,
+        "device": device_name(keras.backend.backend()),
+        "members": members,
+        "train_images": len(x_train),
+        "first_epoch_seconds": lines[0]["epoch_seconds"],
+        "model_images_per_s": round(len(x_train) * members / float(np.median(steady)), 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "config": config.to_dict(),
+    })
+    return 0
+
+
+def device_name(backend):
+    if backend == "jax":
+        import jax
+
+        return str(jax.devices()[0].device_kind)
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""kerascnn.sweep: the Keras-only runner (any backend, no TensorFlow needed)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerascnn.sweep import main, parse_set, prefix_accuracies
+from conftest import ROOT
+
+# Runs `python -m kerascnn.sweep ...` in a process where `import tensorflow`
+# fails, as on a GPU machine that has Keras and JAX only.
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError("TensorFlow is blocked in this test")
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = ["kerascnn.sweep"] + sys.argv[1:]
+runpy.run_module("kerascnn.sweep", run_name="__main__")
+"""
+
+
+def test_prefix_accuracies_average_the_first_k_members():
+    labels = np.array([0, 1])
+    probs = np.array([
+        [[0.9, 0.1], [0.6, 0.4]],  # member 1: wrong on the second image
+        [[0.8, 0.2], [0.1, 0.9]],  # member 2: sure and right, so the mean of two is right
+        [[0.1, 0.9], [0.1, 0.9]],  # member 3: wrong on the first, outvoted by the mean
+    ])
+    assert prefix_accuracies(probs, labels) == [0.5, 1.0, 1.0]
+
+
+def test_set_values_are_parsed_as_json_or_kept_as_text():
+    assert parse_set(["lr=0.002", "members=3", "batchnorm=false", "model=best"]) == {
+        "lr": 0.002, "members": 3, "batchnorm": False, "model": "best"
+    }
+    with pytest.raises(SystemExit, match="KEY=VALUE.*'lr'"):
+        parse_set(["lr"])
+
+
+@pytest.mark.parametrize("setting, message", [("members=0", "members"), ("nope=1", "Unknown config keys")])
+def test_a_bad_setting_exits_2_naming_it(setting, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--set", setting])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "sweep.jsonl"
+    args = ["--model", "best", "--epochs", "1", "--precision", "float32", "--out", str(out),
+            "--set", "members=2", "--set", "subset=4000", "--set", "val_size=1000"]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Keras drops jit_compile for a model whose layers say they cannot be compiled;
+    # layers.allow_jit must have cleared the augmentation layers' flag.
+    assert "support `jit_compile=True`" not in proc.stderr
+    epoch, summary = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (summary["backend"], summary["members"], summary["train_images"]) == ("jax", 2, 4000)
+    assert len(epoch["val_prefix"]) == len(epoch["test_prefix"]) == 2
+    assert min(epoch["val_prefix"]) > 0.5  # 40 steps of real MNIST (0.69 seen); chance is 0.1
