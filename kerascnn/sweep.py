@@ -71,18 +71,19 @@ def main(argv=None):
 
     from kerascnn.callbacks import StepDecay
     from kerascnn.config import ConfigError, TrainConfig
-    from kerascnn.data import IMAGE_SHAPE, load_dataset, split
+    from kerascnn.data import IMAGE_SHAPE, DataError, load_dataset, split
     from kerascnn.models import create_model
     from kerascnn.precision import set_precision
     from kerascnn.training import compile_model, peak_rss_mb
 
+    values = {"model": args.model, "epochs": args.epochs, "precision": args.precision, **parse_set(args.set)}
     try:
-        config = TrainConfig.from_dict({"model": args.model, "epochs": args.epochs, **parse_set(args.set)})
-    except ConfigError as e:
+        config = TrainConfig.from_dict(values)
+        splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.seed)
+    except (ConfigError, DataError) as e:
         parser.error(str(e))
-    policy = set_precision(args.precision)
+    policy = set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
-    splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.seed)
     scale = lambda x: (x.reshape((-1,) + IMAGE_SHAPE) / np.float32(255)).astype(np.float32)
     x_train, x_val, x_test = scale(splits.x_train), scale(splits.x_val), scale(splits.x_test)
 

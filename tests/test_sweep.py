@@ -43,7 +43,12 @@ def test_set_values_are_parsed_as_json_or_kept_as_text():
         parse_set(["lr"])
 
 
-@pytest.mark.parametrize("setting, message", [("members=0", "members"), ("nope=1", "Unknown config keys")])
+@pytest.mark.parametrize("setting, message", [
+    ("members=0", "`members` must be an integer >= 1"),
+    ("nope=1", "Unknown config keys ['nope']"),
+    ("precision=fp8", "`precision` must be one of"),
+    ("data_dir=/no/such/dir", "/no/such/dir"),
+])
 def test_a_bad_setting_exits_2_naming_it(setting, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--set", setting])
