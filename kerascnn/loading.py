@@ -132,8 +132,13 @@ def _code_objects(node):
             yield from _code_objects(value)
 
 
-def load_model_file(path):
+def load_model_file(path, compile=False):
     """Loads a checked `.keras` file with Keras' safe mode on.
+
+    Args:
+        compile: bool, restore the saved optimizer, loss and metrics too
+            (needed to `evaluate()`). Defaults to False: `predict()` and
+            `export` need none of it.
 
     Raises:
         ModelFileError: the checks of `check_keras_file` fail, or Keras
@@ -146,7 +151,7 @@ def load_model_file(path):
 
     check_keras_file(path)
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:  # Keras raises ValueError, TypeError, OSError, h5py errors...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "safe_mode" in str(e):

@@ -28,6 +28,7 @@ from kerascnn import data as data_lib
 from kerascnn import distribute, rundir
 from kerascnn.callbacks import make_callbacks
 from kerascnn.layers import allow_jit
+from kerascnn.loading import load_model_file
 from kerascnn.models import create_model
 from kerascnn.precision import jit_compile_setting, set_precision
 
@@ -56,11 +57,6 @@ def compile_model(model, config):
     return model
 
 
-def load_model(path):
-    """Loads a `.keras` model with safe mode on (no arbitrary code runs)."""
-    return keras.saving.load_model(path, safe_mode=True)
-
-
 def train(config, verbose="auto", resume=True, callbacks=()):
     """Trains `config.model` and returns a `RunResult`.
 
@@ -83,8 +79,11 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     keras.utils.set_random_seed(config.seed)
     dataset = data_lib.load_dataset(config.dataset, config.data_dir)
     splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
+    del dataset  # the splits are copies: keep one set of images in memory, not two
     epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
     train_ds = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch)
+    train_images = len(splits.x_train)
+    splits.x_train = splits.y_train = None  # the pipeline holds its own copy (tf.constant); drop ours
     val_ds = plan.eval_dataset(splits.x_val, splits.y_val, config.batch_size)
     with plan.scope():  # the variables, mirrored over the replicas
         model = create_model(config.model, **config.model_kwargs())
@@ -128,7 +127,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
             f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
         )
 
-    best = load_model(best_path)
+    best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     test_ds = plan.eval_dataset(splits.x_test, splits.y_test, config.batch_size)
     scores = best.evaluate(test_ds, return_dict=True, verbose=0)
     rows = _history(history_path)
@@ -143,7 +142,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "peak_rss_mb": peak_rss_mb(),
         "resumed": resumed,
         "params": int(best.count_params()),
-        "train_images": int(len(splits.x_train)),
+        "train_images": int(train_images),
         "precision": policy,
         "strategy": plan.name,
         "replicas": plan.replicas,

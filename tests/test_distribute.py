@@ -241,9 +241,9 @@ def test_two_processes_train_one_model_and_only_the_chief_keeps_files(tmp_path, 
 
     # One model: both processes end with the same weights, the ones the chief saved.
     weights = [np.load(tmp_path / f"weights-{i}.npz") for i in range(2)]
-    from kerascnn.training import load_model
+    from kerascnn.loading import load_model_file
 
-    saved = load_model(os.path.join(chief["run_dir"], "best.keras")).get_weights()  # epoch 1 is the last
+    saved = load_model_file(os.path.join(chief["run_dir"], "best.keras")).get_weights()  # epoch 1 is the last
     assert len(saved) == len(weights[0].files) == len(weights[1].files)
     for i, array in enumerate(saved):
         np.testing.assert_array_equal(weights[0][f"arr_{i}"], weights[1][f"arr_{i}"])

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from kerascnn.layers import augmentation
 from kerascnn.models import Ensemble, ModelError, create_model, list_models, register_model
-from kerascnn.training import compile_model, load_model
+from kerascnn.loading import load_model_file
+from kerascnn.training import compile_model
 from kerascnn.config import TrainConfig
 
 
@@ -46,7 +47,7 @@ def test_round_trip_through_keras_file(name, test_batch, tmp_path):
     np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-5)
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
-    loaded = load_model(path)
+    loaded = load_model_file(path)
     assert type(loaded) is type(model) and loaded.count_params() == model.count_params()
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
 

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from kerascnn.config import TrainConfig
-from kerascnn.training import TrainingDiverged, load_model, train
+from kerascnn.loading import load_model_file
+from kerascnn.training import TrainingDiverged, train
 
 
 def history(run_dir):
@@ -44,7 +45,7 @@ def test_one_epoch_on_5000_images_learns(tmp_path, test_batch):
     rows = history(run)
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([1e-3, 5e-4])  # lr_period=1
     # The checkpoint is the epoch with the best validation accuracy, scored on test images.
-    best = load_model(os.path.join(run, "best.keras"))
+    best = load_model_file(os.path.join(run, "best.keras"))
     x, y = test_batch
     accuracy = (best.predict(x, verbose=0).argmax(axis=1) == y).mean()
     assert accuracy > 0.9
@@ -55,7 +56,7 @@ def test_best_ensemble_learns_in_bfloat16(tmp_path, test_batch):
                          logdir=str(tmp_path), precision="mixed_bfloat16")
     result = train(config, verbose=0)
     assert result.metrics["precision"] == "mixed_bfloat16"
-    model = load_model(os.path.join(result.run_dir, "best.keras"))
+    model = load_model_file(os.path.join(result.run_dir, "best.keras"))
     assert len(model.members) == 2
     assert model.members[0].layers[-1].dtype_policy.compute_dtype == "float32"  # softmax kept in float32
     x, y = test_batch
@@ -73,7 +74,7 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, t
         train(config, verbose=0, callbacks=[Explode()])
     (run,) = glob.glob(os.path.join(tmp_path, "sequential-*"))
     assert len(history(run)) == 2 and history(run)[1]["loss"] in ("nan", "inf")  # stopped in epoch 2
-    model = load_model(os.path.join(run, "best.keras"))
+    model = load_model_file(os.path.join(run, "best.keras"))
     probs = model.predict(test_batch[0], verbose=0)
     assert np.isfinite(probs).all() and (probs.argmax(axis=1) == test_batch[1]).mean() > 0.5
 
