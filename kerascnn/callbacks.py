@@ -23,6 +23,7 @@ import os
 
 import keras
 
+from kerascnn.config import check_value
 from kerascnn.summaries import summaries_callback
 
 
@@ -46,12 +47,9 @@ class StepDecay:
     """
 
     def __init__(self, initial, period=5, factor=0.5):
-        if not initial > 0:
-            raise ValueError(f"`initial` must be > 0. Received: initial={initial!r}")
-        if not (isinstance(period, int) and period >= 1):
-            raise ValueError(f"`period` must be an integer >= 1. Received: period={period!r}")
-        if not 0 < factor <= 1:
-            raise ValueError(f"`factor` must be in (0, 1]. Received: factor={factor!r}")
+        check_value(initial > 0, "initial", "> 0", initial, error=ValueError)
+        check_value(isinstance(period, int) and period >= 1, "period", "an integer >= 1", period, error=ValueError)
+        check_value(0 < factor <= 1, "factor", "in (0, 1]", factor, error=ValueError)
         self.initial, self.period, self.factor = initial, period, factor
 
     def __call__(self, epoch, lr=None):

@@ -147,6 +147,17 @@ def _check_type(name, value, default):
     _check(ok, name, f"of type {kind.__name__}", value)
 
 
-def _check(ok, name, expected, received):
+def check_value(ok, name, expected, received, error=ConfigError):
+    """Raises `error` naming the field, what was expected and what was received.
+
+    >>> check_value(0 < 5, "lr", "a number > 0", 5)
+    >>> check_value(-1 > 0, "lr", "a number > 0", -1)
+    Traceback (most recent call last):
+    ...
+    kerascnn.config.ConfigError: `lr` must be a number > 0. Received: lr=-1
+    """
     if not ok:
-        raise ConfigError(f"`{name}` must be {expected}. Received: {name}={received!r}")
+        raise error(f"`{name}` must be {expected}. Received: {name}={received!r}")
+
+
+_check = check_value

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from kerascnn import figures
+from kerascnn.config import check_value
 from kerascnn.models import Ensemble
 
 
@@ -182,8 +183,8 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
+    check_value(ok, name, f"an integer >= {minimum}", value, error=ValueError)
 
 
 def config_markdown(config):

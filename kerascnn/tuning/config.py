@@ -12,10 +12,12 @@ Example:
 """
 
 import dataclasses
+import functools
 import os
 from typing import Optional
 
 from kerascnn import data as data_lib
+from kerascnn.config import check_value
 from kerascnn.precision import PRECISIONS
 
 TUNERS = ("hyperband", "random", "bayesian")
@@ -87,6 +89,4 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check(ok, name, expected, received):
-    if not ok:
-        raise TuningError(f"`{name}` must be {expected}. Received: {name}={received!r}")
+_check = functools.partial(check_value, error=TuningError)
