@@ -59,31 +59,31 @@ class TrainConfig:
 
     def validate(self):
         """Raises `ConfigError` naming the first field that is out of range."""
-        _check(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        _check(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)", self.seed)
-        _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
-        _check(self.lr > 0, "lr", "a number > 0", self.lr)
-        _check(self.lr_period >= 1, "lr_period", "an integer >= 1", self.lr_period)
-        _check(0 < self.lr_factor <= 1, "lr_factor", "a number in (0, 1]", self.lr_factor)
-        _check(self.val_size >= 1, "val_size", "an integer >= 1", self.val_size)
-        _check(self.subset is None or self.subset >= 1, "subset", "an integer >= 1", self.subset)
-        _check(self.image_every >= 0, "image_every", "an integer >= 0", self.image_every)
-        _check(self.members is None or self.members >= 1, "members", "an integer >= 1", self.members)
-        _check(
+        check_value(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        check_value(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)", self.seed)
+        check_value(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        check_value(self.lr > 0, "lr", "a number > 0", self.lr)
+        check_value(self.lr_period >= 1, "lr_period", "an integer >= 1", self.lr_period)
+        check_value(0 < self.lr_factor <= 1, "lr_factor", "a number in (0, 1]", self.lr_factor)
+        check_value(self.val_size >= 1, "val_size", "an integer >= 1", self.val_size)
+        check_value(self.subset is None or self.subset >= 1, "subset", "an integer >= 1", self.subset)
+        check_value(self.image_every >= 0, "image_every", "an integer >= 0", self.image_every)
+        check_value(self.members is None or self.members >= 1, "members", "an integer >= 1", self.members)
+        check_value(
             self.dropout is None or 0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout
         )
         for name in ("filters", "kernel_size", "dense_units"):
             value = getattr(self, name)
-            _check(value is None or value >= 1, name, "an integer >= 1", value)
+            check_value(value is None or value >= 1, name, "an integer >= 1", value)
         for name in ("rotation", "shift"):
             value = getattr(self, name)
-            _check(value is None or value >= 0, name, "a number >= 0", value)
+            check_value(value is None or value >= 0, name, "a number >= 0", value)
         from kerascnn.precision import PRECISIONS
 
-        _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
+        check_value(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         from kerascnn.distribute import STRATEGIES
 
-        _check(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
+        check_value(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
 
     def model_kwargs(self):
         """The builder arguments this config sets (None = the model's default)."""
@@ -144,7 +144,7 @@ def _check_type(name, value, default):
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
         ok = isinstance(value, kind)
-    _check(ok, name, f"of type {kind.__name__}", value)
+    check_value(ok, name, f"of type {kind.__name__}", value)
 
 
 def check_value(ok, name, expected, received, error=ConfigError):
@@ -159,5 +159,3 @@ def check_value(ok, name, expected, received, error=ConfigError):
     if not ok:
         raise error(f"`{name}` must be {expected}. Received: {name}={received!r}")
 
-
-_check = check_value
