@@ -109,7 +109,9 @@ def allow_jit(model):
     the JAX backend that flag makes `fit()` drop `jit_compile` for the whole
     model and run every train step op by op: `best` trained at 310
     model-images/s on this CPU that way. Their JAX path (`keras.ops.image`,
-    seeds held as variables) compiles fine, so on JAX the flag is cleared.
+    seeds held as variables) compiles fine, so on JAX the flag is cleared
+    (Keras itself dropped the same flag from `RandomFlip` once it was found
+    jittable: keras-team/keras-core#665).
     Called by `training.compile_model`, so it covers loaded models too.
     Under TensorFlow the flag stays: there it guards a real XLA gap.
     """
