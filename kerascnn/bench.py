@@ -60,9 +60,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
     keras.utils.set_random_seed(777)
     splits = split(load_dataset("mnist"))  # the full 55,000 training images, as a real run holds them
     model = create_model(model_name, **kwargs)
-    compile_model(model, TrainConfig(model=model_name))
-    if jit is not None:
-        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=jit)
+    compile_model(model, TrainConfig(model=model_name), **({} if jit is None else {"jit_compile": jit}))
     members = len(getattr(model, "members", [model]))
 
     times = []

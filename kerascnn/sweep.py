@@ -88,14 +88,7 @@ def main(argv=None):
     x_train, x_val, x_test = scale(splits.x_train), scale(splits.x_val), scale(splits.x_test)
 
     model = create_model(config.model, **config.model_kwargs())
-    compile_model(model, config)
-    model.compile(
-        optimizer=model.optimizer,
-        loss=model.loss,
-        metrics=["accuracy"],
-        jit_compile=model.jit_compile,
-        steps_per_execution=args.steps_per_execution,
-    )
+    compile_model(model, config, steps_per_execution=args.steps_per_execution)
     label = args.label or " ".join([config.model] + args.set)
     lines = []
 

@@ -45,14 +45,22 @@ class RunResult:
     model: keras.Model = None  # the model as training left it (best.keras holds the best epoch)
 
 
-def compile_model(model, config):
-    """Adam, sparse cross-entropy on probabilities, accuracy: the one compile."""
+def compile_model(model, config, **overrides):
+    """Adam, sparse cross-entropy on probabilities, accuracy: the one compile.
+
+    Args:
+        overrides: other `Model.compile` arguments, e.g. `jit_compile=True`
+            (the benchmark) or `steps_per_execution=10` (`kerascnn.sweep`).
+    """
     allow_jit(model)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile_setting(),
+        **{
+            "optimizer": keras.optimizers.Adam(config.lr),
+            "loss": keras.losses.SparseCategoricalCrossentropy(),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            "jit_compile": jit_compile_setting(),
+            **overrides,
+        }
     )
     return model
 
