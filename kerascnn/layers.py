@@ -18,8 +18,69 @@ BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(layers.BatchNormalization):
+    """`BatchNormalization` that runs TensorFlow's fused kernel on TensorFlow.
+
+    Keras 3's TensorFlow backend computes batch norm from separate ops (a
+    cast to float32, `tf.nn.moments`, then `tf.nn.batch_normalization`),
+    each a pass over the activations, forward and backward
+    (keras-team/keras-core#225). TensorFlow's `FusedBatchNormV3` does it in
+    one kernel, oneDNN's on this CPU, in bfloat16 too. One `best` member's
+    bf16 train step (batch 100) took 57.8 ms with Keras' layer and 24.7 ms
+    with this one, less than the 26.2 ms of the same member without batch
+    norm, whose convs carry a bias instead.
+
+    Same variables, arguments and results as `keras.layers.BatchNormalization`:
+    batch statistics in training, moving averages with `momentum` updated
+    from the biased batch variance, moving statistics at inference. Inputs of
+    any rank are normalised over every axis but the last. Other backends
+    (XLA fuses the ops there), `axis` other than the last, a `mask`, `renorm`
+    and `synchronized` use Keras' own implementation.
+
+    Example:
+
+    >>> bn = FusedBatchNormalization()
+    >>> tuple(bn(keras.ops.ones((2, 4, 4, 3)), training=True).shape)
+    (2, 4, 4, 3)
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # only reached on the TensorFlow backend
+
+        channels = inputs.shape[-1]
+        x = tf.reshape(inputs, (1, 1, -1, channels))  # NHWC; normalised over all but C
+        scale = self.gamma if self.scale else tf.ones((channels,))
+        offset = self.beta if self.center else tf.zeros((channels,))
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, epsilon=self.epsilon, is_training=True
+            )
+            # The kernel returns the unbiased variance; Keras averages the biased one.
+            count = tf.cast(tf.shape(x)[2], variance.dtype)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, self.moving_mean, self.moving_variance, epsilon=self.epsilon, is_training=False
+            )
+        return keras.ops.cast(tf.reshape(y, tf.shape(inputs)), self.compute_dtype)
+
+    def _fusable(self, inputs, mask):
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and self.axis in (-1, len(inputs.shape) - 1)
+            and not self.renorm
+            and not self.synchronized
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ConvBNReLU(layers.Layer):
-    """Conv2D (no bias: batch norm has one) -> BatchNormalization -> ReLU.
+    """Conv2D (no bias: batch norm has one) -> FusedBatchNormalization -> ReLU.
 
     Example:
 
@@ -37,7 +98,7 @@ class ConvBNReLU(layers.Layer):
         self.filters = filters
         self.kernel_size = kernel_size
         self.conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, dtype=self.dtype_policy)
-        self.bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy)
+        self.bn = FusedBatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -55,7 +116,7 @@ class ConvBNReLU(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DenseBNReLU(layers.Layer):
-    """Dense (no bias) -> BatchNormalization -> ReLU.
+    """Dense (no bias) -> FusedBatchNormalization -> ReLU.
 
     Args:
         units: int, output units.
@@ -65,7 +126,7 @@ class DenseBNReLU(layers.Layer):
         super().__init__(**kwargs)
         self.units = units
         self.dense = layers.Dense(units, use_bias=False, dtype=self.dtype_policy)
-        self.bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy)
+        self.bn = FusedBatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.dense.build(input_shape)
