@@ -30,12 +30,14 @@ class FusedBatchNormalization(layers.BatchNormalization):
     with this one, less than the 26.2 ms of the same member without batch
     norm, whose convs carry a bias instead.
 
-    Same variables, arguments and results as `keras.layers.BatchNormalization`:
+    Same variables and arguments as `keras.layers.BatchNormalization`, and
+    the same results up to rounding (`tests/test_layers.py` compares them):
     batch statistics in training, moving averages with `momentum` updated
     from the biased batch variance, moving statistics at inference. Inputs of
     any rank are normalised over every axis but the last. Other backends
     (XLA fuses the ops there), `axis` other than the last, a `mask`, `renorm`
-    and `synchronized` use Keras' own implementation.
+    and `synchronized` use Keras' own implementation, as does every instance
+    while the class attribute `fused` is False (the benchmark's comparison row).
 
     Example:
 
@@ -43,6 +45,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
     >>> tuple(bn(keras.ops.ones((2, 4, 4, 3)), training=True).shape)
     (2, 4, 4, 3)
     """
+
+    fused = True
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, mask):
@@ -70,7 +74,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     def _fusable(self, inputs, mask):
         return (
-            keras.backend.backend() == "tensorflow"
+            self.fused
+            and keras.backend.backend() == "tensorflow"
             and mask is None
             and self.axis in (-1, len(inputs.shape) - 1)
             and not self.renorm

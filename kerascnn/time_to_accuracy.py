@@ -115,7 +115,7 @@ def main(argv=None):
         "",
         f"Checkpoint chosen on validation: epoch {m['best_epoch']}, test accuracy "
         f"{100 * m['test_accuracy']:.2f}%, {m['wall_seconds'] / 60:.1f} min of training in all "
-        f"(including the per-epoch test passes), peak memory {m['peak_rss_mb']:.0f} MB. Run: `{result.run_dir}`.",
+        f"(including the per-epoch test passes), peak memory {m['peak_rss_mb']:.0f} MiB. Run: `{result.run_dir}`.",
     ]
     with open(os.path.join(out, "TIME_TO_ACCURACY.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -19,9 +19,10 @@ def test_render_reports_ratio_share_and_memory():
         steps, warmup = 150, 20
 
     doc = render("today", "this machine", {"float32": 200.0, "bfloat16": 400.0}, lecture,
-                 [("sequential mixed_bfloat16", row)], 0.05, Args)
+                 [("sequential mixed_bfloat16", row)], 0.05, 2.345, Args)
     assert "| `fit()`: sequential mixed_bfloat16 | 4,800 | 5.0x | 50% | 900 |" in doc
     assert "costs 5.0% of the bf16 step time" in doc and "this machine" in doc
+    assert "step takes 2.35x as long" in doc
 
 
 def test_bad_arguments_exit_2(capsys):
