@@ -82,3 +82,10 @@ def test_frozen_fused_batch_norm_uses_moving_statistics_in_training():
     keras_bn, fused_bn, x = twin_layers((8, 5, 5, 4), seed=2)
     keras_bn.trainable = fused_bn.trainable = False
     np.testing.assert_allclose(fused_bn(x, training=True), keras_bn(x, training=True), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_batch_norm_round_trips_through_its_config():
+    bn = FusedBatchNormalization(momentum=0.8, epsilon=1e-4)
+    restored = keras.layers.deserialize(keras.layers.serialize(bn))
+    assert type(restored) is FusedBatchNormalization
+    assert restored.get_config() == bn.get_config()
