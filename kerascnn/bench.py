@@ -1,7 +1,7 @@
 """Training-speed benchmark: this project against the lecture's own loop.
 
-    python -m kerascnn.bench                  # the full table, ~10 minutes on 2 cores
-    python -m kerascnn.bench --steps 40 --no-write   # a quicker look, prints only
+    python -m kerascnn.bench                  # the full table, 3 rounds, ~25 minutes on 2 cores
+    python -m kerascnn.bench --rounds 1 --steps 40 --no-write   # a quicker look, prints only
 
 In one process tree and one sitting it measures:
 
@@ -16,7 +16,10 @@ In one process tree and one sitting it measures:
   memory, full-size model).
 
 Each configuration runs in its own worker process so that policies, graphs
-and memory do not leak between them. Throughput counts model-images per
+and memory do not leak between them. The whole set runs `--rounds` times,
+interleaved, and the table reports medians: the development VM has slow
+spells (about 40% slower, for minutes), and a ratio taken within a round
+compares two measurements made close together. Throughput counts model-images per
 second (images times ensemble members) like the lecture script does, and is
 timed after a warm-up that includes graph tracing. The table goes to
 stdout and, unless `--no-write`, into `docs/PERFORMANCE.md`.
@@ -25,6 +28,7 @@ stdout and, unless `--no-write`, into `docs/PERFORMANCE.md`.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -171,11 +175,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=150, help="timed batches of 100 per configuration")
     p.add_argument("--warmup", type=int, default=20, help="untimed batches first (includes tracing)")
     p.add_argument("--lecture-steps", type=int, default=60, help="timed batches for the lecture loop")
+    p.add_argument("--rounds", type=int, default=3, help="times each measurement runs, interleaved; medians reported")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/PERFORMANCE.md alone")
     p.add_argument("--worker", nargs=4, metavar=("MODEL", "PRECISION", "KWARGS", "JIT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 1:
-        p.error(f"--steps and --warmup must be >= 1. Received: steps={args.steps}, warmup={args.warmup}")
+    if min(args.steps, args.warmup, args.rounds) < 1:
+        p.error(f"--steps, --warmup and --rounds must be >= 1. "
+                f"Received: steps={args.steps}, warmup={args.warmup}, rounds={args.rounds}")
     if args.worker:
         name, precision, kwargs, jit = args.worker
         return worker(name, precision, json.loads(kwargs), json.loads(jit), args.steps, args.warmup)
@@ -186,34 +192,32 @@ def main(argv=None):
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     peaks = {"float32": matmul_peak(tf.float32), "bfloat16": matmul_peak(tf.bfloat16)}
     print(f"matmul 4096x4096: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
-
-    lecture = {}
-    if os.path.exists(SEED_LOOP):
-        for recipe in ("sequential", "best"):
-            lecture[recipe] = lecture_loop(recipe, args.lecture_steps if recipe == "sequential" else args.lecture_steps // 2)
-            print(f"lecture loop {recipe}: {lecture[recipe]['model_images_per_s']:.0f} model-images/s")
-    else:
+    if not os.path.exists(SEED_LOOP):
         print(f"{SEED_LOOP} not found: no lecture baseline, ratios left out")
 
-    rows = []
-    for label, model, precision, kwargs, jit in CONFIGS:
-        out = run_child(["-m", "kerascnn.bench", "--steps", str(args.steps), "--warmup", str(args.warmup),
-                         "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
-        r = json.loads(out.strip().splitlines()[-1])
-        base = lecture.get("best" if model == "best" else "sequential")
-        r["ratio"] = r["model_images_per_s"] / base["model_images_per_s"] if base else None
-        peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
-        r["peak_share"] = r["model_images_per_s"] * r["train_flops_per_image"] / 1e9 / peak
-        rows.append((label, r))
-        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"
-        print(f"{label}: {r['model_images_per_s']:.0f} model-images/s ({ratio} lecture), "
-              f"{100 * r['peak_share']:.0f}% of matmul peak, peak RSS {r['peak_rss_mb']:.0f} MB")
+    # Every measurement runs once per round, in the same order: a slow spell of the
+    # machine then hits a round, and each ratio is taken within its round.
+    lecture_rounds, config_rounds = [], []
+    for r in range(args.rounds):
+        lecture = {}
+        if os.path.exists(SEED_LOOP):
+            for recipe in ("sequential", "best"):
+                steps = args.lecture_steps if recipe == "sequential" else args.lecture_steps // 2
+                lecture[recipe] = lecture_loop(recipe, steps)
+                print(f"round {r + 1}: lecture loop {recipe}: {lecture[recipe]['model_images_per_s']:.0f} model-images/s")
+        results = {}
+        for label, model, precision, kwargs, jit in CONFIGS:
+            out = run_child(["-m", "kerascnn.bench", "--steps", str(args.steps), "--warmup", str(args.warmup),
+                             "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
+            results[label] = json.loads(out.strip().splitlines()[-1])
+            print(f"round {r + 1}: {label}: {results[label]['model_images_per_s']:.0f} model-images/s", flush=True)
+        lecture_rounds.append(lecture)
+        config_rounds.append(results)
 
+    lecture, rows = summarize(lecture_rounds, config_rounds, peaks)
     by_label = dict(rows)
     aug = by_label["best mixed_bfloat16"]["step_ms"] / by_label["best mixed_bfloat16, no augmentation"]["step_ms"] - 1
     unfused = by_label["best mixed_bfloat16, Keras' unfused batch norm"]["step_ms"] / by_label["best mixed_bfloat16"]["step_ms"]
-    print(f"augmentation overhead in best (bf16): {100 * aug:.1f}% of step time")
-    print(f"Keras' unfused batch norm: best's bf16 step takes {unfused:.2f}x as long")
     doc = render(started, versions(), peaks, lecture, rows, aug, unfused, args)
     print(doc)
     if not args.no_write:
@@ -224,14 +228,52 @@ def main(argv=None):
     return 0
 
 
+def summarize(lecture_rounds, config_rounds, peaks):
+    """Medians over rounds, with each ratio to the lecture loop taken within its round.
+
+    Returns:
+        (lecture, rows): the lecture loop's median figures by recipe, and
+        `(label, figures)` per configuration in `CONFIGS` order, each with
+        the median and range of model-images/s and of the ratio, the median
+        step time and share of the matmul peak, and the highest peak memory.
+    """
+    median = lambda values: float(statistics.median(values))
+    lecture = {
+        recipe: {key: median([r[recipe][key] for r in lecture_rounds]) for key in lecture_rounds[0][recipe]}
+        for recipe in lecture_rounds[0]
+    }
+    rows = []
+    for label in config_rounds[0]:
+        runs = [r[label] for r in config_rounds]
+        rates = [run["model_images_per_s"] for run in runs]
+        recipe = "best" if label.startswith("best") else "sequential"
+        ratios = [run["model_images_per_s"] / lr[recipe]["model_images_per_s"]
+                  for run, lr in zip(runs, lecture_rounds) if recipe in lr]
+        peak = peaks["bfloat16" if "bfloat16" in label else "float32"]
+        rows.append((label, {
+            "model_images_per_s": median(rates),
+            "range": (min(rates), max(rates)),
+            "ratio": median(ratios) if ratios else None,
+            "ratio_range": (min(ratios), max(ratios)) if ratios else None,
+            "step_ms": median([run["step_ms"] for run in runs]),
+            "peak_share": median(rates) * runs[0]["train_flops_per_image"] / 1e9 / peak,
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+        }))
+    return lecture, rows
+
+
 def render(started, machine, peaks, lecture, rows, aug, unfused, args):
+    rounds = args.rounds
     lines = [
         "# Performance",
         "",
         f"Measured by `python -m kerascnn.bench` on {started}: {machine}.",
         f"Batch {BATCH}; {args.steps} timed steps per configuration after {args.warmup} warm-up steps, "
         "each configuration in its own process with the full 55,000-image training split in memory. "
-        "Model-images/s counts images times ensemble members, as the lecture script does.",
+        "Model-images/s counts images times ensemble members, as the lecture script does. "
+        f"Every measurement ran {rounds} times, interleaved (all of them once per round); the table gives "
+        "medians and, in brackets, the lowest and highest round. Each ratio to the lecture loop is taken "
+        "within one round, then the median is reported.",
         "",
         f"Matmul peak (4096x4096, TensorFlow): float32 {peaks['float32']:.0f} GFLOP/s, "
         f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s.",
@@ -243,13 +285,13 @@ def render(started, machine, peaks, lecture, rows, aug, unfused, args):
         lines.append(f"| lecture loop, `seed_loop.py --recipe {recipe}` (eager GradientTape) | "
                      f"{r['model_images_per_s']:,.0f} | 1.0x | | {r['peak_rss_mb']:,.0f} |")
     for label, r in rows:
-        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"
-        lines.append(f"| `fit()`: {label} | {r['model_images_per_s']:,.0f} | {ratio} | "
-                     f"{100 * r['peak_share']:.0f}% | {r['peak_rss_mb']:,.0f} |")
+        rate = f"{r['model_images_per_s']:,.0f} ({r['range'][0]:,.0f}-{r['range'][1]:,.0f})"
+        ratio = f"{r['ratio']:.1f}x ({r['ratio_range'][0]:.1f}-{r['ratio_range'][1]:.1f}x)" if r["ratio"] else "n/a"
+        lines.append(f"| `fit()`: {label} | {rate} | {ratio} | {100 * r['peak_share']:.0f}% | {r['peak_rss_mb']:,.0f} |")
     lines += [
         "",
         f"Augmentation (RandomRotation + RandomTranslation inside each `best` member) costs "
-        f"{100 * aug:.1f}% of the bf16 step time.",
+        f"{100 * aug:.1f}% of the bf16 step time (median steps).",
         f"With Keras' own (unfused) BatchNormalization instead of `kerascnn.layers.FusedBatchNormalization`, "
         f"`best`'s bf16 step takes {unfused:.2f}x as long.",
         "",
