@@ -1,6 +1,6 @@
 """Training-speed benchmark: this project against the lecture's own loop.
 
-    python -m kerascnn.bench                  # the full table, 3 rounds, ~25 minutes on 2 cores
+    python -m kerascnn.bench                  # the full table, 3 rounds, ~17 minutes on 2 cores
     python -m kerascnn.bench --rounds 1 --steps 40 --no-write   # a quicker look, prints only
 
 In one process tree and one sitting it measures:
@@ -215,9 +215,8 @@ def main(argv=None):
         config_rounds.append(results)
 
     lecture, rows = summarize(lecture_rounds, config_rounds, peaks)
-    by_label = dict(rows)
-    aug = by_label["best mixed_bfloat16"]["step_ms"] / by_label["best mixed_bfloat16, no augmentation"]["step_ms"] - 1
-    unfused = by_label["best mixed_bfloat16, Keras' unfused batch norm"]["step_ms"] / by_label["best mixed_bfloat16"]["step_ms"]
+    aug = step_ratio(config_rounds, "best mixed_bfloat16", "best mixed_bfloat16, no augmentation") - 1
+    unfused = step_ratio(config_rounds, "best mixed_bfloat16, Keras' unfused batch norm", "best mixed_bfloat16")
     doc = render(started, versions(), peaks, lecture, rows, aug, unfused, args)
     print(doc)
     if not args.no_write:
@@ -262,6 +261,11 @@ def summarize(lecture_rounds, config_rounds, peaks):
     return lecture, rows
 
 
+def step_ratio(config_rounds, label, baseline):
+    """Median over rounds of `label`'s step time over `baseline`'s in the same round."""
+    return float(statistics.median(r[label]["step_ms"] / r[baseline]["step_ms"] for r in config_rounds))
+
+
 def render(started, machine, peaks, lecture, rows, aug, unfused, args):
     rounds = args.rounds
     lines = [
@@ -278,7 +282,7 @@ def render(started, machine, peaks, lecture, rows, aug, unfused, args):
         f"Matmul peak (4096x4096, TensorFlow): float32 {peaks['float32']:.0f} GFLOP/s, "
         f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s.",
         "",
-        "| way of training | model-images/s | vs lecture loop | share of matmul peak | peak RSS (MB) |",
+        "| way of training | model-images/s | vs lecture loop | share of matmul peak | peak RSS (MiB) |",
         "|---|---|---|---|---|",
     ]
     for recipe, r in lecture.items():
@@ -291,7 +295,7 @@ def render(started, machine, peaks, lecture, rows, aug, unfused, args):
     lines += [
         "",
         f"Augmentation (RandomRotation + RandomTranslation inside each `best` member) costs "
-        f"{100 * aug:.1f}% of the bf16 step time (median steps).",
+        f"{100 * aug:.1f}% of the bf16 step time (median over rounds, each round compared within itself).",
         f"With Keras' own (unfused) BatchNormalization instead of `kerascnn.layers.FusedBatchNormalization`, "
         f"`best`'s bf16 step takes {unfused:.2f}x as long.",
         "",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kerascnn.bench import forward_flops, main, render, summarize
+from kerascnn.bench import forward_flops, main, render, step_ratio, summarize
 
 
 def test_forward_flops_of_the_lecture_cnn():
@@ -34,6 +34,15 @@ def test_summarize_takes_medians_and_ratios_within_each_round():
     assert row["step_ms"] == 10_000 / 4400.0
     assert row["peak_rss_mb"] == 1200.0  # the highest, not the median
     assert row["peak_share"] == 4400.0 * 1e6 / 1e9 / 400.0
+
+
+def test_step_ratio_compares_within_each_round():
+    rounds = [{"a": {"step_ms": 11.0}, "b": {"step_ms": 10.0}},
+              {"a": {"step_ms": 24.0}, "b": {"step_ms": 20.0}},  # a slow round: ratio 1.2
+              {"a": {"step_ms": 10.0}, "b": {"step_ms": 10.0}}]
+    assert step_ratio(rounds, "a", "b") == 1.1  # the median of 1.1, 1.2 and 1.0 (medians alone: 11/10 too)
+    rounds[2]["b"]["step_ms"] = 5.0  # now 1.1, 1.2, 2.0: median 1.2, where the ratio of medians is 11/10
+    assert step_ratio(rounds, "a", "b") == 1.2
 
 
 def test_render_reports_ratio_share_and_memory():
