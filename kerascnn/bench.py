@@ -241,14 +241,16 @@ def summarize(lecture_rounds, config_rounds, peaks):
         recipe: {key: median([r[recipe][key] for r in lecture_rounds]) for key in lecture_rounds[0][recipe]}
         for recipe in lecture_rounds[0]
     }
+    specs = {label: (model, precision) for label, model, precision, _, _ in CONFIGS}
     rows = []
     for label in config_rounds[0]:
+        model, precision = specs[label]
         runs = [r[label] for r in config_rounds]
         rates = [run["model_images_per_s"] for run in runs]
-        recipe = "best" if label.startswith("best") else "sequential"
+        recipe = "best" if model == "best" else "sequential"  # the lecture recipe it compares with
         ratios = [run["model_images_per_s"] / lr[recipe]["model_images_per_s"]
                   for run, lr in zip(runs, lecture_rounds) if recipe in lr]
-        peak = peaks["bfloat16" if "bfloat16" in label else "float32"]
+        peak = peaks["bfloat16" if precision == "mixed_bfloat16" else "float32"]
         rows.append((label, {
             "model_images_per_s": median(rates),
             "range": (min(rates), max(rates)),

@@ -158,4 +158,3 @@ def check_value(ok, name, expected, received, error=ConfigError):
     """
     if not ok:
         raise error(f"`{name}` must be {expected}. Received: {name}={received!r}")
-
