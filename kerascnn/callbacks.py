@@ -11,6 +11,10 @@
   resumes from the last finished epoch instead of starting over.
 * `EpochSeeds`: each epoch's data order, dropout and augmentation depend on
   (seed, epoch) only, so a resumed run repeats the uninterrupted one.
+* `SwapEMAWeights` (when the run averages its weights, `ema` > 0):
+  validation, the checkpoint, the logs and the summaries see the average
+  of the weights; `RestoreTrainingWeights` puts the trained weights back
+  before the backup, so training and resuming continue from them.
 * `TerminateOnNaN`: a diverged run stops at once.
 * `CSVLogger`: `history.csv`, appended to when a run resumes.
 * `TensorBoardSummaries` (given the validation arrays): confusion matrix and
@@ -24,6 +28,7 @@ import os
 import keras
 
 from kerascnn.config import check_value
+from kerascnn.models.registry import resolve_recipe
 from kerascnn.summaries import summaries_callback
 
 
@@ -131,6 +136,45 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
             os.replace(self.filepath, self.final_path)
 
 
+class RestoreTrainingWeights(keras.callbacks.Callback):
+    """Puts the trained weights back in the model after `SwapEMAWeights` swapped the average in.
+
+    `SwapEMAWeights(swap_on_epoch=True)` swaps the weight average into the
+    model at the end of each epoch, for the callbacks after it, and swaps
+    it out at the next epoch's start. A backup written in between would
+    hold the average as the model's weights (and the trained ones as the
+    average): a run resumed from it would train on from the average and
+    part from the uninterrupted run. Placed just before `BackupAndRestore`,
+    this swaps back first, through `SwapEMAWeights`' own hook, so backups
+    hold what an uninterrupted run holds at the next epoch's start.
+
+    Args:
+        swap: the run's `keras.callbacks.SwapEMAWeights`.
+    """
+
+    def __init__(self, swap):
+        super().__init__()
+        self.swap = swap
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.swap.on_epoch_begin(epoch + 1, logs)  # swaps the trained weights back in
+
+
+def schedule_callbacks(config):
+    """The callbacks that set the optimisation of a run of `config`, in order.
+
+    The learning-rate schedule, and, when the run averages its weights
+    (`ema` > 0, from the config or the model's recipe), `SwapEMAWeights`,
+    which puts the average in the model for validation and for the
+    callbacks after it at the end of each epoch. `make_callbacks`, the
+    tuner and `kerascnn.sweep` all train with these.
+    """
+    callbacks = [keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))]
+    if resolve_recipe(config.model, ema=config.ema)["ema"]:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    return callbacks
+
+
 def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
     """The callbacks for one run of `config` writing into `run_dir`.
 
@@ -147,17 +191,20 @@ def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
         callback, so a resumed run can restore its best score so far.
     """
     checkpoint = SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max")
+    schedule = schedule_callbacks(config)
     callbacks = [
         EpochSeeds(config.seed, epoch_variable),
-        keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor)),
+        *schedule,
         keras.callbacks.TerminateOnNaN(),
         checkpoint,
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        # Last: an epoch counts as done for resuming only once its checkpoint and logs are
-        # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
     ]
     if validation is not None:
         callbacks.append(summaries_callback(config, run_dir, *validation))
+    swaps = [c for c in schedule if isinstance(c, keras.callbacks.SwapEMAWeights)]
+    callbacks += [RestoreTrainingWeights(swap) for swap in swaps]
+    # Last: an epoch counts as done for resuming only once its checkpoint and logs are
+    # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True))
     return callbacks, checkpoint

@@ -43,12 +43,18 @@ class TrainConfig:
     residual: Optional[bool] = None  # functional only: residual stages
     rotation: Optional[float] = None  # augmentation: max rotation, degrees (15)
     shift: Optional[float] = None  # augmentation: max shift, pixels (2)
+    zoom: Optional[float] = None  # augmentation: max zoom, a fraction (0.1 = 90-110%)
+    member: Optional[str] = None  # best: the member design, "lecture" or "strided"
+    # Regularisation (None: the model's recipe, see `kerascnn.models.model_recipe`).
+    ema: Optional[float] = None  # momentum of an average of the weights used for validation and saving (0: off)
+    label_smoothing: Optional[float] = None  # cross-entropy against labels smoothed by this much (0: off)
     # Data.
     val_size: int = 5000  # validation images carved from the training set
     subset: Optional[int] = None  # train on the first N training images only
     data_dir: Optional[str] = None  # where the dataset files are; see data.py
     # Run.
-    seed: int = 777  # seeds weights, split, shuffling and augmentation
+    seed: int = 777  # seeds weights, shuffling, dropout and augmentation
+    split_seed: int = 777  # seeds the validation split: fixed apart from `seed`, so seeds compare on one split
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
     strategy: str = "auto"  # auto | default | mirrored | multiworker (kerascnn/distribute.py)
     logdir: str = "logs"  # run directories go under here
@@ -60,7 +66,9 @@ class TrainConfig:
     def validate(self):
         """Raises `ConfigError` naming the first field that is out of range."""
         check_value(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        check_value(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)", self.seed)
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            check_value(0 <= value < 2**32, name, "an integer in [0, 2**32)", value)
         check_value(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         check_value(self.lr > 0, "lr", "a number > 0", self.lr)
         check_value(self.lr_period >= 1, "lr_period", "an integer >= 1", self.lr_period)
@@ -78,6 +86,9 @@ class TrainConfig:
         for name in ("rotation", "shift"):
             value = getattr(self, name)
             check_value(value is None or value >= 0, name, "a number >= 0", value)
+        for name in ("zoom", "ema", "label_smoothing"):
+            value = getattr(self, name)
+            check_value(value is None or 0 <= value < 1, name, "a number in [0, 1)", value)
         from kerascnn.precision import PRECISIONS
 
         check_value(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
@@ -97,6 +108,8 @@ class TrainConfig:
             "residual",
             "rotation",
             "shift",
+            "zoom",
+            "member",
         )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
@@ -134,7 +147,8 @@ def _check_type(name, value, default):
     # JSON gives int/float/str/bool; the default (or the Optional's use) says which.
     kinds = {
         "members": int, "filters": int, "kernel_size": int, "dense_units": int,
-        "subset": int, "dropout": float, "rotation": float, "shift": float,
+        "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
+        "ema": float, "label_smoothing": float, "member": str,
         "batchnorm": bool, "residual": bool, "data_dir": str,
     }
     kind = kinds.get(name, type(default))

@@ -4,9 +4,12 @@ All are registered Keras serializables whose `get_config` returns every
 constructor argument, so any model using them round-trips through `.keras`.
 """
 
+import math
+
 import keras
 from keras import layers
 
+from kerascnn.config import check_value
 from kerascnn.data import IMAGE_SHAPE, NUM_CLASSES
 
 PACKAGE = "kerascnn"
@@ -99,13 +102,19 @@ class ConvBNReLU(layers.Layer):
     Args:
         filters: int, output channels.
         kernel_size: int, square kernel size. Defaults to 3.
+        strides: int. Defaults to 1.
+        padding: "same" or "valid". Defaults to "same".
     """
 
-    def __init__(self, filters, kernel_size=3, **kwargs):
+    def __init__(self, filters, kernel_size=3, strides=1, padding="same", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
-        self.conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, dtype=self.dtype_policy)
+        self.strides = strides
+        self.padding = padding
+        self.conv = layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding, use_bias=False, dtype=self.dtype_policy
+        )
         self.bn = FusedBatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -119,7 +128,13 @@ class ConvBNReLU(layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -150,18 +165,133 @@ class DenseBNReLU(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def augmentation(rotation=15.0, shift=2.0, size=IMAGE_SHAPE[0]):
-    """ImageDataGenerator-style augmentation as Keras preprocessing layers.
+def affine_matrix(angle, zoom_x, zoom_y, shift_x, shift_y, height, width):
+    """Rows for `keras.ops.image.affine_transform`: rotate, zoom, shift about the centre.
 
-    Random rotation up to `rotation` degrees either way and random shift up
-    to `shift` pixels in each direction, filling with 0 (black, MNIST's
-    background). Keras runs these layers in training only: at inference
-    they pass images through unchanged. Inside the model they run in the
-    compiled train step, per batch, with no Python in the input pipeline.
+    The transform maps each output pixel back to the input point it is read
+    from: `input = centre + R(-angle) diag(1/zoom) (output - centre - shift)`,
+    with the centre at ((width - 1) / 2, (height - 1) / 2) as in Keras'
+    own image layers. A zoom above 1 enlarges the picture, a positive shift
+    moves it right and down; the angle is in radians.
+
+    Example:
+
+    >>> import numpy as np
+    >>> m = affine_matrix(*np.array([[0.0], [1.0], [1.0], [2.0], [0.0]]), 28, 28)
+    >>> np.asarray(m).round(3).tolist()  # a pure shift of 2 px to the right
+    [[1.0, 0.0, -2.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
+
+    Args:
+        angle, zoom_x, zoom_y, shift_x, shift_y: tensors of shape (batch,);
+            shifts in pixels.
+        height, width: int, the image size.
 
     Returns:
-        A list of layers (empty when both amounts are 0).
+        A (batch, 8) float32 tensor.
     """
+    ops = keras.ops
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    a0, a1 = cos / zoom_x, sin / zoom_y
+    b0, b1 = -sin / zoom_x, cos / zoom_y
+    ux, uy = cx + shift_x, cy + shift_y
+    a2 = cx - a0 * ux - a1 * uy
+    b2 = cy - b0 * ux - b1 * uy
+    zeros = ops.zeros_like(angle)
+    return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomAffine(layers.Layer):
+    """Random rotation, zoom and shift in one warp, ImageDataGenerator-style.
+
+    Keras has a layer per transform (`RandomRotation`, `RandomZoom`,
+    `RandomTranslation`), each resampling the whole batch once. This layer
+    draws all three per image and composes them into one affine matrix, so
+    the image is resampled once, however many transforms are on: zoom comes
+    at no extra cost, and each transform's blur is paid once, not three
+    times. Like Keras' layers it acts in training only and fills with
+    `fill_value` (0: MNIST's black background).
+
+    Example:
+
+    >>> aug = RandomAffine(rotation=10, zoom=0.1, shift=2.8)
+    >>> x = keras.ops.ones((2, 28, 28, 1))
+    >>> bool(keras.ops.all(aug(x) == x))  # inference: unchanged
+    True
+    >>> tuple(aug(x, training=True).shape)
+    (2, 28, 28, 1)
+
+    Args:
+        rotation: float, the largest rotation either way, in degrees.
+        zoom: float, the largest zoom either way as a fraction: each axis is
+            scaled by a factor drawn from [1 - zoom, 1 + zoom].
+        shift: float, the largest shift either way, in pixels, per axis.
+        fill_value: float, the value of pixels that come from outside.
+        seed: int or None, for the random draws.
+    """
+
+    def __init__(self, rotation=0.0, zoom=0.0, shift=0.0, fill_value=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value, limit in (("rotation", rotation, 180.0), ("zoom", zoom, 1.0), ("shift", shift, None)):
+            ok = value >= 0 and (limit is None or value < limit)
+            check_value(ok, name, f"a number in [0, {limit})" if limit else "a number >= 0", value, error=ValueError)
+        self.rotation, self.zoom, self.shift = float(rotation), float(zoom), float(shift)
+        self.fill_value, self.seed = float(fill_value), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # TensorFlow's image-transform op has no XLA kernel; JAX's path compiles.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
+
+    def call(self, inputs, training=None):
+        if not training or not (self.rotation or self.zoom or self.shift):
+            return inputs
+        batch = keras.ops.shape(inputs)[0]
+        height, width = inputs.shape[1], inputs.shape[2]
+
+        def draw(limit):
+            return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
+
+        angle = draw(self.rotation * math.pi / 180.0)
+        zoom_x, zoom_y = 1.0 + draw(self.zoom), 1.0 + draw(self.zoom)
+        shift_x, shift_y = draw(self.shift), draw(self.shift)
+        matrix = affine_matrix(angle, zoom_x, zoom_y, shift_x, shift_y, height, width)
+        images = keras.ops.cast(inputs, "float32")  # the warp's kernels are float32
+        out = keras.ops.image.affine_transform(
+            images, matrix, interpolation="bilinear", fill_mode="constant", fill_value=self.fill_value,
+            data_format="channels_last",
+        )
+        return keras.ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "shift": self.shift,
+            "fill_value": self.fill_value,
+            "seed": self.seed,
+        }
+
+
+def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=IMAGE_SHAPE[0]):
+    """ImageDataGenerator-style augmentation as Keras layers inside the model.
+
+    Random rotation up to `rotation` degrees either way and shift up to
+    `shift` pixels in each direction, filling with 0 (black, MNIST's
+    background): Keras' `RandomRotation` and `RandomTranslation`. With a
+    `zoom` (a fraction), one `RandomAffine` warp does all three instead,
+    so the zoom costs no extra resampling. The layers run in training only:
+    at inference images pass through unchanged. Inside the model they run
+    in the compiled train step, per batch, with no Python in the input pipeline.
+
+    Returns:
+        A list of layers (empty when all amounts are 0).
+    """
+    if zoom:
+        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift)]
     out = []
     if rotation:
         out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0))

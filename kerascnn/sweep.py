@@ -63,7 +63,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from kerascnn.callbacks import StepDecay
+    from kerascnn.callbacks import schedule_callbacks
     from kerascnn.config import ConfigError, TrainConfig
     from kerascnn.data import IMAGE_SHAPE, DataError, load_dataset, split
     from kerascnn.models import create_model
@@ -74,7 +74,7 @@ def main(argv=None):
     values = {"model": args.model, "epochs": args.epochs, "precision": args.precision, **parse_set(args.set)}
     try:
         config = TrainConfig.from_dict(values)
-        splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.seed)
+        splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.split_seed)
     except (ConfigError, DataError) as e:
         parser.error(str(e))
     policy = set_precision(config.precision)
@@ -106,22 +106,23 @@ def main(argv=None):
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.started
             self.train_seconds += seconds
+            val = members(x_val, batch_size=1000)
             emit({
                 "epoch": epoch + 1,
                 "epoch_seconds": round(seconds, 2),
                 "train_seconds": round(self.train_seconds, 2),
                 "loss": float(logs["loss"]),
-                "val_prefix": prefix_accuracies(members(x_val, batch_size=1000), splits.y_val),
+                "val_members": [float(np.mean(p.argmax(-1) == splits.y_val)) for p in val],
+                "val_prefix": prefix_accuracies(val, splits.y_val),
                 "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), splits.y_test),
             })
 
-    schedule = keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))
     model.fit(
         x_train,
         splits.y_train,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        callbacks=[schedule, Recorder()],
+        callbacks=[*schedule_callbacks(config), Recorder()],  # the weight average, if any, is in for Recorder
         verbose=0,
     )
     members = len(getattr(model, "members", None) or [model])

@@ -29,7 +29,8 @@ from kerascnn import distribute, rundir
 from kerascnn.callbacks import make_callbacks
 from kerascnn.layers import allow_jit
 from kerascnn.loading import load_model_file
-from kerascnn.models import create_model
+from kerascnn.losses import SparseCrossentropy
+from kerascnn.models import create_model, resolve_recipe
 from kerascnn.precision import jit_compile_setting, set_precision
 
 
@@ -46,17 +47,27 @@ class RunResult:
 
 
 def compile_model(model, config, **overrides):
-    """Adam, sparse cross-entropy on probabilities, accuracy: the one compile.
+    """Adam, cross-entropy on probabilities, accuracy: the one compile.
+
+    The weight average (`ema`) and label smoothing are the config's, or the
+    model's recipe's where the config leaves them None.
 
     Args:
         overrides: other `Model.compile` arguments, e.g. `jit_compile=True`
             (the benchmark) or `steps_per_execution=10` (`kerascnn.sweep`).
     """
+    recipe = resolve_recipe(config.model, ema=config.ema, label_smoothing=config.label_smoothing)
     allow_jit(model)
+    if recipe["label_smoothing"]:
+        loss = SparseCrossentropy(recipe["label_smoothing"])
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(
         **{
-            "optimizer": keras.optimizers.Adam(config.lr),
-            "loss": keras.losses.SparseCategoricalCrossentropy(),
+            "optimizer": keras.optimizers.Adam(
+                config.lr, use_ema=recipe["ema"] > 0, ema_momentum=recipe["ema"] or 0.99
+            ),
+            "loss": loss,
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             "jit_compile": jit_compile_setting(),
             **overrides,
@@ -86,7 +97,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     policy = set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-    splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
+    splits = data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
     del dataset  # the splits are copies: keep one set of images in memory, not two
     epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
     train_ds = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch)

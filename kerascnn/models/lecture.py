@@ -34,9 +34,11 @@ STAGES = 3  # conv stages; filters double at each
 
 
 @register_model("sequential")
-def sequential(filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0):
+def sequential(
+    filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, zoom=0.0
+):
     """The lecture CNN with `keras.Sequential`."""
-    stack = [keras.Input(IMAGE_SHAPE), *augmentation(rotation, shift)]
+    stack = [keras.Input(IMAGE_SHAPE), *augmentation(rotation, shift, zoom)]
     for stage in range(STAGES):
         stack += [conv_block(filters * 2**stage, kernel_size, batchnorm), pool()]
     stack += [layers.Flatten(), dense_block(dense_units, batchnorm), layers.Dropout(dropout)]
@@ -45,7 +47,15 @@ def sequential(filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnor
 
 @register_model("functional")
 def functional(
-    filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, residual=False
+    filters=32,
+    kernel_size=3,
+    dense_units=256,
+    dropout=0.4,
+    batchnorm=False,
+    rotation=0.0,
+    shift=0.0,
+    zoom=0.0,
+    residual=False,
 ):
     """The lecture CNN with the Functional API.
 
@@ -55,7 +65,7 @@ def functional(
     """
     inputs = keras.Input(IMAGE_SHAPE)
     x = inputs
-    for layer in augmentation(rotation, shift):
+    for layer in augmentation(rotation, shift, zoom):
         x = layer(x)
     for stage in range(STAGES):
         x = conv_block(filters * 2**stage, kernel_size, batchnorm)(x)
@@ -87,10 +97,20 @@ class LectureCNN(keras.Model):
         batchnorm: bool, ConvBNReLU/DenseBNReLU blocks. Defaults to False.
         rotation: float, augmentation rotation in degrees; 0 for none. Defaults to 0.
         shift: float, augmentation shift in pixels; 0 for none. Defaults to 0.
+        zoom: float, augmentation zoom as a fraction; 0 for none. Defaults to 0.
     """
 
     def __init__(
-        self, filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, **kwargs
+        self,
+        filters=32,
+        kernel_size=3,
+        dense_units=256,
+        dropout=0.4,
+        batchnorm=False,
+        rotation=0.0,
+        shift=0.0,
+        zoom=0.0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = filters
@@ -100,7 +120,8 @@ class LectureCNN(keras.Model):
         self.batchnorm = batchnorm
         self.rotation = rotation
         self.shift = shift
-        self.augment = augmentation(rotation, shift)
+        self.zoom = zoom
+        self.augment = augmentation(rotation, shift, zoom)
         self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm) for s in range(STAGES)]
         self.pools = [pool() for _ in range(STAGES)]
         self.flatten = layers.Flatten()
@@ -137,12 +158,15 @@ class LectureCNN(keras.Model):
             "batchnorm": self.batchnorm,
             "rotation": self.rotation,
             "shift": self.shift,
+            "zoom": self.zoom,
         }
 
 
 @register_model("subclass")
-def subclass(filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0):
+def subclass(
+    filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, zoom=0.0
+):
     """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
-    model = LectureCNN(filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, name="subclass_cnn")
+    model = LectureCNN(filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, name="subclass_cnn")
     model.build((None, *IMAGE_SHAPE))
     return model

@@ -13,22 +13,46 @@ kerascnn.models.registry.ModelError: Unknown model 'nope'; expected one of ['bes
 import inspect
 
 _REGISTRY = {}
+_RECIPES = {}
+# Training settings a model's recipe may set (`register_model(name, ema=0.999)`),
+# and their values for models that set none. A config value that is not None wins.
+RECIPE_DEFAULTS = {"ema": 0.0, "label_smoothing": 0.0}
 
 
 class ModelError(ValueError):
     """An unknown model name, or an argument the model does not take."""
 
 
-def register_model(name):
-    """Decorator registering a builder `fn(**kwargs) -> keras.Model` as `name`."""
+def register_model(name, **recipe):
+    """Decorator registering a builder `fn(**kwargs) -> keras.Model` as `name`.
+
+    Args:
+        name: str, the model's name.
+        **recipe: training settings this model trains with unless the config
+            says otherwise, from `RECIPE_DEFAULTS`' keys (e.g. `ema=0.999`).
+    """
+    unknown = sorted(set(recipe) - set(RECIPE_DEFAULTS))
+    if unknown:
+        raise ModelError(f"Unknown recipe keys {unknown}; expected some of {sorted(RECIPE_DEFAULTS)}.")
 
     def wrap(fn):
         if name in _REGISTRY:
             raise ModelError(f"Model {name!r} is already registered (by {_REGISTRY[name].__module__}).")
         _REGISTRY[name] = fn
+        _RECIPES[name] = {**RECIPE_DEFAULTS, **recipe}
         return fn
 
     return wrap
+
+
+def resolve_recipe(name, **values):
+    """The training settings for model `name`: `values` that are not None, else its recipe's.
+
+    >>> resolve_recipe("best", ema=None, label_smoothing=0.1)
+    {'ema': 0.999, 'label_smoothing': 0.1}
+    """
+    _builder(name)
+    return {k: v if values.get(k) is None else values[k] for k, v in _RECIPES[name].items()}
 
 
 def list_models():

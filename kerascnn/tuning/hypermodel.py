@@ -19,7 +19,7 @@ import keras
 import keras_tuner
 
 from kerascnn import data as data_lib
-from kerascnn.callbacks import StepDecay
+from kerascnn.callbacks import schedule_callbacks
 from kerascnn.config import TrainConfig
 from kerascnn.models import create_model
 from kerascnn.precision import set_precision
@@ -72,7 +72,8 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, base=None):
         super().__init__(name="best_cnn")
-        self.base = base or TrainConfig(model="best", members=MEMBERS)
+        # No weight average: it needs thousands of steps, more than a trial has.
+        self.base = base or TrainConfig(model="best", members=MEMBERS, ema=0.0)
 
     def config(self, hp):
         """The `TrainConfig` of the values chosen in `hp` (declaring them if new)."""
@@ -95,10 +96,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
         train = data_lib.make_dataset(x, y, config.batch_size, shuffle=True, seed=config.seed)
         val = data_lib.make_dataset(*validation_data, config.batch_size)
         nan = keras.callbacks.TerminateOnNaN()
-        schedule = keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))
         history = model.fit(
             train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
-            callbacks=[schedule, nan, *(callbacks or [])], verbose=verbose, shuffle=False, **kwargs,
+            callbacks=[*schedule_callbacks(config), nan, *(callbacks or [])], verbose=verbose, shuffle=False, **kwargs,
         )  # the schedule first, so TensorBoard logs the rate of each epoch
         if model.stop_training:  # only TerminateOnNaN stops a trial early
             raise keras_tuner.errors.FailedTrialError(f"the loss became NaN at lr={config.lr:.3g}")
