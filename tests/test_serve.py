@@ -129,6 +129,7 @@ def answer(driver):
           class: document.getElementById('class')?.textContent,
           probabilities: bars.map(b => +b.dataset.probability),
           shown: bars.map(b => b.querySelector('.value').textContent),
+          widths: bars.map(b => b.querySelector('.fill').offsetWidth / b.querySelector('.track').offsetWidth),
           preview: [...seen].filter((v, i) => i % 4 === 0),
           votes: [...document.querySelectorAll('#votes li')].map(li => +li.dataset.class),
         };""")
@@ -173,6 +174,7 @@ def test_drawn_seven_is_classified_and_the_page_shows_what_the_model_received(pa
     np.testing.assert_allclose(shown["probabilities"], expected, atol=0.01)
     assert int(shown["class"]) == int(np.argmax(expected)) == 7
     assert shown["shown"][7] == f"{100 * shown['probabilities'][7]:.1f}%"
+    np.testing.assert_allclose(shown["widths"], shown["probabilities"], atol=0.02)  # the bars as drawn
     # ...and the same as the API answers for the very picture the page sent (the canvas as PNG).
     canvas_png = page.execute_script("return document.getElementById('pad').toDataURL('image/png')")
     import base64
