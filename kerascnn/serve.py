@@ -7,7 +7,8 @@ One page: draw with the mouse or a finger (Clear, Undo), upload a picture or
 take one with a phone's camera. While you draw, the page shows the class
 probabilities as bars, the 28x28 image the model actually received (prepared
 by `kerascnn.predict`, exactly as `python -m kerascnn predict` prepares a
-file), and for an ensemble each member's vote beside the averaged answer.
+file), a saliency map (the pixels the answer is most sensitive to), and
+for an ensemble each member's vote beside the averaged answer.
 
 Why Flask: the page is one HTML file with its script and style inline, so
 there is no build step and nothing is fetched from outside the machine (it
@@ -26,8 +27,10 @@ sharing Keras' state.
 The API: `POST /api/predict` with a PNG or JPEG as the form field `image`
 answers JSON: `class`, `probability`, `probabilities` (10), `members` (one
 `{"class", "probability"}` per ensemble member, or the model itself),
-`image` (the prepared 28x28 picture, rows of floats in [0, 1]); or `error`
-with status 400 (bad request), 413 (too large) or 422 (not a usable picture).
+`image` (the prepared 28x28 picture, rows of floats in [0, 1]), `saliency`
+(28x28 in [0, 1]: how strongly each pixel sways the winning probability;
+null off the TensorFlow backend); or `error` with status 400 (bad request),
+413 (too large) or 422 (not a usable picture).
 """
 
 import ipaddress
@@ -71,29 +74,57 @@ class Predictor:
     """
 
     def __init__(self, model):
+        import keras
+
         from kerascnn.models.ensemble import MemberPredictor
 
         self.model = model
         self.members = MemberPredictor(model)
         self.lock = threading.Lock()
+        self._run = self._members_and_saliency() if keras.backend.backend() == "tensorflow" else self._members
+        self.predict(np.zeros((28, 28, 1), np.float32))  # traced once here, not by the first request
+
+    def _members(self, x):
+        import keras
+
+        # One direct call: `predict()`'s per-call setup costs more than the model for one image.
+        return keras.ops.convert_to_numpy(self.members.model(x, training=False))[0], None
+
+    def _members_and_saliency(self):
+        """Each member's softmax and the saliency map, in one compiled forward and backward pass.
+
+        The saliency is |d p(winner) / d pixel| (Simonyan et al., 2014): the
+        pixels the winning probability is most sensitive to. Keras has no
+        backend-neutral gradient, so this is TensorFlow's `GradientTape`;
+        on other backends the page shows no map.
+        """
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec((1, 28, 28, 1), tf.float32)])
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                members = self.members.model(x, training=False)[0]  # (members, classes)
+                top = tf.reduce_max(tf.reduce_mean(members, axis=0))  # the ensemble's winning probability
+            return members, tf.abs(tape.gradient(top, x))[0, ..., 0]
+
+        return lambda x: tuple(t.numpy() for t in run(tf.constant(x)))
 
     def predict(self, digit):
         """Classifies a prepared (28, 28, 1) image; returns the API's JSON dict."""
-        import keras
-
         with self.lock:
-            # One call of the members' model: each member's softmax; their mean is the
-            # ensemble's output (`Ensemble.call`). A direct call avoids `predict()`'s
-            # per-call setup, which costs more than the model itself for one image.
-            members = keras.ops.convert_to_numpy(self.members.model(digit[None], training=False))[0]
-        probabilities = members.mean(axis=0)
+            members, saliency = self._run(digit[None].astype(np.float32))
+        probabilities = members.mean(axis=0)  # the ensemble's output (`Ensemble.call` averages the same way)
         winner = int(np.argmax(probabilities))
+        if saliency is not None:
+            saliency = np.round(saliency / max(float(saliency.max()), 1e-30), 4).tolist()
         return {
             "class": winner,
             "probability": float(probabilities[winner]),
             "probabilities": [float(p) for p in probabilities],
             "members": [{"class": int(np.argmax(p)), "probability": float(p.max())} for p in members],
             "image": np.round(digit[..., 0].astype(float), 4).tolist(),
+            "saliency": saliency,
         }
 
     def predict_bytes(self, data):

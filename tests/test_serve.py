@@ -30,7 +30,7 @@ from kerascnn.serve import MAX_UPLOAD, host_warning, make_server  # noqa: E402
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1000,760", "--hide-scrollbars")
+                  "--window-size=1000,860", "--hide-scrollbars")
 WAIT = 30  # seconds for the page to answer; a prediction takes milliseconds, the CPU is shared
 
 
@@ -134,6 +134,8 @@ def answer(driver):
           widths: bars.map(b => b.querySelector('.fill').offsetWidth / b.querySelector('.track').offsetWidth),
           preview: [...seen].filter((v, i) => i % 4 === 0),
           votes: [...document.querySelectorAll('#votes li')].map(li => +li.dataset.class),
+          heat: document.getElementById('heat').hidden ? null : [...document.getElementById('saliency')
+                .getContext('2d').getImageData(0, 0, 28, 28).data].filter((v, i) => i % 4 === 0),
         };""")
 
 
@@ -185,6 +187,16 @@ def test_drawn_seven_is_classified_and_the_page_shows_what_the_model_received(pa
     assert status == 200 and api["class"] == 7
     np.testing.assert_allclose(shown["probabilities"], api["probabilities"], atol=1e-6)
     np.testing.assert_allclose(preview[0, ..., 0], api["image"], atol=1 / 255 + 1e-4)
+    # The saliency map: shown, and concentrated on and around the strokes.
+    saliency, ink = np.asarray(api["saliency"]), preview[0, ..., 0] > 0.2
+    near = ink.copy()
+    for _ in range(2):  # within 2 pixels of the ink
+        near[1:] |= near[:-1].copy(); near[:-1] |= near[1:].copy()
+        near[:, 1:] |= near[:, :-1].copy(); near[:, :-1] |= near[:, 1:].copy()
+    assert saliency.shape == (28, 28) and saliency.max() == 1.0
+    assert saliency[near].mean() > 1.5 * saliency[~near].mean()
+    red = np.reshape(shown["heat"], (28, 28)) / 255.0
+    np.testing.assert_allclose(red, np.maximum(0.35 * preview[0, ..., 0], saliency), atol=2 / 255)
 
     shot = os.environ.get("KERASCNN_SERVE_SCREENSHOT") or str(tmp_path / "serve.png")
     assert page.save_screenshot(shot)
