@@ -63,13 +63,14 @@ def build_parser():
     p = commands.add_parser(
         "serve", help="draw a digit in the browser and see what the model sees and thinks",
         description="Serve one page, with the model loaded once: draw a digit (or upload or photograph one) and "
-                    "see the class probabilities, the 28x28 image the model received, and each ensemble "
-                    "member's vote. Needs Flask: pip install 'kerascnn[demo]'.",
+                    "see the class probabilities, the 28x28 image the model received, a saliency map, and "
+                    "each ensemble member's vote. Needs Flask: pip install 'kerascnn[demo]'.",
     )
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help=model_help)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; another prints a warning)")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}; 0 picks a free one")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"default: {DEFAULT_PORT}; 0 picks a free one")
     for sub in commands.choices.values():
         sub.set_defaults(command_parser=sub)  # errors print the subcommand's usage line
     return parser

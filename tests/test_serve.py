@@ -262,9 +262,8 @@ def bad_uploads(tmp_path):
 
 
 def test_bad_uploads_show_an_error_and_drawing_still_works(page, seven, bad_uploads):
-    upload = page.find_element("id", "upload")
-    for path, message in bad_uploads.items():
-        upload.send_keys(path)
+    for i, (path, message) in enumerate(bad_uploads.items()):
+        page.find_element("id", ("upload", "camera")[i % 2]).send_keys(path)  # both file inputs
         shown = answer(page)
         assert shown["state"] == "error" and message in shown["error"], path
     draw(page, row_strokes(seven))
@@ -331,6 +330,19 @@ def test_bad_command_lines_exit_2(tmp_path, small_run, capsys):
                 main(argv)
             assert e.value.code == 2
             assert message in capsys.readouterr().err, argv
+
+
+def test_a_single_model_is_its_own_only_member():
+    from kerascnn.models import create_model
+    from kerascnn.serve import Predictor
+
+    model = create_model("sequential")
+    digit = to_mnist(np.eye(28)[::-1])  # a diagonal stroke, bright on black
+    result = Predictor(model).predict(digit)
+    expected = model.predict(digit[None], verbose=0)[0]
+    np.testing.assert_allclose(result["probabilities"], expected, atol=1e-5)
+    only = {"class": int(np.argmax(expected)), "probability": pytest.approx(float(expected.max()))}
+    assert result["members"] == [only]
 
 
 @pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False),
