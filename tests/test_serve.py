@@ -168,9 +168,15 @@ def model_probabilities(server, images):
 
 
 def test_drawn_seven_is_classified_and_the_page_shows_what_the_model_received(page, server, seven, tmp_path):
+    page.execute_script("""window.moves = 0;
+        for (const type of ['pointerdown', 'pointermove']) document.getElementById('pad').addEventListener(type, () => window.moves++);""")
     draw(page, row_strokes(seven))
     shown = answer(page)
     assert shown["state"] == "done", shown["error"]
+    # Debounced: the model is asked when drawing pauses, not at every pointer event.
+    moves, asked = page.execute_script("""return [window.moves, performance.getEntriesByType('resource')
+        .filter(e => e.name.endsWith('/api/predict')).length]""")
+    assert 1 <= asked < moves / 4, (asked, moves)
     # What the page shows is what the served model gives for the 28x28 image it shows.
     preview = np.asarray(shown["preview"], np.float32).reshape(1, 28, 28, 1) / 255.0
     assert 0.05 < (preview > 0.5).mean() < 0.5, "the 28x28 preview should show a digit, not be blank or full"
