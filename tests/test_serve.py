@@ -10,6 +10,7 @@ each row of its ink becomes one pointer stroke on the canvas.
 also saves the page with the drawn 7 as the README's screenshot.
 """
 
+import base64
 import concurrent.futures
 import io
 import os
@@ -169,7 +170,8 @@ def model_probabilities(server, images):
 
 def test_drawn_seven_is_classified_and_the_page_shows_what_the_model_received(page, server, seven, tmp_path):
     page.execute_script("""window.moves = 0;
-        for (const type of ['pointerdown', 'pointermove']) document.getElementById('pad').addEventListener(type, () => window.moves++);""")
+        for (const type of ['pointerdown', 'pointermove'])
+          document.getElementById('pad').addEventListener(type, () => window.moves++);""")
     draw(page, row_strokes(seven))
     shown = answer(page)
     assert shown["state"] == "done", shown["error"]
@@ -187,8 +189,6 @@ def test_drawn_seven_is_classified_and_the_page_shows_what_the_model_received(pa
     np.testing.assert_allclose(shown["widths"], shown["probabilities"], atol=0.02)  # the bars as drawn
     # ...and the same as the API answers for the very picture the page sent (the canvas as PNG).
     canvas_png = page.execute_script("return document.getElementById('pad').toDataURL('image/png')")
-    import base64
-
     status, api = post(server.url, base64.b64decode(canvas_png.split(",", 1)[1]))
     assert status == 200 and api["class"] == 7
     np.testing.assert_allclose(shown["probabilities"], api["probabilities"], atol=1e-6)
