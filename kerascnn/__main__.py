@@ -3,12 +3,13 @@
     python -m kerascnn evaluate logs/best-20250101-120000            # a run directory or a .keras file
     python -m kerascnn predict logs/best-20250101-120000 my7.jpg two.png --json
     python -m kerascnn export logs/best-20250101-120000 --format onnx [--out model.onnx]
+    python -m kerascnn serve logs/best-20250101-120000 [--host 127.0.0.1] [--port 8000]   # draw in the browser
 
 Exit status: 0 when all went well; 2 for bad usage, including a model that
 is missing, corrupt or refused by safe mode (an argparse-style message,
 nothing written); 1 when `predict` could not classify some of the pictures
 (each gets its own error line, the others are still classified) or
-`evaluate` could not write its PNG.
+`evaluate` could not write its PNG. `serve` runs until Ctrl-C (status 0).
 """
 
 import argparse
@@ -23,9 +24,10 @@ def build_parser():
     from kerascnn.cli import positive_int
     from kerascnn.data import list_datasets
     from kerascnn.export import FORMATS
+    from kerascnn.serve import DEFAULT_HOST, DEFAULT_PORT, port_number
 
     parser = argparse.ArgumentParser(prog=PROG, description="Evaluate, use and export trained kerascnn models.")
-    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,export}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,export,serve}", required=True)
     model_help = "a run directory (its best.keras is used) or a .keras file"
 
     p = commands.add_parser(
@@ -57,6 +59,18 @@ def build_parser():
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
     p.add_argument("--out", metavar="PATH", help="default: beside the model (best.onnx, best.tflite, best_saved_model/)")
+
+    p = commands.add_parser(
+        "serve", help="draw a digit in the browser and see what the model sees and thinks",
+        description="Serve one page, with the model loaded once: draw a digit (or upload or photograph one) and "
+                    "see the class probabilities, the 28x28 image the model received, a saliency map, and "
+                    "each ensemble member's vote. Needs Flask: pip install 'kerascnn[demo]'.",
+    )
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help=model_help)
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; another prints a warning)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"default: {DEFAULT_PORT}; 0 picks a free one")
     for sub in commands.choices.values():
         sub.set_defaults(command_parser=sub)  # errors print the subcommand's usage line
     return parser
@@ -67,15 +81,16 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"evaluate": _evaluate, "predict": _predict, "export": _export}[args.command]
+    command = {"evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve}[args.command]
 
     from kerascnn.data import DataError
     from kerascnn.export import ExportError
     from kerascnn.loading import ModelFileError
+    from kerascnn.serve import ServeError
 
     try:
         return command(args)
-    except (ModelFileError, DataError, ExportError) as e:
+    except (ModelFileError, DataError, ExportError, ServeError) as e:
         args.command_parser.error(str(e))
 
 
@@ -115,6 +130,12 @@ def _export(args):
     out = export(args.model, args.format, args.out)
     print(f"exported {args.format}: {out}")
     return 0
+
+
+def _serve(args):
+    from kerascnn.serve import serve
+
+    return serve(args.model, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ Example:
 (20, 14)
 """
 
+import io
 import os
 import warnings
 
@@ -56,8 +57,6 @@ def read_grey(path):
         ImageError: the file is missing, empty, a directory, not an image,
             truncated, or larger than Pillow's decompression-bomb limit.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageError("no such file.")
@@ -65,10 +64,28 @@ def read_grey(path):
         raise ImageError("is a directory, not an image.")
     if os.path.getsize(path) == 0:
         raise ImageError("the file is empty (0 bytes).")
+    return _decode(path)
+
+
+def decode_grey(data):
+    """Like `read_grey`, for a picture held in memory (an upload): bytes -> (H, W) in [0, 1].
+
+    Raises:
+        ImageError: empty, not an image, truncated, or larger than Pillow's
+            decompression-bomb limit.
+    """
+    if not data:
+        raise ImageError("the file is empty (0 bytes).")
+    return _decode(io.BytesIO(data))
+
+
+def _decode(source):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.draft(None, (MAX_SIDE, MAX_SIDE))  # a large JPEG decodes at 1/2, 1/4 or 1/8 size
                 image.load()
                 image = ImageOps.exif_transpose(image)
