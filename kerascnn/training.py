@@ -181,15 +181,13 @@ def _best_so_far(history_path, default):
 
 
 def peak_rss_mb():
-    """This process's peak resident memory in MB (Linux VmHWM), or None elsewhere."""
+    """This process's peak resident memory in MB (`ru_maxrss`), or None without `resource` (Windows)."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+        import resource
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if platform.system() == "Darwin" else 1)
+    return round(kib / 1024, 1)  # ru_maxrss is KiB on Linux, bytes on macOS
 
 
 def versions():
