@@ -139,3 +139,14 @@ def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
     assert json.load(open(os.path.join(ref_run, "metrics.json")))["sittings"] == 1
     scores = lambda d: [(r["epoch"], r["val_accuracy"], r["val_loss"]) for r in history(d)]
     assert scores(run) == scores(ref_run)
+
+
+@pytest.mark.parametrize("model", ["functional", "subclass"])
+def test_functional_and_subclass_models_train_save_and_load(model, tmp_path, test_batch):
+    config = TrainConfig(model=model, epochs=1, subset=2000, val_size=500, logdir=str(tmp_path), precision="float32")
+    result = train(config, verbose=0)
+    assert os.path.basename(result.run_dir).startswith(f"{model}-") and result.metrics["epochs"] == 1
+    assert result.metrics["test_accuracy"] > 0.5  # chance is 0.1
+    best = load_model_file(os.path.join(result.run_dir, "best.keras"))
+    x, y = test_batch
+    assert (best.predict(x, verbose=0).argmax(axis=1) == y).mean() > 0.5
