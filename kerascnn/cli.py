@@ -39,10 +39,9 @@ def positive_float(text):
 
 
 def build_parser():
+    from kerascnn.config import PRECISIONS, STRATEGIES
     from kerascnn.data import list_datasets
-    from kerascnn.distribute import STRATEGIES
     from kerascnn.models import list_models
-    from kerascnn.precision import PRECISIONS
 
     p = argparse.ArgumentParser(
         prog="train.py",
