@@ -39,10 +39,9 @@ def positive_float(text):
 
 
 def build_parser():
+    from kerascnn.config import PRECISIONS, STRATEGIES
     from kerascnn.data import list_datasets
-    from kerascnn.distribute import STRATEGIES
     from kerascnn.models import list_models
-    from kerascnn.precision import PRECISIONS
 
     p = argparse.ArgumentParser(
         prog="train.py",
@@ -74,8 +73,15 @@ def build_parser():
         help="JSON of config values, e.g. tune.py's best_hparams.json; flags override it",
     )
     p.add_argument("--no-resume", dest="resume", action="store_false", help="never resume an interrupted run")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress output (default: progress bar)")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2),
+                   help="Keras progress output (default: 1, a progress bar, on a terminal; else 2, a line per epoch)")
     return p
+
+
+def default_verbose(stream=None):
+    """1 (a redrawn progress bar) on a terminal; 2 (a line per epoch) into a file, a pipe or a log."""
+    stream = sys.stdout if stream is None else stream
+    return 1 if stream.isatty() else 2
 
 
 def resolve_config(args, parser):
@@ -114,7 +120,8 @@ def train_main(argv=None):
     from kerascnn.training import TrainingDiverged, train
 
     try:
-        result = train(config, verbose=getattr(args, "verbose", "auto"), resume=getattr(args, "resume", True))
+        verbose = getattr(args, "verbose", default_verbose())
+        result = train(config, verbose=verbose, resume=getattr(args, "resume", True))
     except (DataError, DistributeError, ModelError, RunDirError) as e:
         parser.error(str(e))
     except TrainingDiverged as e:

@@ -17,6 +17,10 @@ import dataclasses
 import json
 from typing import Optional
 
+# The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
@@ -89,11 +93,7 @@ class TrainConfig:
         for name in ("zoom", "ema", "label_smoothing"):
             value = getattr(self, name)
             check_value(value is None or 0 <= value < 1, name, "a number in [0, 1)", value)
-        from kerascnn.precision import PRECISIONS
-
         check_value(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
-        from kerascnn.distribute import STRATEGIES
-
         check_value(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
 
     def model_kwargs(self):

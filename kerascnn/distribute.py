@@ -51,7 +51,8 @@ import os
 import shutil
 import tempfile
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+from kerascnn.config import STRATEGIES  # the names live with the config
+
 KERAS_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
     "KERAS_DISTRIBUTION_NUM_PROCESSES",

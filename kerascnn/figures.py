@@ -1,10 +1,11 @@
-"""Pictures of results, drawn with Pillow: a confusion matrix and misclassified digits.
+"""Pictures of results, drawn with matplotlib: a confusion matrix, misclassified digits, a chart.
 
 The drawings are RGB `uint8` arrays `(height, width, 3)`, so the same
 picture goes to TensorBoard (`tf.summary.image`, see `kerascnn.summaries`)
-and to a PNG file (`save_png`, see `kerascnn.evaluate`). Matplotlib is not
-needed: a 10x10 grid of numbers and a grid of 28x28 digits are a few
-rectangles and some text.
+and to a PNG file (`save_png`, see `kerascnn.evaluate`). Figures are made
+with `matplotlib.figure.Figure` and rendered by the Agg canvas directly, not
+through `pyplot`: no global figure state, and the user's backend (a notebook's
+inline one, say) is left alone.
 
 Example:
 
@@ -16,19 +17,33 @@ true\\pred  0  1  2
         0  1  0  0
         1  0  1  1
         2  0  0  1
->>> draw_confusion_matrix(cm).shape[2], draw_confusion_matrix(cm).dtype
-(3, dtype('uint8'))
+>>> picture = draw_confusion_matrix(cm)
+>>> picture.shape, picture.dtype
+((520, 520, 3), dtype('uint8'))
 """
 
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+from PIL import Image
 
-CELL = 40  # confusion matrix cell, pixels
-TILE_SCALE = 3  # misclassified digits are drawn 3x: 84x84 pixels
-WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (110, 110, 110)
-BLUE, RED = (31, 96, 180), (200, 40, 40)
+DPI = 100
+BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
+
+
+def render(figure):
+    """The figure drawn by Agg at its own size and dpi, as an RGB `uint8` array."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def new_figure(width, height):
+    """A white `Figure` of `width` x `height` pixels (at `DPI`), not known to pyplot."""
+    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
 
 
 def confusion_matrix(y_true, y_pred, num_classes=10):
@@ -65,27 +80,11 @@ def format_confusion_table(cm):
     return "\n".join(lines)
 
 
-def font(size):
-    """Pillow's built-in scalable font (FreeType), or its bitmap font without FreeType."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or built without FreeType
-        return ImageFont.load_default()
+def _rgb(hex_colour):
+    return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
 
 
-def _centred_text(draw, box, text, fill, text_font):
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=text_font)
-    x = (box[0] + box[2] - (right - left)) / 2 - left
-    y = (box[1] + box[3] - (bottom - top)) / 2 - top
-    draw.text((x, y), text, fill=fill, font=text_font)
-
-
-def _mix(colour, amount):
-    """White blended towards `colour` by `amount` in [0, 1]."""
-    return tuple(int(round(255 + (c - 255) * amount)) for c in colour)
-
-
-def draw_confusion_matrix(cm, title=None):
+def draw_confusion_matrix(cm, title=None, size=(520, 520)):
     """The confusion matrix as a picture: counts in cells, shaded by share of the true class.
 
     Diagonal cells (right) are blue, off-diagonal cells (mistakes) red; the
@@ -96,38 +95,41 @@ def draw_confusion_matrix(cm, title=None):
     Args:
         cm: int array (C, C), rows true, columns predicted.
         title: str or None, a line above the matrix. Defaults to None.
+        size: (width, height) in pixels. Defaults to (520, 520).
 
     Returns:
         uint8 array (height, width, 3).
     """
     cm = np.asarray(cm, np.int64)
     n = len(cm)
-    label_font, cell_font, title_font = font(14), font(13), font(15)
-    left, top = 64, 70 if title else 46
-    width, height = left + n * CELL + 12, top + n * CELL + 34
-    image = Image.new("RGB", (width, height), WHITE)
-    draw = ImageDraw.Draw(image)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    diagonal = np.eye(n, dtype=bool)
+    amount = np.where(diagonal, share, np.sqrt(share))[..., None]
+    colour = np.where(diagonal[..., None], _rgb(BLUE), _rgb(RED))
+    cells = 1 + (colour - 1) * amount  # white blended towards the colour
+
+    figure = new_figure(*size)
+    ax = figure.add_axes((0.1, 0.11, 0.85, 0.73 if title else 0.78))
+    ax.imshow(cells, interpolation="nearest")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="#e1e1e1", linewidth=1)
+    ax.tick_params(which="minor", length=0)
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xlabel("predicted class", color=GREY)
+    ax.set_ylabel("true class", color=GREY)
+    fontsize = 10 if n <= 10 else 7
+    for i, j in zip(*np.nonzero(cm)):
+        ink = "white" if amount[i, j, 0] > 0.55 else "black"
+        ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color=ink, fontsize=fontsize)
     if title:
-        _centred_text(draw, (0, 4, width, 26), title, BLACK, title_font)
-    _centred_text(draw, (left, top - 42, left + n * CELL, top - 24), "predicted", GREY, label_font)
-    rows = np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    share = cm / rows
-    for i in range(n):
-        _centred_text(draw, (left - 26, top + i * CELL, left, top + (i + 1) * CELL), str(i), BLACK, label_font)
-        _centred_text(draw, (left + i * CELL, top - 24, left + (i + 1) * CELL, top), str(i), BLACK, label_font)
-        for j in range(n):
-            amount = share[i, j] if i == j else np.sqrt(share[i, j])
-            fill = _mix(BLUE if i == j else RED, float(amount))
-            box = (left + j * CELL, top + i * CELL, left + (j + 1) * CELL - 1, top + (i + 1) * CELL - 1)
-            draw.rectangle(box, fill=fill, outline=(225, 225, 225))
-            if cm[i, j]:
-                ink = WHITE if amount > 0.55 else BLACK
-                _centred_text(draw, box, str(int(cm[i, j])), ink, cell_font)
-    # "true" written down the left margin, one letter per line.
-    _centred_text(draw, (0, top, 30, top + n * CELL), "\n".join("true"), GREY, label_font)
-    caption = "rows: true class   columns: predicted   red: mistakes"
-    _centred_text(draw, (0, top + n * CELL + 6, width, height - 4), caption, GREY, font(12))
-    return np.asarray(image)
+        figure.suptitle(title, fontsize=11, y=0.99)
+    figure.text(0.5, 0.04, "rows: true class   columns: predicted   red: mistakes", ha="center", color=GREY,
+                fontsize=9)
+    return render(figure)
 
 
 def misclassified_indices(y_true, probabilities, limit=36):
@@ -152,34 +154,63 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
         columns: int, digits per row. Defaults to 6.
 
     Returns:
-        uint8 array (height, width, 3); a short notice when nothing is wrong.
+        uint8 array (height, width, 3): 110 x 130 pixels a digit; a short
+        notice (320 x 60) when nothing is wrong.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
     images = images.reshape(len(images), images.shape[1], images.shape[2])
     probabilities = np.asarray(probabilities)
+    y_true = np.asarray(y_true).reshape(-1)
     chosen = misclassified_indices(y_true, probabilities, limit)
-    caption_font = font(12)
     if not len(chosen):
-        image = Image.new("RGB", (320, 60), WHITE)
-        _centred_text(ImageDraw.Draw(image), (0, 0, 320, 60), "no misclassified images", BLACK, font(14))
-        return np.asarray(image)
-    size = images.shape[1] * TILE_SCALE
-    tile_w, tile_h = size + 16, size + 36
-    rows = -(-len(chosen) // columns)
-    image = Image.new("RGB", (min(len(chosen), columns) * tile_w, rows * tile_h), WHITE)
-    draw = ImageDraw.Draw(image)
+        figure = new_figure(320, 60)
+        figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=12)
+        return render(figure)
+    rows, cols = -(-len(chosen) // columns), min(len(chosen), columns)
+    figure = new_figure(cols * 110, rows * 130)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1 - 0.3 / rows, wspace=0.15, hspace=0.45)
     for k, index in enumerate(chosen):
-        x, y = (k % columns) * tile_w + 8, (k // columns) * tile_h + 2
-        digit = Image.fromarray(images[index], "L").resize((size, size), Image.Resampling.NEAREST)
-        image.paste(digit.convert("RGB"), (x, y))
+        ax = figure.add_subplot(rows, cols, k + 1)
+        ax.imshow(images[index], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_axis_off()
         predicted = int(probabilities[index].argmax())
-        label = int(np.asarray(y_true).reshape(-1)[index])
-        lines = (f"true {label} / pred {predicted}", f"p={probabilities[index, predicted]:.2f}")
-        for line, (colour, offset) in zip(lines, ((RED, 1), (GREY, 16))):
-            _centred_text(draw, (x - 8, y + size + offset, x + size + 8, y + size + offset + 15), line, colour, caption_font)
-    return np.asarray(image)
+        ax.set_title(f"true {int(y_true[index])} / pred {predicted}\np={probabilities[index, predicted]:.2f}",
+                     color=RED, fontsize=9)
+    return render(figure)
+
+
+def time_to_accuracy_figure(points, title, target=0.997, size=(720, 420)):
+    """A line chart: test accuracy (%) after each epoch against minutes of training, and the target.
+
+    Args:
+        points: [(epoch, minutes, test_accuracy, ...)], accuracies in [0, 1].
+        title: str, the line above the chart.
+        target: float in [0, 1], drawn as a dashed red line. Defaults to 0.997.
+        size: (width, height) in pixels. Defaults to (720, 420).
+
+    Returns:
+        A `matplotlib.figure.Figure`; `render` turns it into pixels.
+    """
+    minutes = [p[1] for p in points]
+    accuracy = [100 * p[2] for p in points]
+    figure = new_figure(*size)
+    ax = figure.add_subplot()
+    ax.plot(minutes, accuracy, "o-", color=BLUE, linewidth=2, markersize=4, label="test accuracy after an epoch")
+    ax.axhline(100 * target, color=RED, linestyle="--", linewidth=1.2, label=f"target {100 * target:.2f}%")
+    ax.set_xlim(0, max(minutes) * 1.04)
+    ax.set_ylim(min(min(accuracy), 100 * target) - 0.05, max(max(accuracy), 100 * target) + 0.05)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
+    ax.set_xlabel("minutes of training (test evaluation excluded)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(color="#e6e6e6")
+    ax.legend(loc="lower right", frameon=False)
+    ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
 
 
 def save_png(array, path):

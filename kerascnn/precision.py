@@ -13,7 +13,7 @@ Example:
 
 import keras
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+from kerascnn.config import PRECISIONS  # noqa: F401  (the names live with the config)
 
 
 def cpu_has_bf16():

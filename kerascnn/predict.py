@@ -158,11 +158,11 @@ def _scale_to_box(patch):
 
 
 def _frame(digit):
+    from scipy import ndimage
+
     height, width = digit.shape
-    total = digit.sum()
-    if total > 0:
-        cy = (digit.sum(axis=1) * np.arange(height)).sum() / total
-        cx = (digit.sum(axis=0) * np.arange(width)).sum() / total
+    if digit.sum() > 0:
+        cy, cx = ndimage.center_of_mass(digit)
     else:
         cy, cx = (height - 1) / 2, (width - 1) / 2
     top = int(np.clip(round(CENTRE - cy), 0, FRAME - height))

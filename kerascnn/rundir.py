@@ -2,7 +2,8 @@
 
 `logs/<model>-<YYYYmmdd-HHMMSS>/` holds `config.json` (the resolved
 config), TensorBoard event files (`train/`, `validation/`), `best.keras`,
-`history.csv`, `backup/` while training, and `metrics.json` once finished.
+`history.csv`, `elapsed.json` (training time over the run's sittings),
+`backup/` while training, and `metrics.json` once finished.
 A run that was interrupted (it has `backup/` but no `metrics.json`) is the
 one exception: running the same config again resumes it in place.
 """

@@ -2,6 +2,7 @@
 
     python -m kerascnn.time_to_accuracy --model best            # writes docs/time_to_accuracy.{png,md}
     python -m kerascnn.time_to_accuracy --model best --members 3 --epochs 11
+    python -m kerascnn.time_to_accuracy --redraw                # the PNG again from docs/TIME_TO_ACCURACY.md
 
 Trains exactly as `train.py` does (same config, callbacks, run directory)
 and, for the figure only, scores the test set after every epoch. Those
@@ -10,10 +11,9 @@ validation split. Evaluation time is excluded from the elapsed minutes.
 """
 
 import os
+import re
 import sys
 import time
-
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
@@ -47,37 +47,31 @@ def measure(config):
 
 
 def draw(points, title, target=0.997, size=(720, 420)):
-    """A line chart (Pillow): test accuracy (%) against minutes, with the target line."""
-    from PIL import Image, ImageDraw
+    """The chart (matplotlib): test accuracy (%) against minutes, with the target line; an RGB array."""
+    from kerascnn.figures import render, time_to_accuracy_figure
 
-    from kerascnn.figures import font
+    return render(time_to_accuracy_figure(points, title, target, size))
 
-    w, h = size
-    left, right, top, bottom = 70, 20, 40, 50
-    image = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(image)
-    xs = [p[1] for p in points]
-    ys = [100 * p[2] for p in points]
-    x_max = max(xs) * 1.05
-    y_lo, y_hi = min(min(ys), 100 * target) - 0.05, max(max(ys), 100 * target) + 0.05
-    px = lambda x: left + (w - left - right) * x / x_max
-    py = lambda y: h - bottom - (h - top - bottom) * (y - y_lo) / (y_hi - y_lo)
-    small = font(12)
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for y in np.linspace(y_lo, y_hi, 6):
-        d.line([left - 4, py(y), left, py(y)], fill="black")
-        d.text((5, py(y) - 7), f"{y:.2f}%", fill="black", font=small)
-    for x in np.linspace(0, x_max, 6):
-        d.line([px(x), h - bottom, px(x), h - bottom + 4], fill="black")
-        d.text((px(x) - 10, h - bottom + 8), f"{x:.0f}", fill="black", font=small)
-    d.text((w / 2 - 40, h - 22), "minutes", fill="black", font=small)
-    d.line([left, py(100 * target), w - right, py(100 * target)], fill=(200, 60, 60), width=1)
-    d.text((left + 5, py(100 * target) - 15), f"target {100 * target:.2f}%", fill=(200, 60, 60), font=small)
-    d.line([(px(x), py(y)) for x, y in zip(xs, ys)], fill=(30, 90, 200), width=2)
-    for x, y in zip(xs, ys):
-        d.ellipse([px(x) - 3, py(y) - 3, px(x) + 3, py(y) + 3], fill=(30, 90, 200))
-    d.text((left, 12), title, fill="black", font=font(14))
-    return np.asarray(image)
+
+def read_table(path):
+    """The points and the chart's title back from a `TIME_TO_ACCURACY.md` this tool wrote.
+
+    Redraws the chart without training again (`--redraw`); minutes are the
+    table's, to 0.1.
+    """
+    with open(path) as f:
+        text = f.read()
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+)% \| ([\d.]+)% \|$", text, re.M)
+    run = re.search(r"--model (\S+).*? on (.+?), Python \S+, TensorFlow (\S+), Keras (\S+), (\w+)\.", text)
+    if not rows or not run:
+        raise ValueError(f"{path} holds no time-to-accuracy table written by this tool.")
+    model, machine, tf_version, keras_version, precision = run.groups()
+    points = [(int(e), float(m), float(t) / 100, float(v) / 100) for e, m, t, v in rows]
+    return points, title_for(model, precision, machine, tf_version, keras_version)
+
+
+def title_for(model, precision, machine, tf_version, keras_version):
+    return f"{model}: test accuracy by minute ({precision}, {machine}, TF {tf_version}, Keras {keras_version})"
 
 
 def main(argv=None):
@@ -86,17 +80,23 @@ def main(argv=None):
     parser = build_parser()
     parser.prog = "python -m kerascnn.time_to_accuracy"
     parser.add_argument("--out", default=DOCS, help="where the PNG and the table go (default: docs/)")
+    parser.add_argument("--redraw", action="store_true",
+                        help="no training: redraw the PNG from the table in --out/TIME_TO_ACCURACY.md")
     args = parser.parse_args(argv)
-    out = vars(args).pop("out")
-    config = resolve_config(args, parser)
+    out, redraw = vars(args).pop("out"), vars(args).pop("redraw", False)
 
     from kerascnn.figures import save_png
+
+    if redraw:
+        points, title = read_table(os.path.join(out, "TIME_TO_ACCURACY.md"))
+        print(save_png(draw(points, title), os.path.join(out, "time_to_accuracy.png")))
+        return 0
+    config = resolve_config(args, parser)
     from kerascnn.training import versions
 
     result, points = measure(config)
     m, v = result.metrics, versions()
-    title = (f"{config.model}: test accuracy by minute ({m['precision']}, {v['machine']}, "
-             f"TF {v['tensorflow']}, Keras {v['keras']})")
+    title = title_for(config.model, m["precision"], v["machine"], v["tensorflow"], v["keras"])
     os.makedirs(out, exist_ok=True)
     save_png(draw(points, title), os.path.join(out, "time_to_accuracy.png"))
     lines = [

@@ -34,6 +34,9 @@ from kerascnn.models import create_model, resolve_recipe
 from kerascnn.precision import jit_compile_setting, set_precision
 
 
+ELAPSED = "elapsed.json"  # in the run directory: training seconds and sittings so far
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
 
@@ -132,11 +135,22 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     if resumed:
         checkpoint.best = _best_so_far(history_path, checkpoint.best)
 
+    # The whole run's training time over its sittings: each epoch's end records the total so far, so
+    # a resumed run adds to it (an interrupted sitting's unfinished epoch is not counted; it is re-run).
+    clock_path = os.path.join(run_dir, ELAPSED)
+    earlier = {"seconds": 0.0, "sittings": 0}
+    if resumed and os.path.exists(clock_path):
+        earlier = rundir.read_json(clock_path)
+    sittings = earlier["sittings"] + 1
+    rundir.write_json(clock_path, {"seconds": earlier["seconds"], "sittings": sittings})
     start = time.perf_counter()
+    record_time = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rundir.write_json(
+        clock_path, {"seconds": earlier["seconds"] + time.perf_counter() - start, "sittings": sittings}))
     model.fit(
-        train_ds, epochs=config.epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose, shuffle=False
+        train_ds, epochs=config.epochs, validation_data=val_ds, callbacks=[*callbacks, record_time],
+        verbose=verbose, shuffle=False,
     )  # shuffle=False: the dataset shuffles itself, seeded
-    train_seconds = time.perf_counter() - start
+    train_seconds = earlier["seconds"] + time.perf_counter() - start
 
     best_path = os.path.join(run_dir, "best.keras")
     if model.stop_training:  # only TerminateOnNaN stops a run early
@@ -157,7 +171,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "best_epoch": int(best_row["epoch"]) + 1,
         "best_val_accuracy": float(best_row["val_accuracy"]),
         "epochs": len(rows),
-        "wall_seconds": round(train_seconds, 1),
+        "wall_seconds": round(train_seconds, 1),  # all sittings of a resumed run
+        "sittings": sittings,
         "peak_rss_mb": peak_rss_mb(),
         "resumed": resumed,
         "params": int(best.count_params()),
@@ -192,15 +207,13 @@ def _best_so_far(history_path, default):
 
 
 def peak_rss_mb():
-    """This process's peak resident memory in MB (Linux VmHWM), or None elsewhere."""
+    """This process's peak resident memory in MB (`ru_maxrss`), or None without `resource` (Windows)."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+        import resource
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if platform.system() == "Darwin" else 1)
+    return round(kib / 1024, 1)  # ru_maxrss is KiB on Linux, bytes on macOS
 
 
 def versions():

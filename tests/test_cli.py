@@ -2,11 +2,12 @@
 
 import json
 import os
+import re
 
 import pytest
 
 from conftest import run_cli, write_tiny_mnist
-from kerascnn.cli import train_main
+from kerascnn.cli import default_verbose, train_main
 
 
 def fails_with(capsys, tmp_path, argv, message):
@@ -74,3 +75,24 @@ def test_diverging_rate_exits_1_and_suggests_a_lower_one(tmp_path):
     assert "loss became NaN or infinite (learning rate 1000000.0). Try a lower rate (for example --lr 100000)" in (
         result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_default_verbose_is_a_bar_on_a_terminal_and_a_line_per_epoch_otherwise(tmp_path):
+    leader, follower = os.openpty()
+    with open(follower, "w") as terminal, open(tmp_path / "log.txt", "w") as log:
+        assert default_verbose(terminal) == 1 and default_verbose(log) == 2
+    os.close(leader)
+
+
+def test_piped_train_py_prints_one_line_per_epoch(tmp_path):
+    done = run_cli("train.py", "--epochs", "2", "--subset", "400", "--val-size", "100", "--precision", "float32",
+                   "--logdir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "━" not in done.stdout and "\r" not in done.stdout  # no progress bar redrawn
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
+    epoch_lines = [line for line in lines if re.match(r"\d+/\d+ - \d+s - .*val_accuracy: ", line)]
+    assert len(epoch_lines) == 2, done.stdout
+    (run,) = os.listdir(tmp_path)
+    metrics = json.load(open(tmp_path / run / "metrics.json"))
+    assert metrics["sittings"] == 1 and metrics["wall_seconds"] > 0

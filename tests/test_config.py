@@ -1,9 +1,13 @@
 """TrainConfig: defaults, validation, JSON files."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT
 from kerascnn.config import ConfigError, TrainConfig
 
 
@@ -47,3 +51,28 @@ def test_json_round_trip_and_errors(tmp_path):
         TrainConfig.from_json(path)
     with pytest.raises(ConfigError, match="Cannot read config file"):
         TrainConfig.from_json(tmp_path / "missing.json")
+
+
+CONFIG_ALONE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("config_alone", sys.argv[1])
+config = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(config)
+config.TrainConfig(precision="mixed_bfloat16", strategy="mirrored")
+try:
+    config.TrainConfig(precision="fp8")
+except config.ConfigError as e:
+    print(e)
+print(sorted(m for m in ("keras", "tensorflow", "jax", "kerascnn") if m in sys.modules))
+"""
+
+
+def test_config_is_a_leaf_that_validates_without_keras():
+    """config.py, run alone: it validates every field without importing Keras, TensorFlow or kerascnn."""
+    done = subprocess.run([sys.executable, "-c", CONFIG_ALONE, os.path.join(ROOT, "kerascnn", "config.py")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "`precision` must be one of ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16'). Received: precision='fp8'",
+        "[]",
+    ]

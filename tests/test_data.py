@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -175,3 +176,21 @@ def test_npz_without_keys_or_with_pickles(tmp_path):
     np.savez(tmp_path / "mnist.npz", x_train=obj, y_train=obj, x_test=obj, y_test=obj)
     with pytest.raises(DataError, match="not a readable .npz"):
         load_dataset("mnist", str(tmp_path), download=False)
+
+
+def test_default_search_finds_the_keras_cache_before_shared(tmp_path, monkeypatch):
+    """No --data-dir, no KERASCNN_DATA_DIR: ~/.keras/datasets first, then shared/datasets beside the checkout."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KERASCNN_DATA_DIR")
+    cache = tmp_path / ".keras" / "datasets" / "mnist"
+    cache.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (cache / name).symlink_to(os.path.join(MNIST_DIR, name))
+    d = load_dataset("mnist", download=False)
+    assert d.source.startswith(str(cache)) and d.x_train.shape == (60000, 28, 28, 1)
+
+    shutil.rmtree(tmp_path / ".keras")  # no cache: the next place
+    if not os.path.isdir(data_lib.SHARED_DIR):
+        pytest.skip("no shared/datasets beside this checkout")
+    assert load_dataset("mnist", download=False).source.startswith(data_lib.SHARED_DIR)

@@ -4,11 +4,14 @@ Each of `evaluate`, `predict` and `export` is run on each kind of bad input.
 """
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from kerascnn.__main__ import main
 from kerascnn.loading import ModelFileError, load, resolve_model_path
 
@@ -126,3 +129,37 @@ def test_unknown_class_in_a_keras_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelFileError, match=r"bad.keras: cannot be loaded as a Keras model \("):
         load(str(bad))
     assert np.asarray(load(str(good)).model.predict(np.zeros((1, 28, 28, 1)), verbose=0)).shape == (1, 10)
+
+
+LOAD_WITH_KERAS = """
+import sys
+{imports}
+import keras
+model = keras.saving.load_model(sys.argv[1])
+print(type(model).__name__, len(model.members))
+"""
+
+
+@pytest.mark.parametrize("imports,expected", [
+    ("import kerascnn", "Ensemble 2"),
+    ("", "Could not locate class 'Ensemble'"),  # what `import kerascnn` fixes
+])
+def test_import_kerascnn_is_enough_for_keras_to_load_a_saved_ensemble(tmp_path, imports, expected):
+    import kerascnn
+
+    path = str(tmp_path / "ensemble.keras")
+    kerascnn.create_model("ensemble", members=2, filters=4, dense_units=8).save(path)
+    done = subprocess.run([sys.executable, "-c", LOAD_WITH_KERAS.format(imports=imports), path],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert expected in done.stdout + done.stderr, done.stderr[-2000:]
+
+
+def test_load_model_takes_a_run_directory_and_refuses_bad_files(small_run, tmp_path, test_batch):
+    import kerascnn
+
+    model = kerascnn.load_model(small_run)
+    assert type(model).__name__ == "Ensemble" and len(model.members) == 2
+    assert (model.predict(test_batch[0], verbose=0).argmax(1) == test_batch[1]).mean() > 0.8
+    (tmp_path / "empty.keras").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty.keras: the file is empty"):
+        kerascnn.load_model(tmp_path / "empty.keras")

@@ -1,10 +1,13 @@
 """The time-to-accuracy tool on a tiny run: one point per epoch, a chart and a table."""
 
 import os
+import shutil
 
+import pytest
 from PIL import Image
 
-from kerascnn.time_to_accuracy import main
+from conftest import ROOT
+from kerascnn.time_to_accuracy import main, read_table
 
 
 def test_writes_a_point_per_epoch(tmp_path, capsys):
@@ -16,3 +19,16 @@ def test_writes_a_point_per_epoch(tmp_path, capsys):
     assert len(rows) == 2 and "Checkpoint chosen on validation" in table
     assert Image.open(out / "time_to_accuracy.png").size == (720, 420)
     assert "epoch 2:" in capsys.readouterr().out and os.listdir(tmp_path / "logs")
+
+
+def test_redraw_reads_the_recorded_table(tmp_path):
+    recorded = os.path.join(ROOT, "docs", "TIME_TO_ACCURACY.md")
+    points, title = read_table(recorded)
+    assert len(points) == 15 and points[0] == (1, 1.2, 0.9911, 0.9932) and points[-1][:3] == (15, 17.7, 0.9965)
+    assert title == "best: test accuracy by minute (mixed_bfloat16, x86_64, 2 cores, TF 2.21.0, Keras 3.15.1)"
+    shutil.copy(recorded, tmp_path)
+    assert main(["--redraw", "--out", str(tmp_path)]) == 0
+    assert Image.open(tmp_path / "time_to_accuracy.png").size == (720, 420)
+    (tmp_path / "TIME_TO_ACCURACY.md").write_text("# Time to accuracy\n\nno table\n")
+    with pytest.raises(ValueError, match="holds no time-to-accuracy table"):
+        read_table(tmp_path / "TIME_TO_ACCURACY.md")

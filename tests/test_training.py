@@ -119,16 +119,34 @@ def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     (run,) = glob.glob(os.path.join(tmp_path, "killed", "best-*"))
     assert len(history(run)) == 1 and not os.path.exists(os.path.join(run, "metrics.json"))
+    first = json.load(open(os.path.join(run, "elapsed.json")))
+    assert first["sittings"] == 1 and first["seconds"] > 0  # epoch 1's time, kept on disk
 
     again = run_cli("train.py", "--config", str(config), "--verbose", "2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"Resuming the interrupted run in {run}" in again.stdout
     assert again.stdout.strip().splitlines()[-1].endswith(f"run_dir={run}")
     assert glob.glob(os.path.join(tmp_path, "killed", "*")) == [run]
-    assert json.load(open(os.path.join(run, "metrics.json")))["epochs"] == 3
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert metrics["epochs"] == 3 and metrics["sittings"] == 2
+    last = json.load(open(os.path.join(run, "elapsed.json")))  # the whole run: both sittings
+    assert last["sittings"] == 2 and last["seconds"] > first["seconds"]
+    assert metrics["wall_seconds"] == pytest.approx(last["seconds"], abs=5)  # + the end of fit() after epoch 3
 
     reference = run_cli("train.py", "--config", str(reference_config), "--verbose", "0")
     assert reference.returncode == 0, reference.stderr[-2000:]
     (ref_run,) = glob.glob(os.path.join(tmp_path, "reference", "best-*"))
+    assert json.load(open(os.path.join(ref_run, "metrics.json")))["sittings"] == 1
     scores = lambda d: [(r["epoch"], r["val_accuracy"], r["val_loss"]) for r in history(d)]
     assert scores(run) == scores(ref_run)
+
+
+@pytest.mark.parametrize("model", ["functional", "subclass"])
+def test_functional_and_subclass_models_train_save_and_load(model, tmp_path, test_batch):
+    config = TrainConfig(model=model, epochs=1, subset=2000, val_size=500, logdir=str(tmp_path), precision="float32")
+    result = train(config, verbose=0)
+    assert os.path.basename(result.run_dir).startswith(f"{model}-") and result.metrics["epochs"] == 1
+    assert result.metrics["test_accuracy"] > 0.5  # chance is 0.1
+    best = load_model_file(os.path.join(result.run_dir, "best.keras"))
+    x, y = test_batch
+    assert (best.predict(x, verbose=0).argmax(axis=1) == y).mean() > 0.5

@@ -1,0 +1,61 @@
+"""The pictures: sizes, colours where the numbers say they should be, and readable chart ticks."""
+
+import numpy as np
+import pytest
+
+from kerascnn import figures
+
+
+def reddish(picture):
+    r, g, b = (picture[..., i].astype(int) for i in range(3))
+    return (r - np.maximum(g, b)) > 12
+
+
+def blueish(picture):
+    r, g, b = (picture[..., i].astype(int) for i in range(3))
+    return (b - np.maximum(r, g)) > 60
+
+
+def test_confusion_matrix_is_blue_on_the_diagonal_and_red_only_for_mistakes():
+    right = np.diag([50, 60, 70])
+    picture = figures.draw_confusion_matrix(right)
+    assert picture.shape == (520, 520, 3) and picture.dtype == np.uint8
+    assert blueish(picture).sum() > 3 * 80 * 80  # three solid diagonal cells
+    assert not reddish(picture).any()  # nothing wrong, nothing red
+
+    wrong = right.copy()
+    wrong[2, 0] = 30
+    assert reddish(figures.draw_confusion_matrix(wrong)).sum() > 80 * 80  # the mistake's cell
+    titled = figures.draw_confusion_matrix(wrong, "epoch 3")
+    assert titled.shape == (520, 520, 3) and (titled != figures.draw_confusion_matrix(wrong)).any()
+    assert figures.draw_confusion_matrix(wrong, size=(300, 200)).shape == (200, 300, 3)
+
+
+def test_misclassified_grid_shows_each_mistake():
+    images = np.zeros((10, 28, 28), np.uint8)  # black digits on the white figure
+    labels = np.arange(10)
+    probabilities = np.eye(10)[(labels + np.array([1] * 8 + [0, 0])) % 10] * 0.9 + 0.01  # first 8 wrong
+    picture = figures.draw_misclassified(images, labels, probabilities)
+    assert picture.shape == (2 * 130, 6 * 110, 3)  # 8 mistakes, 6 a row
+    assert (picture.max(axis=2) < 30).sum() > 8 * 60 * 60  # eight black squares
+    assert reddish(picture).any()  # the captions
+    assert figures.draw_misclassified(images, labels, probabilities, limit=3).shape == (130, 3 * 110, 3)
+    notice = figures.draw_misclassified(images, labels, np.eye(10))
+    assert notice.shape == (60, 320, 3) and (notice < 128).any()  # some text on it
+
+
+def test_time_to_accuracy_chart_has_round_ticks_and_the_target_line():
+    points = [(1, 1.2, 0.9911), (2, 2.3, 0.9908), (3, 3.7, 0.9930), (4, 17.7, 0.9965)]
+    figure = figures.time_to_accuracy_figure(points, "title", target=0.997)
+    (ax,) = figure.axes
+    ticks = ax.get_yticks()
+    step = np.diff(ticks)[0]
+    assert np.allclose(np.diff(ticks), step) and round(step, 6) in (0.05, 0.1, 0.2, 0.25, 0.5)
+    assert np.allclose(ticks / step, np.round(ticks / step))  # 99.10%, 99.20%, ... not 99.03%
+    assert ax.get_yticklabels()[1].get_text().endswith("%")
+    target = [line for line in ax.get_lines() if line.get_label() == "target 99.70%"]
+    assert len(target) == 1 and target[0].get_ydata()[0] == pytest.approx(99.7)
+    picture = figures.render(figure)
+    assert picture.shape == (420, 720, 3)
+    assert reddish(picture).sum(axis=1).max() > 300  # a long red row: the target line
+    assert blueish(picture).any()
