@@ -111,3 +111,55 @@ def test_epoch_seeds_make_epochs_differ_and_repeat(test_batch):
         np.testing.assert_array_equal(a, b)
     # Epoch 1 does not replay epoch 0's stream shifted by a draw.
     assert not any(np.array_equal(a, b) for a in epoch0 for b in epoch1)
+
+
+def test_weight_average_is_validated_and_saved_while_training_goes_on_from_the_trained_weights(tmp_path, mnist):
+    from kerascnn.callbacks import RestoreTrainingWeights, schedule_callbacks
+    from kerascnn.models import create_model
+    from kerascnn.training import compile_model
+
+    config = TrainConfig(model="sequential", filters=4, dense_units=16, ema=0.9, lr=3e-3)
+    model = compile_model(create_model(config.model, **config.model_kwargs()), config)
+    x = (mnist.x_train[:1000].reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    y = mnist.y_train[:1000]
+    x_val, y_val = x[:200], y[:200]
+    weights = {"average": [], "trained": [], "epoch_begin": []}
+
+    def record(key):
+        return lambda *args: weights[key].append([w.copy() for w in model.get_weights()])
+
+    schedule = schedule_callbacks(config)
+    swap = [c for c in schedule if isinstance(c, keras.callbacks.SwapEMAWeights)]
+    assert len(swap) == 1
+    path = str(tmp_path / "best.keras")
+    history = model.fit(x, y, batch_size=50, epochs=2, validation_data=(x_val, y_val), verbose=0, callbacks=[
+        keras.callbacks.LambdaCallback(on_epoch_begin=record("epoch_begin")),
+        *schedule,
+        keras.callbacks.LambdaCallback(on_epoch_end=record("average")),
+        SafeModelCheckpoint(path, monitor="val_accuracy", mode="max", save_best_only=False),
+        RestoreTrainingWeights(swap[0]),
+        keras.callbacks.LambdaCallback(on_epoch_end=record("trained")),
+    ])
+    average, trained = weights["average"][0], weights["trained"][0]
+    assert max(np.abs(a - t).max() for a, t in zip(average, trained)) > 1e-3  # two different sets
+    # The second epoch starts from the trained weights, not from the average.
+    for begin, t in zip(weights["epoch_begin"][1], trained):
+        np.testing.assert_array_equal(begin, t)
+    # Validation scored the average, and the checkpoint holds it.
+    model.set_weights(weights["average"][1])
+    accuracy = model.evaluate(x_val, y_val, verbose=0, return_dict=True)["accuracy"]
+    assert accuracy == pytest.approx(history.history["val_accuracy"][1], abs=1e-6)
+    for saved, a in zip(keras.saving.load_model(path).get_weights(), weights["average"][1]):
+        np.testing.assert_allclose(saved, a, atol=1e-6)
+
+
+def test_callback_order_of_a_real_run_with_validation_and_a_weight_average(tmp_path):
+    x, y = np.zeros((10, 28, 28, 1), "float32"), np.arange(10)
+    callbacks, checkpoint = make_callbacks(TrainConfig(model="best", ema=0.999), str(tmp_path), validation=(x, y))
+    names = [type(c).__name__ for c in callbacks]
+    assert names[-2:] == ["RestoreTrainingWeights", "BackupAndRestore"]  # the backup holds the trained weights
+    assert names.index("SwapEMAWeights") < names.index("SafeModelCheckpoint")  # the checkpoint holds the average
+    assert names.index("TensorBoardSummaries") < names.index("RestoreTrainingWeights")
+    plain, _ = make_callbacks(TrainConfig(model="best"), str(tmp_path), validation=(x, y))
+    assert "SwapEMAWeights" not in [type(c).__name__ for c in plain]
+    assert type(plain[-1]).__name__ == "BackupAndRestore"

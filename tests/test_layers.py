@@ -125,3 +125,68 @@ def test_a_compiled_train_step_runs_the_fused_kernel_in_bfloat16():
 def test_float64_uses_keras_implementation():
     keras_bn, fused_bn, x = twin_layers((8, 3, 3, 2), dtype="float64")  # no fused kernel for float64
     np.testing.assert_allclose(fused_bn(x, training=True), keras_bn(x, training=True), rtol=1e-6, atol=1e-6)
+
+
+# RandomAffine: rotation, zoom and shift in one warp.
+
+
+def test_affine_matrix_moves_zooms_and_turns_pixels_where_it_says():
+    from kerascnn.layers import affine_matrix
+
+    image = np.zeros((1, 28, 28, 1), "float32")
+    image[0, 10, 12, 0] = 1.0  # row 10, column 12
+
+    def warp(angle=0.0, zoom=1.0, dx=0.0, dy=0.0):
+        m = affine_matrix(*[np.array([v], "float32") for v in (angle, zoom, zoom, dx, dy)], 28, 28)
+        out = keras.ops.convert_to_numpy(keras.ops.image.affine_transform(image, m, interpolation="nearest"))
+        return tuple(int(i) for i in np.argwhere(out[0, :, :, 0] > 0.5)[0])
+
+    assert warp(dx=2, dy=-3) == (7, 14)  # right by 2, up by 3
+    assert warp(zoom=2.0) in {(6, 10), (6, 11), (7, 10), (7, 11)}  # twice as far from the centre: (6.5, 10.5)
+    rotated = warp(angle=np.pi / 2)  # a quarter turn about the centre keeps the distance to it
+    assert abs(np.hypot(rotated[0] - 13.5, rotated[1] - 13.5) - np.hypot(10 - 13.5, 12 - 13.5)) < 1.0
+    assert rotated != (10, 12)
+
+
+def test_random_zoom_stays_inside_the_frame(mnist):
+    from kerascnn.layers import RandomAffine
+
+    digits = (mnist.x_test[:500].reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    inside = np.ones((28, 28), bool)
+    inside[4:24, 4:24] = False
+    digits = digits[digits[:, inside, 0].max(axis=1) == 0]  # those whose ink lies in the centred 20x20 box
+    assert len(digits) > 100
+    layer = RandomAffine(zoom=0.15, seed=3)
+    out = keras.ops.convert_to_numpy(layer(digits, training=True))
+    assert np.abs(out - digits).max() > 0.5  # the zoom happened
+    border = np.ones((28, 28), bool)
+    border[2:-2, 2:-2] = False
+    assert out[:, border, 0].max() < 0.05  # at most 1.15 x 20 = 23 px: the 2-px border stays black
+    ratio = out.sum(axis=(1, 2, 3)) / digits.sum(axis=(1, 2, 3))  # ink scales with the area, 0.85**2 .. 1.15**2
+    assert 0.65 < ratio.min() and ratio.max() < 1.4 and ratio.std() > 0.02
+
+
+def test_random_affine_is_off_at_inference_and_round_trips_in_a_saved_model(tmp_path):
+    from kerascnn.models import create_model
+
+    model = create_model("best", members=1, filters=4, dense_units=8, zoom=0.1)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    member = loaded.members[0]
+    assert [type(layer).__name__ for layer in member.augment] == ["RandomAffine"]
+    assert member.augment[0].zoom == 0.1
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(zoom=1.0), "`zoom` must be a number in"),
+    (dict(rotation=-1), "`rotation` must be a number in"),
+    (dict(shift=-2), "`shift` must be a number >= 0. Received: shift=-2"),
+])
+def test_random_affine_refuses_bad_amounts(kwargs, message):
+    from kerascnn.layers import RandomAffine
+
+    with pytest.raises(ValueError, match=message):
+        RandomAffine(**kwargs)
