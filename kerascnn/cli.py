@@ -59,6 +59,13 @@ def build_parser():
     p.add_argument("--members", type=positive_int, help="ensemble members (ensemble: 3, best: 5)")
     p.add_argument("--residual", action="store_true", help="functional model: residual stages")
     p.add_argument("--seed", type=int, help=f"default: {d.seed}")
+    p.add_argument("--split-seed", dest="split_seed", type=int,
+                   help=f"seeds the validation split, apart from --seed (default: {d.split_seed})")
+    p.add_argument("--zoom", type=float, help="augmentation zoom, a fraction, e.g. 0.1 (default: the model's)")
+    p.add_argument("--member", choices=("lecture", "strided"), help="best: the member design (default: lecture)")
+    p.add_argument("--ema", type=float, metavar="MOMENTUM",
+                   help="validate and save an average of the weights, e.g. 0.999 (default: the model's, 0: off)")
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, help="e.g. 0.1 (default: 0)")
     p.add_argument("--subset", type=positive_int, help="train on the first N training images")
     p.add_argument("--val-size", dest="val_size", type=positive_int, help=f"default: {d.val_size}")
     p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
