@@ -178,7 +178,7 @@ def affine_matrix(angle, zoom_x, zoom_y, shift_x, shift_y, height, width):
 
     >>> import numpy as np
     >>> m = affine_matrix(*np.array([[0.0], [1.0], [1.0], [2.0], [0.0]]), 28, 28)
-    >>> np.asarray(m).round(3).tolist()  # a pure shift of 2 px to the right
+    >>> (np.asarray(m).round(3) + 0.0).tolist()  # a pure shift of 2 px to the right
     [[1.0, 0.0, -2.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
 
     Args:

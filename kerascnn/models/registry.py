@@ -49,7 +49,7 @@ def resolve_recipe(name, **values):
     """The training settings for model `name`: `values` that are not None, else its recipe's.
 
     >>> resolve_recipe("best", ema=None, label_smoothing=0.1)
-    {'ema': 0.999, 'label_smoothing': 0.1}
+    {'ema': 0.0, 'label_smoothing': 0.1}
     """
     _builder(name)
     return {k: v if values.get(k) is None else values[k] for k, v in _RECIPES[name].items()}

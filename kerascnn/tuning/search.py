@@ -71,7 +71,7 @@ def run_search(config, verbose=0):
     splits = None
     if role != "chief":  # the chief only serves the oracle
         dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-        splits = data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
+        splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
         del dataset  # the test set stays out of the search
     if role == "worker":
         if config.overwrite:
