@@ -56,21 +56,20 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    from kerascnn.assemble import assemble
     from kerascnn.config import TrainConfig
-    from kerascnn.data import epoch_variable, load_dataset, make_dataset, split
-    from kerascnn.models import create_model
-    from kerascnn.precision import jit_compile_setting, set_precision
-    from kerascnn.training import compile_model, peak_rss_mb
+    from kerascnn.precision import jit_compile_setting
+    from kerascnn.training import peak_rss_mb
 
     if kwargs.pop(UNFUSED, False):
         from kerascnn.layers import FusedBatchNormalization
 
         FusedBatchNormalization.fused = False  # this worker process only
-    set_precision(precision)
-    keras.utils.set_random_seed(777)
-    splits = split(load_dataset("mnist"))  # the full 55,000 training images, as a real run holds them
-    model = create_model(model_name, **kwargs)
-    compile_model(model, TrainConfig(model=model_name), **({} if jit is None else {"jit_compile": jit}))
+    # The run train.py assembles: the full 55,000 training images in memory (uint8), the
+    # epoch-keyed pipeline scaling in the graph, the model compiled as a run compiles it.
+    config = TrainConfig(model=model_name, precision=precision, batch_size=BATCH, **kwargs)
+    run = assemble(config, **({} if jit is None else {"jit_compile": jit}))
+    model = run.model
     members = len(getattr(model, "members", [model]))
 
     times = []
@@ -79,9 +78,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         def on_train_batch_end(self, batch, logs=None):
             times.append(time.perf_counter())
 
-    # The pipeline train() uses: uint8 in memory, epoch-keyed order, scaling in the graph.
-    ds = make_dataset(splits.x_train, splits.y_train, BATCH, shuffle=True, epoch=epoch_variable()).repeat()
-    model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, callbacks=[Clock()], verbose=0)
+    model.fit(run.train.repeat(), steps_per_epoch=warmup + steps, epochs=1, callbacks=[Clock()], verbose=0)
     seconds = times[-1] - times[warmup - 1]
     images_per_s = steps * BATCH / seconds
     print(json.dumps({

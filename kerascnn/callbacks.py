@@ -160,43 +160,50 @@ class RestoreTrainingWeights(keras.callbacks.Callback):
         self.swap.on_epoch_begin(epoch + 1, logs)  # swaps the trained weights back in
 
 
-def schedule_callbacks(config):
-    """The callbacks that set the optimisation of a run of `config`, in order.
+def schedule_callbacks(config, epoch_variable=None):
+    """The callbacks that set each epoch of a run of `config`, in order.
 
-    The learning-rate schedule, and, when the run averages its weights
-    (`ema` > 0, from the config or the model's recipe), `SwapEMAWeights`,
-    which puts the average in the model for validation and for the
-    callbacks after it at the end of each epoch. `make_callbacks`, the
-    tuner and `kerascnn.sweep` all train with these.
+    `EpochSeeds` (the epoch's data order, dropout and augmentation), the
+    learning-rate schedule, and, when the run averages its weights (`ema` >
+    0, from the config or the model's recipe), `SwapEMAWeights`, which puts
+    the average in the model for validation and for the callbacks after it
+    at the end of each epoch. Called by `kerascnn.assemble.assemble`, so
+    every way of training runs the same schedule.
+
+    Args:
+        epoch_variable: the data pipeline's epoch `tf.Variable` (see
+            `EpochSeeds`), or None. Defaults to None.
     """
-    callbacks = [keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))]
+    callbacks = [
+        EpochSeeds(config.seed, epoch_variable),
+        keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor)),
+    ]
     if resolve_recipe(config.model, ema=config.ema)["ema"]:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     return callbacks
 
 
-def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
-    """The callbacks for one run of `config` writing into `run_dir`.
+def make_callbacks(config, run_dir, schedule, validation=None, best_so_far=None):
+    """The callbacks for one run of `config` writing into `run_dir`, in order.
 
     Args:
+        schedule: the run's `schedule_callbacks` (`Run.schedule`); they come first.
         validation: (x_val, y_val) or None: with the validation arrays,
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
             matrix, misclassified digits, the config as text, ensemble
             members' accuracy). Defaults to None.
-        epoch_variable: the data pipeline's epoch `tf.Variable` (see
-            `EpochSeeds`), or None. Defaults to None.
+        best_so_far: float or None, the best validation accuracy of the
+            earlier sittings of a resumed run: the checkpoint is replaced
+            only by a better epoch (`initial_value_threshold`). Defaults to None.
 
     Returns:
-        (callbacks, checkpoint): the list for `fit()`, and the checkpoint
-        callback, so a resumed run can restore its best score so far.
+        The list for `fit()`.
     """
-    checkpoint = SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max")
-    schedule = schedule_callbacks(config)
     callbacks = [
-        EpochSeeds(config.seed, epoch_variable),
         *schedule,
         keras.callbacks.TerminateOnNaN(),
-        checkpoint,
+        SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max",
+                            initial_value_threshold=best_so_far),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
     ]
@@ -207,4 +214,4 @@ def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
     # Last: an epoch counts as done for resuming only once its checkpoint and logs are
     # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
     callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True))
-    return callbacks, checkpoint
+    return callbacks

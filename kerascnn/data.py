@@ -18,7 +18,8 @@ or Keras' `.npz` (keys `x_train`, `y_train`, `x_test`, `y_test`), either in
 the directory itself or in a sub-directory named after the dataset.
 
 Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
-pipeline scales them to [0, 1] per batch, inside the `tf.data` graph.
+pipeline scales them to [0, 1] per batch, inside the `tf.data` graph
+(`scale_images`, also used where NumPy arrays are fed).
 
 Example:
 
@@ -333,7 +334,23 @@ def epoch_variable():
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
 
 
+def scale_images(images):
+    """uint8 pixels to float32 in [0, 1]: the one place images are scaled.
+
+    Takes a NumPy array (evaluation, summaries, Keras without TensorFlow) or
+    a tensor inside the `tf.data` graph (`make_dataset`).
+
+    >>> scale_images(np.array([0, 51, 255], np.uint8))
+    array([0. , 0.2, 1. ], dtype=float32)
+    """
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32) / np.float32(255)
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32) / 255.0
+
+
 def _scale(x, y):
     import tensorflow as tf
 
-    return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
+    return scale_images(x), tf.cast(y, tf.int32)

@@ -311,7 +311,7 @@ def allow_jit(model):
     seeds held as variables) compiles fine, so on JAX the flag is cleared
     (Keras itself dropped the same flag from `RandomFlip` once it was found
     jittable: keras-team/keras-core#665).
-    Called by `training.compile_model`, so it covers loaded models too.
+    Called by `assemble.compile_model`, so it covers loaded models too.
     Under TensorFlow the flag stays: there it guards a real XLA gap.
     """
     if keras.backend.backend() == "jax":

@@ -87,7 +87,7 @@ def jit_compile_setting():
       falls back to plain graphs). Not measured here: the development
       machines have no GPU; this is Keras' own default.
     * JAX: True; JAX compiles with XLA or runs op by op, and op by op is
-      far slower. `layers.allow_jit` (called by `training.compile_model`)
+      far slower. `layers.allow_jit` (called by `assemble.compile_model`)
       clears the augmentation layers' TensorFlow-only `supports_jit = False`,
       without which Keras would silently run `best` uncompiled.
     """

@@ -35,6 +35,7 @@ import numpy as np
 
 from kerascnn import figures
 from kerascnn.config import check_value
+from kerascnn.data import scale_images
 from kerascnn.models import Ensemble
 from kerascnn.models.ensemble import MemberPredictor
 
@@ -142,7 +143,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
     def _scaled(self):
         x = self.x_val
-        return x.astype("float32") / 255.0 if x.dtype == np.uint8 else x.astype("float32")
+        return scale_images(x) if x.dtype == np.uint8 else x.astype("float32")
 
     def _predict(self):
         """Validation probabilities of the model, and of each member for an ensemble."""

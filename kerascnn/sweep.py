@@ -4,9 +4,9 @@
     python -m kerascnn.sweep --model best --set rotation=10 --set lr=0.002
 
 `train.py` feeds `fit()` from `tf.data` and logs through TensorBoard, so it
-needs TensorFlow. This runner needs only Keras: the same registry models,
-the same compile (`training.compile_model`) and the same schedule
-(`callbacks.StepDecay`), fed from NumPy arrays. It therefore runs on a
+needs TensorFlow. This runner needs only Keras: the run is assembled as
+`train.py`'s is (`kerascnn.assemble`: the same model, compile and schedule),
+fed from NumPy arrays. It therefore runs on a
 machine where Keras 3 sits on JAX alone, e.g. a GPU box without TensorFlow.
 
 After each epoch it records elapsed training time and, for an ensemble,
@@ -63,27 +63,22 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from kerascnn.callbacks import schedule_callbacks
+    from kerascnn.assemble import assemble
     from kerascnn.config import ConfigError, TrainConfig
-    from kerascnn.data import IMAGE_SHAPE, DataError, load_dataset, split
-    from kerascnn.models import create_model
+    from kerascnn.data import DataError, scale_images
     from kerascnn.models.ensemble import MemberPredictor
-    from kerascnn.precision import set_precision
-    from kerascnn.training import compile_model, peak_rss_mb
+    from kerascnn.training import peak_rss_mb
 
     values = {"model": args.model, "epochs": args.epochs, "precision": args.precision, **parse_set(args.set)}
     try:
         config = TrainConfig.from_dict(values)
-        splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.split_seed)
+        # train.py's run, fed from NumPy arrays (arrays=True): no TensorFlow needed.
+        run = assemble(config, arrays=True, steps_per_execution=args.steps_per_execution)
     except (ConfigError, DataError) as e:
         parser.error(str(e))
-    policy = set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    scale = lambda x: (x.reshape((-1,) + IMAGE_SHAPE) / np.float32(255)).astype(np.float32)
-    x_train, x_val, x_test = scale(splits.x_train), scale(splits.x_val), scale(splits.x_test)
-
-    model = create_model(config.model, **config.model_kwargs())
-    compile_model(model, config, steps_per_execution=args.steps_per_execution)
+    (x_train, y_train), (x_val, y_val) = run.train, run.val
+    x_test, y_test = scale_images(run.splits.x_test), run.splits.y_test
+    model, policy = run.model, run.policy
     members = MemberPredictor(model)
     label = args.label or " ".join([config.model] + args.set)
     lines = []
@@ -112,17 +107,17 @@ def main(argv=None):
                 "epoch_seconds": round(seconds, 2),
                 "train_seconds": round(self.train_seconds, 2),
                 "loss": float(logs["loss"]),
-                "val_members": [float(np.mean(p.argmax(-1) == splits.y_val)) for p in val],
-                "val_prefix": prefix_accuracies(val, splits.y_val),
-                "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), splits.y_test),
+                "val_members": [float(np.mean(p.argmax(-1) == y_val)) for p in val],
+                "val_prefix": prefix_accuracies(val, y_val),
+                "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), y_test),
             })
 
     model.fit(
         x_train,
-        splits.y_train,
+        y_train,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        callbacks=[*schedule_callbacks(config), Recorder()],  # the weight average, if any, is in for Recorder
+        callbacks=[*run.schedule, Recorder()],  # the weight average, if any, is in for Recorder
         verbose=0,
     )
     members = len(getattr(model, "members", None) or [model])

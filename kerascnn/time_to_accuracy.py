@@ -27,7 +27,8 @@ def measure(config):
     from kerascnn.training import train
 
     dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-    test_ds = data_lib.make_dataset(dataset.x_test, dataset.y_test, 500)
+    x_test, y_test = data_lib.scale_images(dataset.x_test), dataset.y_test
+    del dataset
     points = []
 
     class TestEachEpoch(keras.callbacks.Callback):
@@ -36,7 +37,7 @@ def measure(config):
 
         def on_epoch_end(self, epoch, logs=None):
             t = time.perf_counter()
-            scores = self.model.evaluate(test_ds, return_dict=True, verbose=0)
+            scores = self.model.evaluate(x_test, y_test, batch_size=500, return_dict=True, verbose=0)
             minutes = (t - self.start - self.excluded) / 60
             self.excluded += time.perf_counter() - t
             points.append((epoch + 1, minutes, float(scores["accuracy"]), float(logs["val_accuracy"])))

@@ -259,7 +259,7 @@ def ensemble_loss_probe(plan):
 
     from kerascnn.data import load_dataset
     from kerascnn.models import create_model
-    from kerascnn.training import compile_model
+    from kerascnn.assemble import compile_model
 
     data = load_dataset("mnist", download=False)
     x, y = data.x_test[:64].astype("float32") / 255.0, data.y_test[:64].astype("int32")

@@ -1,9 +1,9 @@
 """Hyperparameter search for the `best` CNN with keras-tuner (`python tune.py`).
 
 `CNNHyperModel.build(hp)` declares the search space (`search_space`) and maps
-the values chosen onto the same `TrainConfig`, model builder and `compile_model`
-that `train.py` uses; its `fit` makes the input pipeline for the batch size
-chosen and trains with the run's schedule (`StepDecay`). Each trial is scored
+the values chosen onto a `TrainConfig`; each trial is assembled as
+`train.py`'s run is (`kerascnn.assemble`): model, compile, input pipeline
+and schedule. Each trial is scored
 by its best `val_accuracy` on the validation split carved from the training
 set; the test set is never handed to the search. Trials train one member of
 the ensemble (`MEMBERS`): the search tunes the member, and the final
