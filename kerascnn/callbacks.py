@@ -27,6 +27,7 @@ import os
 
 import keras
 
+from kerascnn import compat
 from kerascnn.config import check_value
 from kerascnn.models.registry import resolve_recipe
 from kerascnn.summaries import summaries_callback
@@ -86,15 +87,8 @@ class EpochSeeds(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch_variable is not None:
             self.epoch_variable.assign(epoch)
-        generators = [g for layer in self.model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
-        for i, generator in enumerate(generators):
-            state = generator.state
-            value = keras.ops.convert_to_numpy(state).copy()
-            value[...] = 0
-            value.flat[0] = (self.seed * 7919 + i) % 2**31
-            # SeedGenerator adds 1 to this word per draw: 2**20 apart, epochs never share a stream.
-            value.flat[-1] = epoch * 2**20
-            state.assign(value)
+        for i, state in enumerate(compat.seed_states(self.model)):
+            compat.set_seed_state(state, seed=self.seed * 7919 + i, stream=epoch)  # a prime apart per generator
 
 
 class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):

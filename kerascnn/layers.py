@@ -9,6 +9,7 @@ import math
 import keras
 from keras import layers
 
+from kerascnn import compat
 from kerascnn.config import check_value
 from kerascnn.data import IMAGE_SHAPE, NUM_CLASSES
 
@@ -315,9 +316,9 @@ def allow_jit(model):
     Under TensorFlow the flag stays: there it guards a real XLA gap.
     """
     if keras.backend.backend() == "jax":
-        for layer in model._flatten_layers():
+        for layer in compat.flatten_layers(model):
             if isinstance(layer, (layers.RandomRotation, layers.RandomTranslation)):
-                layer.supports_jit = True
+                compat.mark_jittable(layer)
     return model
 
 
