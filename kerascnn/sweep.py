@@ -1,7 +1,7 @@
 """Time to accuracy under any Keras backend, with or without TensorFlow.
 
     KERAS_BACKEND=jax python -m kerascnn.sweep --model best --epochs 15 --out sweep.jsonl
-    python -m kerascnn.sweep --model best --set rotation=10 --set lr=0.002
+    python -m kerascnn.sweep --model best --rotation 10 --lr 0.002     # train.py's flags
 
 `train.py` feeds `fit()` from `tf.data` and logs through TensorBoard, so it
 needs TensorFlow. This runner needs only Keras: the run is assembled as
@@ -20,27 +20,11 @@ Each epoch writes one JSON line (stdout, and `--out` if given); the last
 line is a summary with throughput in model-images per second.
 """
 
-import argparse
 import json
-import os
 import sys
 import time
 
 import numpy as np
-
-
-def parse_set(values):
-    """`["lr=0.002", "rotation=10"]` -> a dict of TrainConfig values."""
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE. Received: {item!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def prefix_accuracies(probs, labels):
@@ -50,45 +34,51 @@ def prefix_accuracies(probs, labels):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kerascnn.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="best")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a TrainConfig field")
-    parser.add_argument("--steps-per-execution", type=int, default=1)
-    parser.add_argument("--label", default=None, help="a name for this run in the output")
-    parser.add_argument("--out", default=None, help="append the JSON lines to this file")
-    args = parser.parse_args(argv)
+    """Entry point: train.py's flags (and `--config`), plus the sweep's own; returns the exit status."""
+    from kerascnn.commands import positive_int, run_command
+    from kerascnn.commands.train import build_parser, resolve_config
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    parser.prog, parser.description = "python -m kerascnn.sweep", __doc__.split("\n\n")[0]
+    parser.set_defaults(model="best")
+    parser.add_argument("--steps-per-execution", dest="steps_per_execution", type=positive_int, default=1,
+                        help="train steps per compiled call (default: 1)")
+    parser.add_argument("--label", default=None, help="a name for this run in the output (default: the flags)")
+    parser.add_argument("--out", default=None, help="append the JSON lines to this file")
+    own = ("steps_per_execution", "label", "out")
+
+    def job(args):
+        config = resolve_config(args, parser, extra=own)
+        label = args.label or " ".join(argv if argv is not None else sys.argv[1:]) or config.model
+        return sweep(config, args.steps_per_execution, label, args.out)
+
+    return run_command(parser, job, argv)
+
+
+def sweep(config, steps_per_execution=1, label=None, out=None):
+    """Trains `config` from NumPy arrays, writing one JSON line per epoch and a summary; returns 0."""
     import keras
 
     from kerascnn.assemble import assemble
-    from kerascnn.config import ConfigError, TrainConfig
-    from kerascnn.data import DataError, scale_images
+    from kerascnn.data import scale_images
     from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.training import peak_rss_mb
 
-    values = {"model": args.model, "epochs": args.epochs, "precision": args.precision, **parse_set(args.set)}
-    try:
-        config = TrainConfig.from_dict(values)
-        # train.py's run, fed from NumPy arrays (arrays=True): no TensorFlow needed.
-        run = assemble(config, arrays=True, steps_per_execution=args.steps_per_execution)
-    except (ConfigError, DataError) as e:
-        parser.error(str(e))
+    # train.py's run, fed from NumPy arrays (arrays=True): no TensorFlow needed.
+    run = assemble(config, arrays=True, steps_per_execution=steps_per_execution)
     (x_train, y_train), (x_val, y_val) = run.train, run.val
     x_test, y_test = scale_images(run.splits.x_test), run.splits.y_test
     model, policy = run.model, run.policy
     members = MemberPredictor(model)
-    label = args.label or " ".join([config.model] + args.set)
+    label = label or config.model
     lines = []
 
     def emit(record):
         record = {"label": label, **record}
         print(json.dumps(record), flush=True)
         lines.append(record)
-        if args.out:
-            with open(args.out, "a") as f:
+        if out:
+            with open(out, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     class Recorder(keras.callbacks.Callback):

@@ -76,7 +76,7 @@ def title_for(model, precision, machine, tf_version, keras_version):
 
 
 def main(argv=None):
-    from kerascnn.cli import build_parser, resolve_config
+    from kerascnn.commands.train import build_parser, resolve_config
 
     parser = build_parser()
     parser.prog = "python -m kerascnn.time_to_accuracy"

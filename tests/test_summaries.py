@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import ROOT, free_port
 from kerascnn import figures
 from kerascnn.callbacks import make_callbacks, schedule_callbacks
-from kerascnn.cli import train_main
+from kerascnn.commands.train import main as train_main
 from kerascnn.config import TrainConfig
 from kerascnn.loading import load
 from kerascnn.summaries import TensorBoardSummaries, config_markdown, tensorboard_server
