@@ -6,10 +6,12 @@ Each dataset is read from the first place that has it:
    variable: when one is given, only there (an empty or wrong directory is
    an error, never silently replaced by other data);
 2. Keras' own cache, `~/.keras/datasets`;
-3. `shared/datasets` beside the checkout, where this project's development
-   and CI machines keep MNIST (they have no internet);
-4. Debian's `/usr/share/datasets/fashion-mnist` (package `dataset-fashion-mnist`);
-5. a download through `keras.datasets` (needs the internet).
+3. Debian's `/usr/share/datasets/fashion-mnist` (package `dataset-fashion-mnist`);
+4. a download through `keras.datasets` (needs the internet).
+
+A machine without the internet (this project's development and CI machines)
+points `KERASCNN_DATA_DIR` at its copy; the package never looks around the
+place it is installed in.
 
 In a directory, the dataset is either the four IDX files
 (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
@@ -60,7 +62,6 @@ DATASETS = {
         "sizes": (60000, 10000),
     },
 }
-SHARED_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
@@ -105,10 +106,8 @@ def search_dirs(name, data_dir=None):
     user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
     if user_dir:
         return within(user_dir)
-    roots = [os.path.join(os.path.expanduser("~"), ".keras", "datasets")]
-    if os.path.isdir(SHARED_DIR):
-        roots.append(SHARED_DIR)
-    return [d for root in roots for d in within(root)] + list(DATASETS[name]["system_dirs"])
+    keras_cache = os.path.join(os.path.expanduser("~"), ".keras", "datasets")
+    return within(keras_cache) + list(DATASETS[name]["system_dirs"])
 
 
 def load_dataset(name, data_dir=None, download=True):

@@ -77,7 +77,7 @@ def jit_compile_setting():
     """The `jit_compile` value for `Model.compile` on this backend and device.
 
     Chosen by measurement, not by default (docs/PERFORMANCE.md,
-    `python -m kerascnn.bench`):
+    `python tools/bench.py`):
 
     * TensorFlow on CPU: False. Forced XLA trained the lecture CNN at 1,490
       images/s against 2,340 without it on the 2-core AVX-512 development

@@ -24,11 +24,8 @@ Example:
 5
 """
 
-import contextlib
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -223,24 +220,3 @@ def summaries_callback(config, run_dir, x_val, y_val):
     return TensorBoardSummaries(
         run_dir, x_val, y_val, config=values, image_every=config.image_every, batch_size=config.batch_size
     )
-
-
-@contextlib.contextmanager
-def tensorboard_server(logdir, port, log, host="127.0.0.1", reload_interval=None):
-    """Runs `tensorboard --logdir LOGDIR` for the `with` block, on loopback unless told otherwise.
-
-    Yields the `subprocess.Popen`; the server is stopped (terminate, then kill)
-    on the way out. Output goes to the open file `log`.
-    """
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host, "--port", str(port)]
-    if reload_interval is not None:
-        command += ["--reload_interval", str(reload_interval)]
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()

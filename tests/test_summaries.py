@@ -21,7 +21,8 @@ from kerascnn.callbacks import make_callbacks, schedule_callbacks
 from kerascnn.commands.train import main as train_main
 from kerascnn.config import TrainConfig
 from kerascnn.loading import load
-from kerascnn.summaries import TensorBoardSummaries, config_markdown, tensorboard_server
+from kerascnn.summaries import TensorBoardSummaries, config_markdown
+from tools.screenshot import tensorboard_server
 
 
 def get(url, **params):
@@ -99,7 +100,7 @@ def test_screenshot_of_the_scalars_dashboard(small_run, tmp_path):
     if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
     out = tmp_path / "scalars.png"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "screenshot.py"), os.path.dirname(small_run),
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "screenshot.py"), os.path.dirname(small_run),
                              str(out), "--width", "1000", "--height", "700"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

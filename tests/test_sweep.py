@@ -1,4 +1,4 @@
-"""kerascnn.sweep: the Keras-only runner (any backend, no TensorFlow needed)."""
+"""tools/sweep.py: the Keras-only runner (any backend, no TensorFlow needed)."""
 
 import json
 import os
@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from kerascnn.sweep import main, prefix_accuracies
+from tools.sweep import main, prefix_accuracies
 from conftest import ROOT
 
-# Runs `python -m kerascnn.sweep ...` in a process where `import tensorflow`
+# Runs `python tools/sweep.py ...` in a process where `import tensorflow`
 # fails, as on a GPU machine that has Keras and JAX only.
 WITHOUT_TENSORFLOW = """
 import runpy, sys
@@ -20,8 +20,8 @@ class NoTensorFlow:
         if name.split(".")[0] == "tensorflow":
             raise ImportError("TensorFlow is blocked in this test")
 sys.meta_path.insert(0, NoTensorFlow())
-sys.argv = ["kerascnn.sweep"] + sys.argv[1:]
-runpy.run_module("kerascnn.sweep", run_name="__main__")
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -54,8 +54,9 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     out = tmp_path / "sweep.jsonl"
     args = ["--model", "best", "--epochs", "1", "--precision", "float32", "--out", str(out),
             "--members", "2", "--subset", "4000", "--val-size", "1000"]
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT}
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *args], env=env, cwd=ROOT,
+    env = {**os.environ, "KERAS_BACKEND": "jax"}  # no PYTHONPATH: the tool finds kerascnn beside it
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, os.path.join(ROOT, "tools", "sweep.py"), *args],
+                          env=env, cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Keras drops jit_compile for a model whose layers say they cannot be compiled;

@@ -80,7 +80,7 @@ def distributed_role(environ=None):
         if not env.get(name):
             raise TuningError(
                 f"KERASTUNER_ORACLE_IP is set, so this is a distributed search, but {name} is not; "
-                f"set all three (see the README). Received: KERASTUNER_ORACLE_IP={ip!r}, {name}={env.get(name)!r}"
+                f"set all three (see docs/TUNING.md). Received: KERASTUNER_ORACLE_IP={ip!r}, {name}={env.get(name)!r}"
             )
     text = env["KERASTUNER_ORACLE_PORT"]
     port = int(text) if text.isdigit() else 0

@@ -15,7 +15,7 @@ R[base_ema]="rotation=15 shift=2 zoom=0 ema=0.999"
 mkdir -p /tmp/res
 for name in "${!R[@]}"; do for seed in 777 1 2; do
   flags=""; for kv in ${R[$name]} seed=$seed; do k=${kv%%=*}; flags="$flags --${k//_/-} ${kv#*=}"; done
-  timeout ${LIMIT:-500} python3 -m kerascnn.sweep --model best --epochs 15 --precision float32 --steps-per-execution 10 \
+  timeout ${LIMIT:-500} python3 tools/sweep.py --model best --epochs 15 --precision float32 --steps-per-execution 10 \
      $flags --label "$name seed=$seed" --out /tmp/res/$name-$seed.jsonl > /tmp/res/$name-$seed.log 2>&1 &
 done; done
 wait

@@ -1,7 +1,7 @@
 """Time to accuracy under any Keras backend, with or without TensorFlow.
 
-    KERAS_BACKEND=jax python -m kerascnn.sweep --model best --epochs 15 --out sweep.jsonl
-    python -m kerascnn.sweep --model best --rotation 10 --lr 0.002     # train.py's flags
+    KERAS_BACKEND=jax python tools/sweep.py --model best --epochs 15 --out sweep.jsonl
+    python tools/sweep.py --model best --rotation 10 --lr 0.002     # train.py's flags
 
 `train.py` feeds `fit()` from `tf.data` and logs through TensorBoard, so it
 needs TensorFlow. This runner needs only Keras: the run is assembled as
@@ -21,10 +21,14 @@ line is a summary with throughput in model-images per second.
 """
 
 import json
+import os
 import sys
 import time
 
 import numpy as np
+
+# A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def prefix_accuracies(probs, labels):
@@ -39,7 +43,7 @@ def main(argv=None):
     from kerascnn.commands.train import build_parser, resolve_config
 
     parser = build_parser()
-    parser.prog, parser.description = "python -m kerascnn.sweep", __doc__.split("\n\n")[0]
+    parser.prog, parser.description = "python tools/sweep.py", __doc__.split("\n\n")[0]
     parser.set_defaults(model="best")
     parser.add_argument("--steps-per-execution", dest="steps_per_execution", type=positive_int, default=1,
                         help="train steps per compiled call (default: 1)")

@@ -1,7 +1,7 @@
 """Training-speed benchmark: this project against the lecture's own loop.
 
-    python -m kerascnn.bench                  # the full table, 3 rounds, ~17 minutes on 2 cores
-    python -m kerascnn.bench --rounds 1 --steps 40 --no-write   # a quicker look, prints only
+    python tools/bench.py                  # the full table, 3 rounds, ~17 minutes on 2 cores
+    python tools/bench.py --rounds 1 --steps 40 --no-write   # a quicker look, prints only
 
 In one process tree and one sitting it measures:
 
@@ -32,6 +32,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+# A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_LOOP = os.path.join(ROOT, "..", "shared", "bench", "seed_loop.py")
@@ -168,7 +171,7 @@ def versions():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m kerascnn.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=150, help="timed batches of 100 per configuration")
     p.add_argument("--warmup", type=int, default=20, help="untimed batches first (includes tracing)")
     p.add_argument("--lecture-steps", type=int, default=60, help="timed batches for the lecture loop")
@@ -204,7 +207,7 @@ def main(argv=None):
                 print(f"round {r + 1}: lecture loop {recipe}: {lecture[recipe]['model_images_per_s']:.0f} model-images/s")
         results = {}
         for label, model, precision, kwargs, jit in CONFIGS:
-            out = run_child(["-m", "kerascnn.bench", "--steps", str(args.steps), "--warmup", str(args.warmup),
+            out = run_child([os.path.abspath(__file__), "--steps", str(args.steps), "--warmup", str(args.warmup),
                              "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
             results[label] = json.loads(out.strip().splitlines()[-1])
             print(f"round {r + 1}: {label}: {results[label]['model_images_per_s']:.0f} model-images/s", flush=True)
@@ -270,7 +273,7 @@ def render(started, machine, peaks, lecture, rows, aug, unfused, args):
     lines = [
         "# Performance",
         "",
-        f"Measured by `python -m kerascnn.bench` on {started}: {machine}.",
+        f"Measured by `python tools/bench.py` on {started}: {machine}.",
         f"Batch {BATCH}; {args.steps} timed steps per configuration after {args.warmup} warm-up steps, "
         "each configuration in its own process with the full 55,000-image training split in memory. "
         "Model-images/s counts images times ensemble members, as the lecture script does. "
