@@ -6,18 +6,12 @@
 
 Each run writes logs/<model>-<timestamp>/ (config, TensorBoard events,
 best.keras, history.csv, metrics.json); `python train.py --help` lists the
-options.
+options. The command lives in `kerascnn.commands.train`.
 """
 
 import sys
 
-from kerascnn.cli import train_main
-
-
-def main(argv=None):
-    """Parses `argv` (default: sys.argv[1:]), trains, returns the exit status."""
-    return train_main(argv)
-
+from kerascnn.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,12 +2,15 @@
 
 The lecture series "CNN with MNIST" (lab 11) as a library: convolution
 basics (`kerascnn.basics`), the lecture CNN written three ways, an ensemble
-and the "best" recipe (`kerascnn.models`), trained with `fit()` and Keras
-callbacks (`kerascnn.training`).
+and the "best" recipe (`kerascnn.models`), assembled into a run
+(`kerascnn.assemble`) and trained with `fit()` and Keras callbacks
+(`kerascnn.training`). The commands (`train.py`, `tune.py`,
+`python -m kerascnn`) are thin users of it (`kerascnn.commands`).
 
-`import kerascnn` registers the package's layers and models with Keras, so
-`keras.saving.load_model` can rebuild a saved `.keras` file; that imports
-Keras (and its backend) once. The API in two lines:
+`import kerascnn` is light: Keras (and its backend) loads when first used.
+The package's layers and models are registered with Keras as soon as Keras
+is imported, before or after `kerascnn`, so `keras.saving.load_model` can
+rebuild a saved `.keras` file. The API in two lines:
 
 >>> import kerascnn
 >>> model = kerascnn.load_model("logs/best-20250101-120000")  # doctest: +SKIP
@@ -15,12 +18,58 @@ Keras (and its backend) once. The API in two lines:
 >>> result = kerascnn.train(kerascnn.TrainConfig(model="sequential", epochs=1))  # doctest: +SKIP
 """
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
 __version__ = "0.1.0"
 
-from kerascnn import models  # noqa: E402  (registers the serializable layers and models with Keras)
-from kerascnn.config import TrainConfig  # noqa: E402
-from kerascnn.models import create_model, list_models  # noqa: E402
-from kerascnn.training import RunResult, train  # noqa: E402
+from kerascnn.config import TrainConfig  # noqa: E402  (a leaf: no Keras)
+
+# Public names that need Keras, and the module each comes from: imported on first use.
+_LAZY = {
+    "RunResult": "kerascnn.training",
+    "train": "kerascnn.training",
+    "create_model": "kerascnn.models",
+    "list_models": "kerascnn.models",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kerascnn' has no attribute {name!r}")
+
+
+def register_with_keras():
+    """Registers the package's layers and models with Keras' serialization (imports Keras)."""
+    importlib.import_module("kerascnn.models").load_builtin_models()
+
+
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Runs `register_with_keras` right after `import keras` finishes, wherever that import happens."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            exec_module = spec.loader.exec_module
+
+            def exec_then_register(module):
+                exec_module(module)
+                register_with_keras()
+
+            spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras" in sys.modules:
+    register_with_keras()
+elif not any(isinstance(finder, _RegisterWhenKerasLoads) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenKerasLoads())
 
 
 def load_model(path, compile=False):

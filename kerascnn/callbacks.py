@@ -27,6 +27,7 @@ import os
 
 import keras
 
+from kerascnn import compat
 from kerascnn.config import check_value
 from kerascnn.models.registry import resolve_recipe
 from kerascnn.summaries import summaries_callback
@@ -86,15 +87,8 @@ class EpochSeeds(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.epoch_variable is not None:
             self.epoch_variable.assign(epoch)
-        generators = [g for layer in self.model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
-        for i, generator in enumerate(generators):
-            state = generator.state
-            value = keras.ops.convert_to_numpy(state).copy()
-            value[...] = 0
-            value.flat[0] = (self.seed * 7919 + i) % 2**31
-            # SeedGenerator adds 1 to this word per draw: 2**20 apart, epochs never share a stream.
-            value.flat[-1] = epoch * 2**20
-            state.assign(value)
+        for i, state in enumerate(compat.seed_states(self.model)):
+            compat.set_seed_state(state, seed=self.seed * 7919 + i, stream=epoch)  # a prime apart per generator
 
 
 class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -160,43 +154,50 @@ class RestoreTrainingWeights(keras.callbacks.Callback):
         self.swap.on_epoch_begin(epoch + 1, logs)  # swaps the trained weights back in
 
 
-def schedule_callbacks(config):
-    """The callbacks that set the optimisation of a run of `config`, in order.
+def schedule_callbacks(config, epoch_variable=None):
+    """The callbacks that set each epoch of a run of `config`, in order.
 
-    The learning-rate schedule, and, when the run averages its weights
-    (`ema` > 0, from the config or the model's recipe), `SwapEMAWeights`,
-    which puts the average in the model for validation and for the
-    callbacks after it at the end of each epoch. `make_callbacks`, the
-    tuner and `kerascnn.sweep` all train with these.
+    `EpochSeeds` (the epoch's data order, dropout and augmentation), the
+    learning-rate schedule, and, when the run averages its weights (`ema` >
+    0, from the config or the model's recipe), `SwapEMAWeights`, which puts
+    the average in the model for validation and for the callbacks after it
+    at the end of each epoch. Called by `kerascnn.assemble.assemble`, so
+    every way of training runs the same schedule.
+
+    Args:
+        epoch_variable: the data pipeline's epoch `tf.Variable` (see
+            `EpochSeeds`), or None. Defaults to None.
     """
-    callbacks = [keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor))]
+    callbacks = [
+        EpochSeeds(config.seed, epoch_variable),
+        keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor)),
+    ]
     if resolve_recipe(config.model, ema=config.ema)["ema"]:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     return callbacks
 
 
-def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
-    """The callbacks for one run of `config` writing into `run_dir`.
+def make_callbacks(config, run_dir, schedule, validation=None, best_so_far=None):
+    """The callbacks for one run of `config` writing into `run_dir`, in order.
 
     Args:
+        schedule: the run's `schedule_callbacks` (`Run.schedule`); they come first.
         validation: (x_val, y_val) or None: with the validation arrays,
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
             matrix, misclassified digits, the config as text, ensemble
             members' accuracy). Defaults to None.
-        epoch_variable: the data pipeline's epoch `tf.Variable` (see
-            `EpochSeeds`), or None. Defaults to None.
+        best_so_far: float or None, the best validation accuracy of the
+            earlier sittings of a resumed run: the checkpoint is replaced
+            only by a better epoch (`initial_value_threshold`). Defaults to None.
 
     Returns:
-        (callbacks, checkpoint): the list for `fit()`, and the checkpoint
-        callback, so a resumed run can restore its best score so far.
+        The list for `fit()`.
     """
-    checkpoint = SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max")
-    schedule = schedule_callbacks(config)
     callbacks = [
-        EpochSeeds(config.seed, epoch_variable),
         *schedule,
         keras.callbacks.TerminateOnNaN(),
-        checkpoint,
+        SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max",
+                            initial_value_threshold=best_so_far),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
     ]
@@ -207,4 +208,4 @@ def make_callbacks(config, run_dir, validation=None, epoch_variable=None):
     # Last: an epoch counts as done for resuming only once its checkpoint and logs are
     # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
     callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True))
-    return callbacks, checkpoint
+    return callbacks

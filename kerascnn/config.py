@@ -133,25 +133,32 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path):
         """Reads a config (or a tuner's best hyperparameters) from a JSON file."""
-        try:
-            with open(path) as f:
-                values = json.load(f)
-        except OSError as e:
-            raise ConfigError(f"Cannot read config file {path}: {e.strerror}.") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
-        return cls.from_dict(values)
+        return cls.from_dict(read_json_file(path))
+
+
+def read_json_file(path, error=ConfigError):
+    """The JSON value in the config file `path`; `error` names the file when it cannot be read or parsed."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise error(f"Cannot read config file {path}: {e.strerror}.") from None
+    except json.JSONDecodeError as e:
+        raise error(f"Config file {path} is not valid JSON: {e}.") from None
+
+
+# The type of each field whose default (None) does not say it; the others are their default's type.
+FIELD_TYPES = {
+    "members": int, "filters": int, "kernel_size": int, "dense_units": int,
+    "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
+    "ema": float, "label_smoothing": float, "member": str,
+    "batchnorm": bool, "residual": bool, "data_dir": str,
+}
 
 
 def _check_type(name, value, default):
-    # JSON gives int/float/str/bool; the default (or the Optional's use) says which.
-    kinds = {
-        "members": int, "filters": int, "kernel_size": int, "dense_units": int,
-        "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
-        "ema": float, "label_smoothing": float, "member": str,
-        "batchnorm": bool, "residual": bool, "data_dir": str,
-    }
-    kind = kinds.get(name, type(default))
+    # JSON gives int/float/str/bool; the default (or FIELD_TYPES) says which.
+    kind = FIELD_TYPES.get(name, type(default))
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif kind is int:

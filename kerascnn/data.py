@@ -6,10 +6,12 @@ Each dataset is read from the first place that has it:
    variable: when one is given, only there (an empty or wrong directory is
    an error, never silently replaced by other data);
 2. Keras' own cache, `~/.keras/datasets`;
-3. `shared/datasets` beside the checkout, where this project's development
-   and CI machines keep MNIST (they have no internet);
-4. Debian's `/usr/share/datasets/fashion-mnist` (package `dataset-fashion-mnist`);
-5. a download through `keras.datasets` (needs the internet).
+3. Debian's `/usr/share/datasets/fashion-mnist` (package `dataset-fashion-mnist`);
+4. a download through `keras.datasets` (needs the internet).
+
+A machine without the internet (this project's development and CI machines)
+points `KERASCNN_DATA_DIR` at its copy; the package never looks around the
+place it is installed in.
 
 In a directory, the dataset is either the four IDX files
 (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
@@ -18,7 +20,8 @@ or Keras' `.npz` (keys `x_train`, `y_train`, `x_test`, `y_test`), either in
 the directory itself or in a sub-directory named after the dataset.
 
 Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
-pipeline scales them to [0, 1] per batch, inside the `tf.data` graph.
+pipeline scales them to [0, 1] per batch, inside the `tf.data` graph
+(`scale_images`, also used where NumPy arrays are fed).
 
 Example:
 
@@ -59,7 +62,6 @@ DATASETS = {
         "sizes": (60000, 10000),
     },
 }
-SHARED_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
@@ -104,10 +106,8 @@ def search_dirs(name, data_dir=None):
     user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
     if user_dir:
         return within(user_dir)
-    roots = [os.path.join(os.path.expanduser("~"), ".keras", "datasets")]
-    if os.path.isdir(SHARED_DIR):
-        roots.append(SHARED_DIR)
-    return [d for root in roots for d in within(root)] + list(DATASETS[name]["system_dirs"])
+    keras_cache = os.path.join(os.path.expanduser("~"), ".keras", "datasets")
+    return within(keras_cache) + list(DATASETS[name]["system_dirs"])
 
 
 def load_dataset(name, data_dir=None, download=True):
@@ -333,7 +333,23 @@ def epoch_variable():
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
 
 
+def scale_images(images):
+    """uint8 pixels to float32 in [0, 1]: the one place images are scaled.
+
+    Takes a NumPy array (evaluation, summaries, Keras without TensorFlow) or
+    a tensor inside the `tf.data` graph (`make_dataset`).
+
+    >>> scale_images(np.array([0, 51, 255], np.uint8))
+    array([0. , 0.2, 1. ], dtype=float32)
+    """
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32) / np.float32(255)
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32) / 255.0
+
+
 def _scale(x, y):
     import tensorflow as tf
 
-    return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
+    return scale_images(x), tf.cast(y, tf.int32)

@@ -20,8 +20,7 @@ reduces the first input batch across workers with `strategy.reduce("MEAN",
 Attempt to convert a value (PerReplica:{...}) ... to a Tensor`; past that,
 the train step reduces its scalar metrics with `strategy.reduce("MEAN", v,
 axis=0)` and fails with `Invalid reduction dimension 0 for input with 0
-dimensions`. No option of `fit()` avoids either (README, "Training on
-several devices or machines").
+dimensions`. No option of `fit()` avoids either (docs/DISTRIBUTED.md).
 
 The cluster of a `multiworker` run comes from the environment, either Keras'
 variables (`KERAS_DISTRIBUTION_JOB_ADDRESSES`: the coordinator, process 0's
@@ -197,7 +196,7 @@ def cluster_from_environment(environ=None):
         return _from_tf_config(environ["TF_CONFIG"])
     raise DistributeError(
         "`--strategy multiworker` needs its cluster in the environment: TF_CONFIG (JSON), or "
-        f"{', '.join(KERAS_VARIABLES)} (README, \"Training on several devices or machines\"). "
+        f"{', '.join(KERAS_VARIABLES)} (docs/DISTRIBUTED.md). "
         "Received: none of them is set"
     )
 

@@ -121,7 +121,7 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
     if dataset is None:
         dataset = (loaded.run_config or {}).get("dataset", "mnist")
     test = data_lib.load_dataset(dataset, data_dir)
-    x = test.x_test.astype("float32") / 255.0
+    x = data_lib.scale_images(test.x_test)
     probabilities = loaded.model.predict(x, batch_size=batch_size, verbose=0)
     scores = score_predictions(test.y_test, probabilities)
     result = Evaluation(

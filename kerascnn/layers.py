@@ -9,6 +9,7 @@ import math
 import keras
 from keras import layers
 
+from kerascnn import compat
 from kerascnn.config import check_value
 from kerascnn.data import IMAGE_SHAPE, NUM_CLASSES
 
@@ -32,7 +33,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
     trained on its own, took 57.8 ms per bf16 step (batch 100) with Keras'
     layer and 24.7 ms with this one, less than the 26.2 ms of the same member
     without batch norm, whose convs carry a bias instead. The five members
-    together, whose ops overlap, train 1.5x faster (`python -m kerascnn.bench`).
+    together, whose ops overlap, train 1.5x faster (`python tools/bench.py`).
 
     Same variables and arguments as `keras.layers.BatchNormalization`, and
     the same results up to rounding (`tests/test_layers.py` compares them):
@@ -311,13 +312,13 @@ def allow_jit(model):
     seeds held as variables) compiles fine, so on JAX the flag is cleared
     (Keras itself dropped the same flag from `RandomFlip` once it was found
     jittable: keras-team/keras-core#665).
-    Called by `training.compile_model`, so it covers loaded models too.
+    Called by `assemble.compile_model`, so it covers loaded models too.
     Under TensorFlow the flag stays: there it guards a real XLA gap.
     """
     if keras.backend.backend() == "jax":
-        for layer in model._flatten_layers():
+        for layer in compat.flatten_layers(model):
             if isinstance(layer, (layers.RandomRotation, layers.RandomTranslation)):
-                layer.supports_jit = True
+                compat.mark_jittable(layer)
     return model
 
 

@@ -77,7 +77,7 @@ def jit_compile_setting():
     """The `jit_compile` value for `Model.compile` on this backend and device.
 
     Chosen by measurement, not by default (docs/PERFORMANCE.md,
-    `python -m kerascnn.bench`):
+    `python tools/bench.py`):
 
     * TensorFlow on CPU: False. Forced XLA trained the lecture CNN at 1,490
       images/s against 2,340 without it on the 2-core AVX-512 development
@@ -87,7 +87,7 @@ def jit_compile_setting():
       falls back to plain graphs). Not measured here: the development
       machines have no GPU; this is Keras' own default.
     * JAX: True; JAX compiles with XLA or runs op by op, and op by op is
-      far slower. `layers.allow_jit` (called by `training.compile_model`)
+      far slower. `layers.allow_jit` (called by `assemble.compile_model`)
       clears the augmentation layers' TensorFlow-only `supports_jit = False`,
       without which Keras would silently run `best` uncompiled.
     """

@@ -24,17 +24,15 @@ Example:
 5
 """
 
-import contextlib
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 
 from kerascnn import figures
 from kerascnn.config import check_value
+from kerascnn.data import scale_images
 from kerascnn.models import Ensemble
 from kerascnn.models.ensemble import MemberPredictor
 
@@ -142,7 +140,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
     def _scaled(self):
         x = self.x_val
-        return x.astype("float32") / 255.0 if x.dtype == np.uint8 else x.astype("float32")
+        return scale_images(x) if x.dtype == np.uint8 else x.astype("float32")
 
     def _predict(self):
         """Validation probabilities of the model, and of each member for an ensemble."""
@@ -222,24 +220,3 @@ def summaries_callback(config, run_dir, x_val, y_val):
     return TensorBoardSummaries(
         run_dir, x_val, y_val, config=values, image_every=config.image_every, batch_size=config.batch_size
     )
-
-
-@contextlib.contextmanager
-def tensorboard_server(logdir, port, log, host="127.0.0.1", reload_interval=None):
-    """Runs `tensorboard --logdir LOGDIR` for the `with` block, on loopback unless told otherwise.
-
-    Yields the `subprocess.Popen`; the server is stopped (terminate, then kill)
-    on the way out. Output goes to the open file `log`.
-    """
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host, "--port", str(port)]
-    if reload_interval is not None:
-        command += ["--reload_interval", str(reload_interval)]
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()

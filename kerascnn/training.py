@@ -1,10 +1,12 @@
-"""Training: compile, fit with the run's callbacks, evaluate on the test set.
+"""Training: one run of a config, from its assembly to its test score.
 
-`train(config)` is the whole job behind `python train.py`. Everything it
-can check before spending training time (the config, the data, the model's
-arguments, the log directory) is checked before the run directory exists,
-so a bad run leaves nothing behind. The test set is used once, at the end,
-on the checkpoint chosen by validation accuracy.
+`train(config)` is the whole job behind `python train.py`, in four steps:
+assemble the run (`kerascnn.assemble`), open its directory (a new one, or
+the interrupted run of the same config to resume), fit with the run's
+callbacks, and score the checkpoint chosen by validation accuracy, once,
+on the test set. Everything it can check before spending training time
+(the config, the data, the model's arguments, the log directory) is
+checked before the run directory exists, so a bad run leaves nothing behind.
 
 Example:
 
@@ -24,14 +26,10 @@ import time
 
 import keras
 
-from kerascnn import data as data_lib
 from kerascnn import distribute, rundir
+from kerascnn.assemble import assemble
 from kerascnn.callbacks import make_callbacks
-from kerascnn.layers import allow_jit
 from kerascnn.loading import load_model_file
-from kerascnn.losses import SparseCrossentropy
-from kerascnn.models import create_model, resolve_recipe
-from kerascnn.precision import jit_compile_setting, set_precision
 
 
 ELAPSED = "elapsed.json"  # in the run directory: training seconds and sittings so far
@@ -47,36 +45,6 @@ class RunResult:
     metrics: dict
     resumed: bool
     model: keras.Model = None  # the model as training left it (best.keras holds the best epoch)
-
-
-def compile_model(model, config, **overrides):
-    """Adam, cross-entropy on probabilities, accuracy: the one compile.
-
-    The weight average (`ema`) and label smoothing are the config's, or the
-    model's recipe's where the config leaves them None.
-
-    Args:
-        overrides: other `Model.compile` arguments, e.g. `jit_compile=True`
-            (the benchmark) or `steps_per_execution=10` (`kerascnn.sweep`).
-    """
-    recipe = resolve_recipe(config.model, ema=config.ema, label_smoothing=config.label_smoothing)
-    allow_jit(model)
-    if recipe["label_smoothing"]:
-        loss = SparseCrossentropy(recipe["label_smoothing"])
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(
-        **{
-            "optimizer": keras.optimizers.Adam(
-                config.lr, use_ema=recipe["ema"] > 0, ema_momentum=recipe["ema"] or 0.99
-            ),
-            "loss": loss,
-            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            "jit_compile": jit_compile_setting(),
-            **overrides,
-        }
-    )
-    return model
 
 
 def train(config, verbose="auto", resume=True, callbacks=()):
@@ -96,62 +64,29 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         TrainingDiverged: the loss became NaN or infinite; `best.keras` (if any)
             keeps the last good epoch.
     """
+    # 1. Spread the run, then assemble it: precision, seed, data, pipelines, model, schedule.
     plan = distribute.setup(config.strategy)  # first: JAX joins its cluster before any computation
-    policy = set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-    splits = data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
-    del dataset  # the splits are copies: keep one set of images in memory, not two
-    epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
-    train_ds = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch)
-    train_images = len(splits.x_train)
-    splits.x_train = splits.y_train = None  # the pipeline holds its own copy (tf.constant); drop ours
-    val_ds = plan.eval_dataset(splits.x_val, splits.y_val, config.batch_size)
-    with plan.scope():  # the variables, mirrored over the replicas
-        model = create_model(config.model, **config.model_kwargs())
+    run = assemble(config, plan)
+    model = run.model
     if plan.is_chief:  # only the chief writes the run directory
         rundir.check_writable(config.logdir, rundir.bytes_needed(model.count_params()))
 
-    resolved = {**config.to_dict(), "precision": policy}
-    resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
-    run_dir = rundir.find_resumable(config.logdir, config.model, resolved) if resume else None
-    resumed = run_dir is not None
-    if resumed:
-        print(f"Resuming the interrupted run in {run_dir}")
-    elif not plan.is_chief:
-        run_dir = distribute.worker_dir()  # the same files as the chief's, removed at the end
-    else:
-        run_dir = rundir.create_run_dir(config.logdir, config.model)
-        rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
-
-    with plan.scope():  # the optimizer's and metrics' variables too
-        compile_model(model, config)
-    # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
-    validation = (splits.x_val, splits.y_val) if plan.num_processes == 1 else None
-    extra_callbacks = list(callbacks)
-    callbacks, checkpoint = make_callbacks(config, run_dir, validation=validation, epoch_variable=epoch)
-    callbacks += extra_callbacks
+    # 2. Its directory: the interrupted run of the same config, or a new one.
+    resolved = {**config.to_dict(), "precision": run.policy}
+    run_dir, resumed = _open_run_dir(config, plan, resolved, resume)
     history_path = os.path.join(run_dir, "history.csv")
-    if resumed:
-        checkpoint.best = _best_so_far(history_path, checkpoint.best)
 
-    # The whole run's training time over its sittings: each epoch's end records the total so far, so
-    # a resumed run adds to it (an interrupted sitting's unfinished epoch is not counted; it is re-run).
-    clock_path = os.path.join(run_dir, ELAPSED)
-    earlier = {"seconds": 0.0, "sittings": 0}
-    if resumed and os.path.exists(clock_path):
-        earlier = rundir.read_json(clock_path)
-    sittings = earlier["sittings"] + 1
-    rundir.write_json(clock_path, {"seconds": earlier["seconds"], "sittings": sittings})
-    start = time.perf_counter()
-    record_time = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rundir.write_json(
-        clock_path, {"seconds": earlier["seconds"] + time.perf_counter() - start, "sittings": sittings}))
+    # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
+    # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
+    validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
+    best_so_far = _best_so_far(history_path) if resumed else None
+    clock = TrainingClock(os.path.join(run_dir, ELAPSED), resumed)
     model.fit(
-        train_ds, epochs=config.epochs, validation_data=val_ds, callbacks=[*callbacks, record_time],
-        verbose=verbose, shuffle=False,
+        run.train, epochs=config.epochs, validation_data=run.val, verbose=verbose, shuffle=False,
+        callbacks=[*make_callbacks(config, run_dir, run.schedule, validation, best_so_far), *callbacks, clock],
     )  # shuffle=False: the dataset shuffles itself, seeded
-    train_seconds = earlier["seconds"] + time.perf_counter() - start
 
+    # 4. Score the checkpoint chosen on validation, once, on the test set.
     best_path = os.path.join(run_dir, "best.keras")
     if model.stop_training:  # only TerminateOnNaN stops a run early
         kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
@@ -159,10 +94,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
             f"Training stopped: the loss became NaN or infinite (learning rate {config.lr}). "
             f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
         )
-
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
-    test_ds = plan.eval_dataset(splits.x_test, splits.y_test, config.batch_size)
-    scores = best.evaluate(test_ds, return_dict=True, verbose=0)
+    scores = best.evaluate(run.test_input(), return_dict=True, verbose=0)
     rows = _history(history_path)
     best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
     metrics = {
@@ -171,13 +104,13 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "best_epoch": int(best_row["epoch"]) + 1,
         "best_val_accuracy": float(best_row["val_accuracy"]),
         "epochs": len(rows),
-        "wall_seconds": round(train_seconds, 1),  # all sittings of a resumed run
-        "sittings": sittings,
+        "wall_seconds": round(clock.seconds, 1),  # all sittings of a resumed run
+        "sittings": clock.sittings,
         "peak_rss_mb": peak_rss_mb(),
         "resumed": resumed,
         "params": int(best.count_params()),
-        "train_images": int(train_images),
-        "precision": policy,
+        "train_images": int(run.train_images),
+        "precision": run.policy,
         "strategy": plan.name,
         "replicas": plan.replicas,
         "global_batch_size": plan.global_batch(config.batch_size),
@@ -190,6 +123,54 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     return RunResult(run_dir, metrics, resumed, model)
 
 
+def _open_run_dir(config, plan, resolved, resume):
+    """(run_dir, resumed): the interrupted run of `resolved` to resume, or a new directory."""
+    resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
+    run_dir = rundir.find_resumable(config.logdir, config.model, resolved) if resume else None
+    if run_dir is not None:
+        print(f"Resuming the interrupted run in {run_dir}")
+        return run_dir, True
+    if not plan.is_chief:
+        return distribute.worker_dir(), False  # the same files as the chief's, removed at the end
+    run_dir = rundir.create_run_dir(config.logdir, config.model)
+    rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
+    return run_dir, False
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Records a run's training time over all its sittings in `path` (`elapsed.json`).
+
+    Each epoch's end writes the total so far, so a resumed run adds to it;
+    an interrupted sitting's unfinished epoch is not counted (it is re-run).
+
+    Args:
+        path: str, the run's `elapsed.json`.
+        resumed: bool, whether earlier sittings' time is in `path` to add to.
+    """
+
+    def __init__(self, path, resumed):
+        super().__init__()
+        self.path = path
+        earlier = rundir.read_json(path) if resumed and os.path.exists(path) else {"seconds": 0.0, "sittings": 0}
+        self.earlier, self.sittings = earlier["seconds"], earlier["sittings"] + 1
+        self.seconds = self.earlier
+        rundir.write_json(path, {"seconds": self.earlier, "sittings": self.sittings})
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
+
+    def on_train_end(self, logs=None):
+        self._record(write=False)
+
+    def _record(self, write=True):
+        self.seconds = self.earlier + time.perf_counter() - self.start
+        if write:
+            rundir.write_json(self.path, {"seconds": self.seconds, "sittings": self.sittings})
+
+
 def _history(path):
     try:
         with open(path, newline="") as f:
@@ -200,10 +181,10 @@ def _history(path):
     return list({r["epoch"]: r for r in rows}.values())
 
 
-def _best_so_far(history_path, default):
+def _best_so_far(history_path):
     scores = [float(r["val_accuracy"]) for r in _history(history_path)]
     scores = [s for s in scores if not math.isnan(s)]
-    return max(scores) if scores else default
+    return max(scores) if scores else None
 
 
 def peak_rss_mb():

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # the checkout: kerascnn, train.py, tune.py and tools/ import from here
 SHARED_MNIST = os.path.join(ROOT, "..", "shared", "datasets", "mnist")
 os.environ.setdefault("KERASCNN_DATA_DIR", os.path.abspath(SHARED_MNIST))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

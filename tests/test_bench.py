@@ -1,8 +1,8 @@
-"""The benchmark's arithmetic (its speed numbers come from `python -m kerascnn.bench`, not tests)."""
+"""The benchmark's arithmetic (its speed numbers come from `python tools/bench.py`, not tests)."""
 
 import pytest
 
-from kerascnn.bench import forward_flops, main, render, step_ratio, summarize
+from tools.bench import forward_flops, main, render, step_ratio, summarize
 
 
 def test_forward_flops_of_the_lecture_cnn():

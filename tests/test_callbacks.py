@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn.callbacks import EpochSeeds, SafeModelCheckpoint, StepDecay, make_callbacks
+from kerascnn.callbacks import EpochSeeds, SafeModelCheckpoint, StepDecay, make_callbacks, schedule_callbacks
 from kerascnn.config import TrainConfig
 
 
@@ -28,8 +28,10 @@ def test_schedule_arguments_are_validated(kwargs, message):
 
 
 def test_callback_set(tmp_path):
-    callbacks, checkpoint = make_callbacks(TrainConfig(lr=0.01, lr_period=3), str(tmp_path))
+    config = TrainConfig(lr=0.01, lr_period=3)
+    callbacks = make_callbacks(config, str(tmp_path), schedule_callbacks(config))
     kinds = {type(c).__name__: c for c in callbacks}
+    checkpoint = kinds["SafeModelCheckpoint"]
     assert set(kinds) == {"EpochSeeds", "BackupAndRestore", "LearningRateScheduler", "TerminateOnNaN", "SafeModelCheckpoint",
                           "TensorBoard", "CSVLogger"}
     assert kinds["LearningRateScheduler"].schedule(3) == pytest.approx(0.005)
@@ -37,6 +39,17 @@ def test_callback_set(tmp_path):
     assert checkpoint.monitor == "val_accuracy" and checkpoint.save_best_only
     assert checkpoint.final_path == str(tmp_path / "best.keras")
     assert isinstance(checkpoint, keras.callbacks.ModelCheckpoint)
+
+
+def test_a_resumed_run_keeps_its_best_checkpoint_until_an_epoch_beats_it(tmp_path):
+    config = TrainConfig()
+    callbacks = make_callbacks(config, str(tmp_path), schedule_callbacks(config), best_so_far=0.97)
+    (checkpoint,) = [c for c in callbacks if isinstance(c, SafeModelCheckpoint)]
+    checkpoint.set_model(tiny_model())
+    checkpoint.on_epoch_end(0, {"loss": 0.1, "val_accuracy": 0.96})  # worse than an earlier sitting's best
+    assert not os.path.exists(tmp_path / "best.keras")
+    checkpoint.on_epoch_end(1, {"loss": 0.1, "val_accuracy": 0.98})
+    assert os.path.exists(tmp_path / "best.keras") and checkpoint.best == 0.98
 
 
 def tiny_model():
@@ -114,9 +127,9 @@ def test_epoch_seeds_make_epochs_differ_and_repeat(test_batch):
 
 
 def test_weight_average_is_validated_and_saved_while_training_goes_on_from_the_trained_weights(tmp_path, mnist):
-    from kerascnn.callbacks import RestoreTrainingWeights, schedule_callbacks
+    from kerascnn.callbacks import RestoreTrainingWeights
     from kerascnn.models import create_model
-    from kerascnn.training import compile_model
+    from kerascnn.assemble import compile_model
 
     config = TrainConfig(model="sequential", filters=4, dense_units=16, ema=0.9, lr=3e-3)
     model = compile_model(create_model(config.model, **config.model_kwargs()), config)
@@ -155,11 +168,13 @@ def test_weight_average_is_validated_and_saved_while_training_goes_on_from_the_t
 
 def test_callback_order_of_a_real_run_with_validation_and_a_weight_average(tmp_path):
     x, y = np.zeros((10, 28, 28, 1), "float32"), np.arange(10)
-    callbacks, checkpoint = make_callbacks(TrainConfig(model="best", ema=0.999), str(tmp_path), validation=(x, y))
+    config = TrainConfig(model="best", ema=0.999)
+    callbacks = make_callbacks(config, str(tmp_path), schedule_callbacks(config), validation=(x, y))
     names = [type(c).__name__ for c in callbacks]
     assert names[-2:] == ["RestoreTrainingWeights", "BackupAndRestore"]  # the backup holds the trained weights
     assert names.index("SwapEMAWeights") < names.index("SafeModelCheckpoint")  # the checkpoint holds the average
     assert names.index("TensorBoardSummaries") < names.index("RestoreTrainingWeights")
-    plain, _ = make_callbacks(TrainConfig(model="best"), str(tmp_path), validation=(x, y))
+    plain = make_callbacks(TrainConfig(model="best"), str(tmp_path), schedule_callbacks(TrainConfig(model="best")),
+                           validation=(x, y))
     assert "SwapEMAWeights" not in [type(c).__name__ for c in plain]
     assert type(plain[-1]).__name__ == "BackupAndRestore"

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from conftest import run_cli, write_tiny_mnist
-from kerascnn.cli import default_verbose, train_main
+from kerascnn.commands.train import default_verbose
+from kerascnn.commands.train import main as train_main
 
 
 def fails_with(capsys, tmp_path, argv, message):

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 
-from kerascnn import data as data_lib
 from conftest import MNIST_DIR, write_idx, write_tiny_mnist
 from kerascnn.data import Dataset, DataError, epoch_variable, load_dataset, make_dataset, search_dirs, split
 
@@ -106,7 +105,6 @@ def test_an_empty_data_dir_is_an_error_not_a_fallback(tmp_path):
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(data_lib, "SHARED_DIR", str(tmp_path / "no-shared"))
     monkeypatch.delenv("KERASCNN_DATA_DIR")
     d = load_dataset("fashion_mnist", download=False)
     assert d.source == "/usr/share/datasets/fashion-mnist" and d.x_train.shape == (60000, 28, 28, 1)
@@ -114,7 +112,6 @@ def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
 
 def test_nothing_found_names_places_and_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(data_lib, "SHARED_DIR", str(tmp_path / "no-shared"))
     with pytest.raises(DataError) as e:
         load_dataset("mnist", str(tmp_path), download=False)
     message = str(e.value)
@@ -178,8 +175,8 @@ def test_npz_without_keys_or_with_pickles(tmp_path):
         load_dataset("mnist", str(tmp_path), download=False)
 
 
-def test_default_search_finds_the_keras_cache_before_shared(tmp_path, monkeypatch):
-    """No --data-dir, no KERASCNN_DATA_DIR: ~/.keras/datasets first, then shared/datasets beside the checkout."""
+def test_default_search_finds_the_keras_cache_and_nothing_beside_the_package(tmp_path, monkeypatch):
+    """No --data-dir, no KERASCNN_DATA_DIR: ~/.keras/datasets, then the system's directories, never the checkout's."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KERASCNN_DATA_DIR")
     cache = tmp_path / ".keras" / "datasets" / "mnist"
@@ -190,7 +187,8 @@ def test_default_search_finds_the_keras_cache_before_shared(tmp_path, monkeypatc
     d = load_dataset("mnist", download=False)
     assert d.source.startswith(str(cache)) and d.x_train.shape == (60000, 28, 28, 1)
 
-    shutil.rmtree(tmp_path / ".keras")  # no cache: the next place
-    if not os.path.isdir(data_lib.SHARED_DIR):
-        pytest.skip("no shared/datasets beside this checkout")
-    assert load_dataset("mnist", download=False).source.startswith(data_lib.SHARED_DIR)
+    shutil.rmtree(tmp_path / ".keras")  # no cache: MNIST has no system directory, so it is not found
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", download=False)
+    looked_in = str(e.value).split("Looked in: ")[1].split(";")[0].split(", ")
+    assert looked_in == [str(cache), str(cache.parent)]

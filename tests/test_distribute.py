@@ -114,7 +114,7 @@ def test_auto_mirrors_only_over_several_gpus():
 def test_train_py_exits_2_on_a_bad_cluster_environment_before_loading_data(
     tmp_path, monkeypatch, capsys, environ, message
 ):
-    from kerascnn.cli import train_main
+    from kerascnn.commands.train import main as train_main
 
     for name in ("TF_CONFIG", *KERAS_VARIABLES):
         monkeypatch.delenv(name, raising=False)
@@ -259,7 +259,7 @@ def ensemble_loss_probe(plan):
 
     from kerascnn.data import load_dataset
     from kerascnn.models import create_model
-    from kerascnn.training import compile_model
+    from kerascnn.assemble import compile_model
 
     data = load_dataset("mnist", download=False)
     x, y = data.x_test[:64].astype("float32") / 255.0, data.y_test[:64].astype("int32")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kerascnn.__main__ import main
+from kerascnn.commands.results import main
 from kerascnn.evaluate import evaluate, png_path_for, score_predictions
 
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn.__main__ import main
+from kerascnn.commands.results import main
 from kerascnn.export import ExportError, export_model, float32_copy
 from kerascnn.loading import load
 from kerascnn.models import create_model

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from kerascnn.__main__ import main
+from kerascnn.commands.results import main
 from kerascnn.loading import ModelFileError, load, resolve_model_path
 
 
@@ -141,7 +141,8 @@ print(type(model).__name__, len(model.members))
 
 
 @pytest.mark.parametrize("imports,expected", [
-    ("import kerascnn", "Ensemble 2"),
+    ("import kerascnn", "Ensemble 2"),  # Keras imported after kerascnn: registered as it loads
+    ("import keras\nimport kerascnn", "Ensemble 2"),  # Keras first: registered at once
     ("", "Could not locate class 'Ensemble'"),  # what `import kerascnn` fixes
 ])
 def test_import_kerascnn_is_enough_for_keras_to_load_a_saved_ensemble(tmp_path, imports, expected):

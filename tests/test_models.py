@@ -8,7 +8,7 @@ import tensorflow as tf
 from kerascnn.layers import augmentation
 from kerascnn.models import Ensemble, ModelError, create_model, list_models, register_model
 from kerascnn.loading import load_model_file
-from kerascnn.training import compile_model
+from kerascnn.assemble import compile_model
 from kerascnn.config import TrainConfig
 
 

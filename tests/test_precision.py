@@ -7,7 +7,7 @@ import pytest
 from kerascnn.config import TrainConfig
 from kerascnn.models import create_model, list_models
 from kerascnn.precision import cpu_has_bf16, jit_compile_setting, resolve_precision, set_precision
-from kerascnn.training import compile_model
+from kerascnn.assemble import compile_model
 
 
 def test_auto_resolves_by_hardware():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kerascnn.__main__ import main
+from kerascnn.commands.results import main
 from kerascnn.loading import load
 from kerascnn.predict import ImageError, classify, load_digit, read_grey, to_mnist
 

@@ -24,7 +24,7 @@ from PIL import Image
 pytest.importorskip("flask", reason="`serve` needs Flask: pip install -e '.[test]' (or '.[demo]')")
 
 from kerascnn import loading  # noqa: E402
-from kerascnn.__main__ import main  # noqa: E402
+from kerascnn.commands.results import main  # noqa: E402
 from kerascnn.predict import load_digit, to_mnist  # noqa: E402
 from kerascnn.serve import MAX_UPLOAD, host_warning, make_server  # noqa: E402
 

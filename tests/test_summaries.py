@@ -17,11 +17,12 @@ from PIL import Image
 
 from conftest import ROOT, free_port
 from kerascnn import figures
-from kerascnn.callbacks import make_callbacks
-from kerascnn.cli import train_main
+from kerascnn.callbacks import make_callbacks, schedule_callbacks
+from kerascnn.commands.train import main as train_main
 from kerascnn.config import TrainConfig
 from kerascnn.loading import load
-from kerascnn.summaries import TensorBoardSummaries, config_markdown, tensorboard_server
+from kerascnn.summaries import TensorBoardSummaries, config_markdown
+from tools.screenshot import tensorboard_server
 
 
 def get(url, **params):
@@ -99,7 +100,7 @@ def test_screenshot_of_the_scalars_dashboard(small_run, tmp_path):
     if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
     out = tmp_path / "scalars.png"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "screenshot.py"), os.path.dirname(small_run),
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "screenshot.py"), os.path.dirname(small_run),
                              str(out), "--width", "1000", "--height", "700"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -187,11 +188,12 @@ def test_callback_arguments_are_validated(tmp_path, kwargs, message):
 def test_make_callbacks_adds_the_summaries_given_validation_data(tmp_path):
     config = TrainConfig(image_every=3)
     (tmp_path / "config.json").write_text(json.dumps({**config.to_dict(), "precision": "float32"}))
-    callbacks, _ = make_callbacks(config, str(tmp_path), validation=(np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4)))
+    validation = (np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4))
+    callbacks = make_callbacks(config, str(tmp_path), schedule_callbacks(config), validation=validation)
     summaries = [c for c in callbacks if isinstance(c, TensorBoardSummaries)]
     assert len(summaries) == 1 and summaries[0].image_every == 3 and summaries[0].log_dir == str(tmp_path)
     assert summaries[0].config["precision"] == "float32"  # the resolved config from config.json
-    assert not any(isinstance(c, TensorBoardSummaries) for c in make_callbacks(config, str(tmp_path))[0])
+    assert not any(isinstance(c, TensorBoardSummaries) for c in make_callbacks(config, str(tmp_path), []))
 
 
 def test_image_every_flag(tmp_path, capsys):

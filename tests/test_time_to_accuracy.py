@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from kerascnn.time_to_accuracy import main, read_table
+from tools.time_to_accuracy import main, read_table
 
 
 def test_writes_a_point_per_epoch(tmp_path, capsys):

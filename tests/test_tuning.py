@@ -20,7 +20,7 @@ import pytest
 import tune
 from conftest import ROOT, free_port
 from kerascnn import tuning
-from kerascnn.cli import build_parser, resolve_config
+from kerascnn.commands.train import build_parser, resolve_config
 from kerascnn.config import TrainConfig
 from kerascnn.models import create_model, model_defaults
 

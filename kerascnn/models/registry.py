@@ -10,8 +10,18 @@ Traceback (most recent call last):
 kerascnn.models.registry.ModelError: Unknown model 'nope'; expected one of ['best', 'ensemble', 'functional', 'sequential', 'subclass'].
 """
 
+import importlib
 import inspect
 
+# The built-in models and the module that registers each: known without importing Keras
+# (`train.py --help`); a module is imported when one of its models is first needed.
+BUILTIN_MODELS = {
+    "best": "kerascnn.models.best",
+    "ensemble": "kerascnn.models.ensemble",
+    "functional": "kerascnn.models.lecture",
+    "sequential": "kerascnn.models.lecture",
+    "subclass": "kerascnn.models.lecture",
+}
 _REGISTRY = {}
 _RECIPES = {}
 # Training settings a model's recipe may set (`register_model(name, ema=0.999)`),
@@ -56,8 +66,14 @@ def resolve_recipe(name, **values):
 
 
 def list_models():
-    """The registered model names, sorted."""
-    return sorted(_REGISTRY)
+    """The registered model names, the built-in ones included, sorted (imports no Keras)."""
+    return sorted(set(_REGISTRY) | set(BUILTIN_MODELS))
+
+
+def load_builtin_models():
+    """Imports the built-in models' modules, registering them (and their layers) with Keras."""
+    for module in sorted(set(BUILTIN_MODELS.values())):
+        importlib.import_module(module)
 
 
 def model_defaults(name):
@@ -87,6 +103,8 @@ def create_model(name, **kwargs):
 
 
 def _builder(name):
+    if name not in _REGISTRY and name in BUILTIN_MODELS:
+        importlib.import_module(BUILTIN_MODELS[name])
     if name not in _REGISTRY:
         raise ModelError(f"Unknown model {name!r}; expected one of {list_models()}.")
     return _REGISTRY[name]

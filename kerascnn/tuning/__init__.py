@@ -1,9 +1,9 @@
 """Hyperparameter search for the `best` CNN with keras-tuner (`python tune.py`).
 
 `CNNHyperModel.build(hp)` declares the search space (`search_space`) and maps
-the values chosen onto the same `TrainConfig`, model builder and `compile_model`
-that `train.py` uses; its `fit` makes the input pipeline for the batch size
-chosen and trains with the run's schedule (`StepDecay`). Each trial is scored
+the values chosen onto a `TrainConfig`; each trial is assembled as
+`train.py`'s run is (`kerascnn.assemble`): model, compile, input pipeline
+and schedule. Each trial is scored
 by its best `val_accuracy` on the validation split carved from the training
 set; the test set is never handed to the search. Trials train one member of
 the ensemble (`MEMBERS`): the search tunes the member, and the final
@@ -38,22 +38,27 @@ The modules, one job each (this package re-exports their public names):
     search.py       run_search: the checks, then the search for this process's role
 """
 
-# Every public name of the modules, so that `from kerascnn.tuning import X` reads as before the split.
-from kerascnn.tuning.config import (  # noqa: F401
-    BEST_HPARAMS, MEMBERS, OBJECTIVE, PROGRESS_FILE, SEARCH_FILE, TUNERS, SearchConfig, SearchFailed, TuningError,
-)
-from kerascnn.tuning.distributed import check_port_free, distributed_role, serve_oracle  # noqa: F401
-from kerascnn.tuning.hypermodel import TUNED, CNNHyperModel, best_hparams, search_space, tuned_values  # noqa: F401
-from kerascnn.tuning.oracles import (  # noqa: F401
-    BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle, make_oracle,
-)
-from kerascnn.tuning.progress import (  # noqa: F401
-    ProgressReporter, best_trial, format_progress, resident_mb, write_best_hparams,
-)
-from kerascnn.tuning.project import SearchLock, check_kind, check_project, prepare_project  # noqa: F401
-from kerascnn.tuning.search import SearchResult, run_search
+import importlib
 
-__all__ = [
-    "CNNHyperModel", "SearchConfig", "SearchFailed", "SearchLock", "SearchResult", "TuningError",
-    "run_search", "search_space", "serve_oracle",
-]
+# Every public name of the modules, so that `from kerascnn.tuning import X` works; each module
+# (and keras-tuner with it) is imported on first use, so `tune.py --help` stays light.
+_NAMES = {
+    "config": ("BEST_HPARAMS", "MEMBERS", "OBJECTIVE", "PROGRESS_FILE", "SEARCH_FILE", "TUNERS", "SearchConfig",
+               "SearchFailed", "TuningError"),
+    "distributed": ("check_port_free", "distributed_role", "serve_oracle"),
+    "hypermodel": ("TUNED", "CNNHyperModel", "best_hparams", "search_space", "tuned_values"),
+    "oracles": ("BayesianOptimizationOracle", "HyperbandOracle", "RandomSearchOracle", "make_oracle"),
+    "progress": ("ProgressReporter", "best_trial", "format_progress", "resident_mb", "write_best_hparams"),
+    "project": ("SearchLock", "check_kind", "check_project", "prepare_project"),
+    "search": ("SearchResult", "run_search"),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"kerascnn.tuning.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module 'kerascnn.tuning' has no attribute {name!r}")
+
+
+__all__ = sorted(_MODULE_OF)

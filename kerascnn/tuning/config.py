@@ -17,8 +17,7 @@ import os
 from typing import Optional
 
 from kerascnn import data as data_lib
-from kerascnn.config import check_value
-from kerascnn.precision import PRECISIONS
+from kerascnn.config import PRECISIONS, check_value
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set

@@ -4,7 +4,7 @@ With `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT`
 set, the same search runs on several machines with keras-tuner's own gRPC
 oracle: `distributed_role` reads the variables, the "chief" serves the oracle
 (`serve_oracle`, after `check_port_free`) and workers run trials through
-`_WorkerClient`, which sends a heartbeat while they train. A worker silent for
+`WorkerClient`, which sends a heartbeat while they train. A worker silent for
 `worker_timeout` seconds is given up for lost and its trial goes to the next
 free worker, so the search still finishes.
 """
@@ -19,19 +19,21 @@ from concurrent import futures
 import grpc
 from keras_tuner.engine.trial import TrialStatus
 
-# keras-tuner's gRPC service and client have no public names; these paths hold
-# from keras-tuner 1.4 on (setup.cfg asks for >= 1.4.7).
-from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief, oracle_client
-
+from kerascnn import compat
 from kerascnn.tuning.config import TuningError
 
 
-class _WorkerClient(oracle_client.OracleClient):
-    """keras-tuner's gRPC client, plus a heartbeat during trials and a pause when told to wait."""
+class WorkerClient(compat.oracle_client_class()):
+    """keras-tuner's gRPC client, plus a heartbeat during trials and a pause when told to wait.
 
-    def __init__(self, oracle, heartbeat):
-        super().__init__(oracle)
+    Args:
+        client: the `OracleClient` keras-tuner gave the worker's tuner (it
+            reads KERASTUNER_* to reach the chief).
+        heartbeat: float, seconds between the heartbeats sent while a trial runs.
+    """
+
+    def __init__(self, client, heartbeat):
+        super().__init__(compat.local_oracle(client))
         self.heartbeat = heartbeat
         self._stop_beat = threading.Event()
 
@@ -78,7 +80,7 @@ def distributed_role(environ=None):
         if not env.get(name):
             raise TuningError(
                 f"KERASTUNER_ORACLE_IP is set, so this is a distributed search, but {name} is not; "
-                f"set all three (see the README). Received: KERASTUNER_ORACLE_IP={ip!r}, {name}={env.get(name)!r}"
+                f"set all three (see docs/TUNING.md). Received: KERASTUNER_ORACLE_IP={ip!r}, {name}={env.get(name)!r}"
             )
     text = env["KERASTUNER_ORACLE_PORT"]
     port = int(text) if text.isdigit() else 0
@@ -120,8 +122,7 @@ def serve_oracle(oracle, ip, port, worker_timeout=60.0, poll=0.5):
     a private cluster network, never to an address reachable from the internet.
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    servicer = compat.add_oracle_servicer(oracle, server)
     address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
     try:
         bound = server.add_insecure_port(address)

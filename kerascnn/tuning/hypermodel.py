@@ -1,10 +1,10 @@
 """The search space and the `best` CNN as a keras-tuner `HyperModel`.
 
 `CNNHyperModel.build(hp)` declares the search space (`search_space`) and maps
-the values chosen onto the same `TrainConfig`, model builder and `compile_model`
-that `train.py` uses; its `fit` makes the input pipeline for the batch size
-chosen and trains with the run's schedule (`StepDecay`). `best_hparams` turns
-a trial into the `train.py --hparams` JSON.
+the values chosen onto a `TrainConfig`; the trial is then assembled as
+`train.py`'s run is (`kerascnn.assemble`): the same model, compile, input
+pipeline and schedule. `best_hparams` turns a trial into the
+`train.py --hparams` JSON.
 
 Example:
 
@@ -18,12 +18,9 @@ import dataclasses
 import keras
 import keras_tuner
 
-from kerascnn import data as data_lib
-from kerascnn.callbacks import schedule_callbacks
+from kerascnn.assemble import assemble, build_model
 from kerascnn.config import TrainConfig
-from kerascnn.models import create_model
-from kerascnn.precision import set_precision
-from kerascnn.training import compile_model
+from kerascnn.data import Splits
 from kerascnn.tuning.config import MEMBERS
 
 
@@ -54,8 +51,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
     """The `best` CNN as a keras-tuner `HyperModel`, built and trained as `train.py` does.
 
     `build(hp)` maps the values chosen onto a `TrainConfig` (`config(hp)`) and
-    builds and compiles the model from it; `fit` trains it with that config's
-    batch size and learning-rate schedule.
+    builds and compiles the model from it; `fit` assembles the rest of the
+    run around that model (pipelines for the batch size chosen, the
+    schedule) and trains it.
 
     Example:
 
@@ -80,12 +78,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
         return dataclasses.replace(self.base, **search_space(hp))
 
     def build(self, hp):
-        config = self.config(hp)
         # keras-tuner clears the Keras session before each build, and with it
-        # the dtype policy: set the precision here, not once per search.
-        set_precision(config.precision)
-        keras.utils.set_random_seed(config.seed)
-        model = compile_model(create_model(config.model, **config.model_kwargs()), config)
+        # the dtype policy: build_model sets the precision (and the seed) each time.
+        model = build_model(self.config(hp))
         # Built now, Adam's state is restored along with the weights when
         # Hyperband promotes a trial from its checkpoint.
         model.optimizer.build(model.trainable_variables)
@@ -93,12 +88,11 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, x, y, validation_data, callbacks=None, epochs=1, initial_epoch=0, verbose=0, **kwargs):
         config = self.config(hp)
-        train = data_lib.make_dataset(x, y, config.batch_size, shuffle=True, seed=config.seed)
-        val = data_lib.make_dataset(*validation_data, config.batch_size)
+        run = assemble(config, splits=Splits(x, y, *validation_data, None, None), model=model)
         nan = keras.callbacks.TerminateOnNaN()
         history = model.fit(
-            train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
-            callbacks=[*schedule_callbacks(config), nan, *(callbacks or [])], verbose=verbose, shuffle=False, **kwargs,
+            run.train, validation_data=run.val, epochs=epochs, initial_epoch=initial_epoch,
+            callbacks=[*run.schedule, nan, *(callbacks or [])], verbose=verbose, shuffle=False, **kwargs,
         )  # the schedule first, so TensorBoard logs the rate of each epoch
         if model.stop_training:  # only TerminateOnNaN stops a trial early
             raise keras_tuner.errors.FailedTrialError(f"the loss became NaN at lr={config.lr:.3g}")

@@ -8,13 +8,12 @@ worker silent too long to another (`reap_lost_workers`, called by
 `serve_oracle`).
 """
 
-import os
 import time
 
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from kerascnn import rundir
+from kerascnn import compat, rundir
 from kerascnn.tuning.config import OBJECTIVE
 from kerascnn.tuning.progress import _reason
 
@@ -48,7 +47,7 @@ class _SearchOracle:
             self.tuner_ids.discard(tuner_id)
             return Trial(self.get_space(), status=TrialStatus.STOPPED)
         if (
-            self.max_trials and len(self.trials) >= self.max_trials and not self._retry_queue
+            self.max_trials and len(self.trials) >= self.max_trials and not compat.retry_queue(self)
             and tuner_id not in self.ongoing_trials and self.ongoing_trials
         ):
             # Wait rather than stop: a busy worker may yet be lost, its trial to be rerun.
@@ -74,14 +73,14 @@ class _SearchOracle:
             for tuner_id in [t for t, tr in self.ongoing_trials.items() if tr.trial_id == trial.trial_id]:
                 self.ongoing_trials.pop(tuner_id)
             return
-        if trial.trial_id in self._retry_queue:
-            self._retry_queue.remove(trial.trial_id)
+        if trial.trial_id in compat.retry_queue(self):
+            compat.retry_queue(self).remove(trial.trial_id)
         try:
             super().end_trial(trial)
         except RuntimeError as e:  # too many consecutive failed trials: stop every tuner
             self.failure = f"{str(e).strip().splitlines()[0]} The last: {_reason(trial.message)}"
             self.ongoing_trials.pop(owner, None)
-            self._save_trial(self.trials[trial.trial_id])
+            compat.save_trial(self, self.trials[trial.trial_id])
             self.save()
         if self.reporter is not None:
             self.reporter.trial_ended(self, self.trials[trial.trial_id], owner)
@@ -97,7 +96,7 @@ class _SearchOracle:
             self.tuner_ids.discard(tuner_id)
             trial = self.ongoing_trials.pop(tuner_id, None)
             if trial is not None:
-                self._retry_queue.append(trial.trial_id)
+                compat.retry_queue(self).append(trial.trial_id)
                 self.save()
             then = f"its trial {trial.trial_id} goes to the next free worker" if trial else "it had no trial"
             print(f"Worker {tuner_id} silent for {silent:.0f}s (worker timeout {timeout:g}s): {then}.", flush=True)
@@ -108,10 +107,10 @@ class _SearchOracle:
         return not self.ongoing_trials and not self.tuner_ids
 
     def save(self):
-        rundir.write_json(self._get_oracle_fname(), self.get_state())
+        rundir.write_json(compat.oracle_state_path(self), self.get_state())
 
-    def _save_trial(self, trial):
-        rundir.write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+    def _save_trial(self, trial):  # keras-tuner's own hook (see compat.save_trial), made atomic
+        rundir.write_json(compat.trial_state_path(self, trial.trial_id), trial.get_state())
 
 
 class HyperbandOracle(_SearchOracle, keras_tuner.oracles.HyperbandOracle):

@@ -43,7 +43,7 @@ class SearchLock:
             raise TuningError(
                 f"The search in {project} is in use by another tune.py ({holder}). Wait for it to finish, "
                 f"or use another --project-name; to share one search between machines, use the distributed "
-                f"mode (KERASTUNER_* variables, see the README). Received: directory={os.path.dirname(project)!r}, "
+                f"mode (KERASTUNER_* variables, see docs/TUNING.md). Received: directory={os.path.dirname(project)!r}, "
                 f"project_name={os.path.basename(project)!r}"
             ) from None
         f.seek(0)

@@ -13,7 +13,8 @@ import os
 import keras
 import keras_tuner
 
-from kerascnn.tuning.distributed import _WorkerClient, serve_oracle
+from kerascnn import compat
+from kerascnn.tuning.distributed import WorkerClient, serve_oracle
 
 
 class _SearchTuner(keras_tuner.Tuner):
@@ -33,7 +34,7 @@ class _SearchTuner(keras_tuner.Tuner):
         tuner_file = os.path.join(project, os.environ.get("KERASTUNER_TUNER_ID", "tuner0") + ".json")
         reloads = os.path.exists(tuner_file)
         # Not super().__init__: Hyperband's would make its own oracle.
-        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, overwrite=False, **kwargs)
+        compat.init_base_tuner(self, oracle=oracle, hypermodel=hypermodel, overwrite=False, **kwargs)
         self.role, self.address, self.worker_timeout = role, address, worker_timeout
         self.trials_run = 0
         if role != "worker" and not reloads and os.path.exists(os.path.join(project, "oracle.json")):
@@ -42,7 +43,7 @@ class _SearchTuner(keras_tuner.Tuner):
             # trial) must resume too, not start over on top of its trials.
             self.oracle.reload()
         if role == "worker":
-            self.oracle = _WorkerClient(self.oracle._oracle, heartbeat=worker_timeout / 6)
+            self.oracle = WorkerClient(self.oracle, heartbeat=worker_timeout / 6)
 
     def search(self, *fit_args, **fit_kwargs):
         if self.role == "chief":
@@ -65,40 +66,20 @@ class _SearchTuner(keras_tuner.Tuner):
         # global gradient registry, which is never emptied and pins the whole
         # step graph, ~25 MB a trial (tensorflow/tensorflow#97697). The trial's
         # model is gone, so the entries it added are dropped.
-        registry = _gradient_registry()
+        registry = compat.tf_gradient_registry()
         for name in _custom_gradient_names() - getattr(self, "_gradients_before", _custom_gradient_names()):
             registry.pop(name, None)
         keras.backend.clear_session(free_memory=False)
         gc.collect()
-        _release_free_heap()
+        compat.release_free_heap()
         self.trials_run += 1
         super().on_trial_end(trial)
         if self.role == "worker":
             print(f"{self.tuner_id}: finished trial {trial.trial_id} ({trial.status})", flush=True)
 
 
-def _gradient_registry():
-    """TensorFlow's global gradient registry, a dict by name ({} if not found)."""
-    try:
-        from tensorflow.python.framework import ops
-
-        return ops._gradient_registry._registry
-    except (ImportError, AttributeError):  # another backend, or TF moved it
-        return {}
-
-
 def _custom_gradient_names():
-    return {name for name in _gradient_registry() if name.startswith("CustomGradient-")}
-
-
-def _release_free_heap():
-    """Returns the C heap's free pages to the system (glibc), which TF's many threads leave scattered."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    return {name for name in compat.tf_gradient_registry() if name.startswith("CustomGradient-")}
 
 
 class _HyperbandSearchTuner(_SearchTuner, keras_tuner.Hyperband):

@@ -1,7 +1,7 @@
 """Latency of `python -m kerascnn serve`: p50/p95 of one prediction, in process and over HTTP.
 
-    python docs/serve_latency.py logs/best-20250101-120000 [--repeats 200]
-    python docs/serve_latency.py --untrained sequential ensemble best     # the registry's architectures
+    python tools/serve_latency.py logs/best-20250101-120000 [--repeats 200]
+    python tools/serve_latency.py --untrained sequential ensemble best     # the registry's architectures
 
 One picture (the first MNIST test digit, dark on light, 280x280 PNG: what
 the page sends) is classified `--repeats` times: by `Predictor.predict_bytes`
@@ -15,12 +15,16 @@ import argparse
 import io
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
 from PIL import Image
+
+# A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kerascnn.serve import make_server, measure_latency
 
@@ -48,7 +52,7 @@ def http_latency(url, data, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="docs/serve_latency.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tools/serve_latency.py", description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", metavar="MODEL", help="run directories or .keras files")
     parser.add_argument("--untrained", nargs="*", default=[], metavar="NAME", help="registered architectures")
     parser.add_argument("--repeats", type=int, default=200)

@@ -14,9 +14,9 @@ R[strided_ema]="member=strided rotation=10 shift=2.8 zoom=0.1 ema=0.999"
 R[base_ema]="rotation=15 shift=2 zoom=0 ema=0.999"
 mkdir -p /tmp/res
 for name in "${!R[@]}"; do for seed in 777 1 2; do
-  sets=""; for kv in ${R[$name]} seed=$seed; do sets="$sets --set $kv"; done
-  timeout ${LIMIT:-500} python3 -m kerascnn.sweep --model best --epochs 15 --precision float32 --steps-per-execution 10 \
-     $sets --label "$name seed=$seed" --out /tmp/res/$name-$seed.jsonl > /tmp/res/$name-$seed.log 2>&1 &
+  flags=""; for kv in ${R[$name]} seed=$seed; do k=${kv%%=*}; flags="$flags --${k//_/-} ${kv#*=}"; done
+  timeout ${LIMIT:-500} python3 tools/sweep.py --model best --epochs 15 --precision float32 --steps-per-execution 10 \
+     $flags --label "$name seed=$seed" --out /tmp/res/$name-$seed.jsonl > /tmp/res/$name-$seed.log 2>&1 &
 done; done
 wait
 cat /tmp/res/*.jsonl > $OUT/h200-accuracy-search.jsonl

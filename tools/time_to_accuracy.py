@@ -1,8 +1,8 @@
 """Time to accuracy: test accuracy after each epoch against elapsed minutes.
 
-    python -m kerascnn.time_to_accuracy --model best            # writes docs/time_to_accuracy.{png,md}
-    python -m kerascnn.time_to_accuracy --model best --members 3 --epochs 11
-    python -m kerascnn.time_to_accuracy --redraw                # the PNG again from docs/TIME_TO_ACCURACY.md
+    python tools/time_to_accuracy.py --model best            # writes docs/time_to_accuracy.{png,md}
+    python tools/time_to_accuracy.py --model best --members 3 --epochs 11
+    python tools/time_to_accuracy.py --redraw                # the PNG again from docs/TIME_TO_ACCURACY.md
 
 Trains exactly as `train.py` does (same config, callbacks, run directory)
 and, for the figure only, scores the test set after every epoch. Those
@@ -14,6 +14,9 @@ import os
 import re
 import sys
 import time
+
+# A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
@@ -27,7 +30,8 @@ def measure(config):
     from kerascnn.training import train
 
     dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-    test_ds = data_lib.make_dataset(dataset.x_test, dataset.y_test, 500)
+    x_test, y_test = data_lib.scale_images(dataset.x_test), dataset.y_test
+    del dataset
     points = []
 
     class TestEachEpoch(keras.callbacks.Callback):
@@ -36,7 +40,7 @@ def measure(config):
 
         def on_epoch_end(self, epoch, logs=None):
             t = time.perf_counter()
-            scores = self.model.evaluate(test_ds, return_dict=True, verbose=0)
+            scores = self.model.evaluate(x_test, y_test, batch_size=500, return_dict=True, verbose=0)
             minutes = (t - self.start - self.excluded) / 60
             self.excluded += time.perf_counter() - t
             points.append((epoch + 1, minutes, float(scores["accuracy"]), float(logs["val_accuracy"])))
@@ -75,10 +79,10 @@ def title_for(model, precision, machine, tf_version, keras_version):
 
 
 def main(argv=None):
-    from kerascnn.cli import build_parser, resolve_config
+    from kerascnn.commands.train import build_parser, resolve_config
 
     parser = build_parser()
-    parser.prog = "python -m kerascnn.time_to_accuracy"
+    parser.prog = "python tools/time_to_accuracy.py"
     parser.add_argument("--out", default=DOCS, help="where the PNG and the table go (default: docs/)")
     parser.add_argument("--redraw", action="store_true",
                         help="no training: redraw the PNG from the table in --out/TIME_TO_ACCURACY.md")
@@ -102,7 +106,7 @@ def main(argv=None):
     lines = [
         "# Time to accuracy",
         "",
-        f"`python -m kerascnn.time_to_accuracy {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"`python tools/time_to_accuracy.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
         f"on {v['machine']}, Python {v['python']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, "
         f"{m['precision']}. Test accuracy after each epoch (for this table only: the checkpoint is chosen "
         "on the validation split); minutes exclude the per-epoch test evaluation.",

@@ -1,6 +1,6 @@
 """Screenshot of TensorBoard's scalars dashboard, taken with headless Chromium.
 
-    python docs/screenshot.py LOGDIR docs/tensorboard-scalars.png
+    python tools/screenshot.py LOGDIR docs/tensorboard-scalars.png
 
 Starts `tensorboard --logdir LOGDIR` on a free 127.0.0.1 port, waits until
 it serves the runs' scalars, opens the scalars dashboard in headless
@@ -10,6 +10,7 @@ failed, 2 for bad usage (no Chromium, no LOGDIR).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -20,9 +21,28 @@ import tempfile
 import time
 import urllib.request
 
-from kerascnn.summaries import tensorboard_server
-
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@contextlib.contextmanager
+def tensorboard_server(logdir, port, log, host="127.0.0.1", reload_interval=None):
+    """Runs `tensorboard --logdir LOGDIR` for the `with` block, on loopback unless told otherwise.
+
+    Yields the `subprocess.Popen`; the server is stopped (terminate, then kill)
+    on the way out. Output goes to the open file `log`.
+    """
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host, "--port", str(port)]
+    if reload_interval is not None:
+        command += ["--reload_interval", str(reload_interval)]
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def free_port():
@@ -47,7 +67,7 @@ def wait_for_scalars(url, timeout=120):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="docs/screenshot.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tools/screenshot.py", description=__doc__.splitlines()[0])
     parser.add_argument("logdir")
     parser.add_argument("out")
     parser.add_argument("--width", type=int, default=1400)

@@ -1,12 +1,12 @@
 """Time to accuracy under any Keras backend, with or without TensorFlow.
 
-    KERAS_BACKEND=jax python -m kerascnn.sweep --model best --epochs 15 --out sweep.jsonl
-    python -m kerascnn.sweep --model best --set rotation=10 --set lr=0.002
+    KERAS_BACKEND=jax python tools/sweep.py --model best --epochs 15 --out sweep.jsonl
+    python tools/sweep.py --model best --rotation 10 --lr 0.002     # train.py's flags
 
 `train.py` feeds `fit()` from `tf.data` and logs through TensorBoard, so it
-needs TensorFlow. This runner needs only Keras: the same registry models,
-the same compile (`training.compile_model`) and the same schedule
-(`callbacks.StepDecay`), fed from NumPy arrays. It therefore runs on a
+needs TensorFlow. This runner needs only Keras: the run is assembled as
+`train.py`'s is (`kerascnn.assemble`: the same model, compile and schedule),
+fed from NumPy arrays. It therefore runs on a
 machine where Keras 3 sits on JAX alone, e.g. a GPU box without TensorFlow.
 
 After each epoch it records elapsed training time and, for an ensemble,
@@ -20,7 +20,6 @@ Each epoch writes one JSON line (stdout, and `--out` if given); the last
 line is a summary with throughput in model-images per second.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -28,19 +27,8 @@ import time
 
 import numpy as np
 
-
-def parse_set(values):
-    """`["lr=0.002", "rotation=10"]` -> a dict of TrainConfig values."""
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE. Received: {item!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+# A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def prefix_accuracies(probs, labels):
@@ -50,50 +38,51 @@ def prefix_accuracies(probs, labels):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kerascnn.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="best")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a TrainConfig field")
-    parser.add_argument("--steps-per-execution", type=int, default=1)
-    parser.add_argument("--label", default=None, help="a name for this run in the output")
-    parser.add_argument("--out", default=None, help="append the JSON lines to this file")
-    args = parser.parse_args(argv)
+    """Entry point: train.py's flags (and `--config`), plus the sweep's own; returns the exit status."""
+    from kerascnn.commands import positive_int, run_command
+    from kerascnn.commands.train import build_parser, resolve_config
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    parser.prog, parser.description = "python tools/sweep.py", __doc__.split("\n\n")[0]
+    parser.set_defaults(model="best")
+    parser.add_argument("--steps-per-execution", dest="steps_per_execution", type=positive_int, default=1,
+                        help="train steps per compiled call (default: 1)")
+    parser.add_argument("--label", default=None, help="a name for this run in the output (default: the flags)")
+    parser.add_argument("--out", default=None, help="append the JSON lines to this file")
+    own = ("steps_per_execution", "label", "out")
+
+    def job(args):
+        config = resolve_config(args, parser, extra=own)
+        label = args.label or " ".join(argv if argv is not None else sys.argv[1:]) or config.model
+        return sweep(config, args.steps_per_execution, label, args.out)
+
+    return run_command(parser, job, argv)
+
+
+def sweep(config, steps_per_execution=1, label=None, out=None):
+    """Trains `config` from NumPy arrays, writing one JSON line per epoch and a summary; returns 0."""
     import keras
 
-    from kerascnn.callbacks import schedule_callbacks
-    from kerascnn.config import ConfigError, TrainConfig
-    from kerascnn.data import IMAGE_SHAPE, DataError, load_dataset, split
-    from kerascnn.models import create_model
+    from kerascnn.assemble import assemble
+    from kerascnn.data import scale_images
     from kerascnn.models.ensemble import MemberPredictor
-    from kerascnn.precision import set_precision
-    from kerascnn.training import compile_model, peak_rss_mb
+    from kerascnn.training import peak_rss_mb
 
-    values = {"model": args.model, "epochs": args.epochs, "precision": args.precision, **parse_set(args.set)}
-    try:
-        config = TrainConfig.from_dict(values)
-        splits = split(load_dataset(config.dataset, config.data_dir), config.val_size, config.subset, config.split_seed)
-    except (ConfigError, DataError) as e:
-        parser.error(str(e))
-    policy = set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    scale = lambda x: (x.reshape((-1,) + IMAGE_SHAPE) / np.float32(255)).astype(np.float32)
-    x_train, x_val, x_test = scale(splits.x_train), scale(splits.x_val), scale(splits.x_test)
-
-    model = create_model(config.model, **config.model_kwargs())
-    compile_model(model, config, steps_per_execution=args.steps_per_execution)
+    # train.py's run, fed from NumPy arrays (arrays=True): no TensorFlow needed.
+    run = assemble(config, arrays=True, steps_per_execution=steps_per_execution)
+    (x_train, y_train), (x_val, y_val) = run.train, run.val
+    x_test, y_test = scale_images(run.splits.x_test), run.splits.y_test
+    model, policy = run.model, run.policy
     members = MemberPredictor(model)
-    label = args.label or " ".join([config.model] + args.set)
+    label = label or config.model
     lines = []
 
     def emit(record):
         record = {"label": label, **record}
         print(json.dumps(record), flush=True)
         lines.append(record)
-        if args.out:
-            with open(args.out, "a") as f:
+        if out:
+            with open(out, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     class Recorder(keras.callbacks.Callback):
@@ -112,17 +101,17 @@ def main(argv=None):
                 "epoch_seconds": round(seconds, 2),
                 "train_seconds": round(self.train_seconds, 2),
                 "loss": float(logs["loss"]),
-                "val_members": [float(np.mean(p.argmax(-1) == splits.y_val)) for p in val],
-                "val_prefix": prefix_accuracies(val, splits.y_val),
-                "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), splits.y_test),
+                "val_members": [float(np.mean(p.argmax(-1) == y_val)) for p in val],
+                "val_prefix": prefix_accuracies(val, y_val),
+                "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), y_test),
             })
 
     model.fit(
         x_train,
-        splits.y_train,
+        y_train,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        callbacks=[*schedule_callbacks(config), Recorder()],  # the weight average, if any, is in for Recorder
+        callbacks=[*run.schedule, Recorder()],  # the weight average, if any, is in for Recorder
         verbose=0,
     )
     members = len(getattr(model, "members", None) or [model])

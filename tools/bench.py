@@ -1,7 +1,7 @@
 """Training-speed benchmark: this project against the lecture's own loop.
 
-    python -m kerascnn.bench                  # the full table, 3 rounds, ~17 minutes on 2 cores
-    python -m kerascnn.bench --rounds 1 --steps 40 --no-write   # a quicker look, prints only
+    python tools/bench.py                  # the full table, 3 rounds, ~17 minutes on 2 cores
+    python tools/bench.py --rounds 1 --steps 40 --no-write   # a quicker look, prints only
 
 In one process tree and one sitting it measures:
 
@@ -33,6 +33,9 @@ import subprocess
 import sys
 import time
 
+# A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_LOOP = os.path.join(ROOT, "..", "shared", "bench", "seed_loop.py")
 DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
@@ -56,21 +59,20 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    from kerascnn.assemble import assemble
     from kerascnn.config import TrainConfig
-    from kerascnn.data import epoch_variable, load_dataset, make_dataset, split
-    from kerascnn.models import create_model
-    from kerascnn.precision import jit_compile_setting, set_precision
-    from kerascnn.training import compile_model, peak_rss_mb
+    from kerascnn.precision import jit_compile_setting
+    from kerascnn.training import peak_rss_mb
 
     if kwargs.pop(UNFUSED, False):
         from kerascnn.layers import FusedBatchNormalization
 
         FusedBatchNormalization.fused = False  # this worker process only
-    set_precision(precision)
-    keras.utils.set_random_seed(777)
-    splits = split(load_dataset("mnist"))  # the full 55,000 training images, as a real run holds them
-    model = create_model(model_name, **kwargs)
-    compile_model(model, TrainConfig(model=model_name), **({} if jit is None else {"jit_compile": jit}))
+    # The run train.py assembles: the full 55,000 training images in memory (uint8), the
+    # epoch-keyed pipeline scaling in the graph, the model compiled as a run compiles it.
+    config = TrainConfig(model=model_name, precision=precision, batch_size=BATCH, **kwargs)
+    run = assemble(config, **({} if jit is None else {"jit_compile": jit}))
+    model = run.model
     members = len(getattr(model, "members", [model]))
 
     times = []
@@ -79,9 +81,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         def on_train_batch_end(self, batch, logs=None):
             times.append(time.perf_counter())
 
-    # The pipeline train() uses: uint8 in memory, epoch-keyed order, scaling in the graph.
-    ds = make_dataset(splits.x_train, splits.y_train, BATCH, shuffle=True, epoch=epoch_variable()).repeat()
-    model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, callbacks=[Clock()], verbose=0)
+    model.fit(run.train.repeat(), steps_per_epoch=warmup + steps, epochs=1, callbacks=[Clock()], verbose=0)
     seconds = times[-1] - times[warmup - 1]
     images_per_s = steps * BATCH / seconds
     print(json.dumps({
@@ -171,7 +171,7 @@ def versions():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m kerascnn.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=150, help="timed batches of 100 per configuration")
     p.add_argument("--warmup", type=int, default=20, help="untimed batches first (includes tracing)")
     p.add_argument("--lecture-steps", type=int, default=60, help="timed batches for the lecture loop")
@@ -207,7 +207,7 @@ def main(argv=None):
                 print(f"round {r + 1}: lecture loop {recipe}: {lecture[recipe]['model_images_per_s']:.0f} model-images/s")
         results = {}
         for label, model, precision, kwargs, jit in CONFIGS:
-            out = run_child(["-m", "kerascnn.bench", "--steps", str(args.steps), "--warmup", str(args.warmup),
+            out = run_child([os.path.abspath(__file__), "--steps", str(args.steps), "--warmup", str(args.warmup),
                              "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
             results[label] = json.loads(out.strip().splitlines()[-1])
             print(f"round {r + 1}: {label}: {results[label]['model_images_per_s']:.0f} model-images/s", flush=True)
@@ -273,7 +273,7 @@ def render(started, machine, peaks, lecture, rows, aug, unfused, args):
     lines = [
         "# Performance",
         "",
-        f"Measured by `python -m kerascnn.bench` on {started}: {machine}.",
+        f"Measured by `python tools/bench.py` on {started}: {machine}.",
         f"Batch {BATCH}; {args.steps} timed steps per configuration after {args.warmup} warm-up steps, "
         "each configuration in its own process with the full 55,000-image training split in memory. "
         "Model-images/s counts images times ensemble members, as the lecture script does. "

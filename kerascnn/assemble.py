@@ -1,0 +1,174 @@
+"""One run of a config, assembled: precision, seed, model, input pipelines, schedule.
+
+Every way this project trains goes through `assemble`: `train()` (and so
+`train.py` and the time-to-accuracy tool), the tuner's `CNNHyperModel`, the
+benchmark and the sweep. What differs between them is what they do with the
+`Run` it returns, never how a model is built, compiled or fed:
+
+1. the precision policy and the seed of every random draw (`config.seed`);
+2. the data: `config.dataset`, split by `config.split_seed` (or splits given);
+3. the input: `tf.data` pipelines of uint8 images scaled in the graph
+   (`data.make_dataset`, spread by the distribution `Plan`), or, with
+   `arrays=True`, float32 NumPy arrays for a Keras without TensorFlow;
+4. the model from the registry, created and compiled in the plan's scope
+   (`compile_model`: Adam, the loss, accuracy, the recipe's weight average);
+5. the callbacks that set each epoch's randomness and optimisation
+   (`callbacks.schedule_callbacks`: the epoch's seeds, the learning-rate
+   schedule and, with a weight average, its swap).
+
+Example:
+
+>>> from kerascnn.config import TrainConfig
+>>> run = assemble(TrainConfig(model="sequential", subset=200, val_size=100))  # doctest: +SKIP
+>>> run.model.fit(run.train, validation_data=run.val, callbacks=run.schedule)  # doctest: +SKIP
+"""
+
+import dataclasses
+
+import keras
+
+from kerascnn import data as data_lib
+from kerascnn.callbacks import schedule_callbacks
+from kerascnn.distribute import Plan
+from kerascnn.layers import allow_jit
+from kerascnn.losses import SparseCrossentropy
+from kerascnn.models import create_model, resolve_recipe
+from kerascnn.precision import jit_compile_setting, set_precision
+
+
+@dataclasses.dataclass
+class Run:
+    """What `assemble` made for one run of `config`.
+
+    Attributes:
+        config: the `TrainConfig`.
+        policy: str, the precision policy in use (`auto` resolved).
+        plan: the `distribute.Plan` the run is spread by.
+        model: the compiled `keras.Model`.
+        splits: `data.Splits`; with tf.data input, `x_train` and `y_train`
+            are dropped once the pipeline holds its own copy.
+        train_images: int, images in the training split.
+        train: the training input: a `tf.data.Dataset`, or `(x, y)` arrays.
+        val: the validation input, of the same kind.
+        schedule: the callbacks that set each epoch's seeds and optimisation, in order.
+        epoch: the `tf.Variable` keying each epoch's data order (see
+            `callbacks.EpochSeeds`), or None with array input.
+    """
+
+    config: object
+    policy: str
+    plan: Plan
+    model: keras.Model
+    splits: data_lib.Splits
+    train_images: int
+    train: object
+    val: object
+    schedule: list
+    epoch: object = None
+
+    def test_input(self):
+        """The test split as this run feeds evaluation."""
+        return _eval_input(self.plan, self.splits.x_test, self.splits.y_test, self.config.batch_size, self.epoch is None)
+
+
+def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile_overrides):
+    """Assembles a run of `config`: see the module docstring for the steps, in order.
+
+    Args:
+        config: `TrainConfig`.
+        plan: `distribute.Plan`, from `distribute.setup(config.strategy)`,
+            which must run before any computation. Defaults to one device.
+        splits: `data.Splits` to train on. Defaults to `config.dataset`,
+            loaded and split as the config says.
+        model: a model built by an earlier `assemble` (keras-tuner builds
+            and trains in two calls); precision, seed and model are then
+            left as they are. Defaults to a new model.
+        arrays: bool, feed NumPy arrays instead of `tf.data` (no TensorFlow
+            needed). Defaults to False.
+        **compile_overrides: other `Model.compile` arguments (see `compile_model`).
+
+    Returns:
+        A `Run`.
+
+    Raises:
+        DataError: the dataset is missing or a split asks for too many images.
+        ModelError: the config's model or one of its arguments is unknown.
+    """
+    plan = plan or Plan("default")
+    # First the policy and the seed: the pipelines' shuffles and the model's weights draw from it.
+    policy = prepare(config) if model is None else keras.mixed_precision.dtype_policy().name
+    if splits is None:
+        dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+        splits = data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
+        del dataset  # the splits are copies: keep one set of images in memory, not two
+    train_images = len(splits.x_train)
+    epoch = None
+    if arrays:
+        train = (data_lib.scale_images(splits.x_train), splits.y_train)
+    else:
+        epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
+        train = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch)
+        splits.x_train = splits.y_train = None  # the pipeline holds its own copy (tf.constant); drop ours
+    val = _eval_input(plan, splits.x_val, splits.y_val, config.batch_size, arrays)
+    if model is None:
+        model = _compiled_model(config, plan, compile_overrides)
+    return Run(config, policy, plan, model, splits, train_images, train, val, schedule_callbacks(config, epoch), epoch)
+
+
+def prepare(config):
+    """Sets the precision policy and seeds every random draw; returns the policy name."""
+    policy = set_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    return policy
+
+
+def build_model(config, **compile_overrides):
+    """`prepare`, then the config's model, compiled: `assemble`'s model for a caller that feeds it later.
+
+    keras-tuner builds a trial's model (`HyperModel.build`) before it hands
+    over the data (`HyperModel.fit`, which then calls `assemble(..., model=model)`).
+    """
+    prepare(config)
+    return _compiled_model(config, Plan("default"), compile_overrides)
+
+
+def _compiled_model(config, plan, compile_overrides):
+    with plan.scope():  # the variables, mirrored over the replicas; the optimizer's and metrics' too
+        model = create_model(config.model, **config.model_kwargs())
+        return compile_model(model, config, **compile_overrides)
+
+
+def _eval_input(plan, x, y, batch_size, arrays):
+    if arrays:
+        return data_lib.scale_images(x), y
+    return plan.eval_dataset(x, y, batch_size)
+
+
+def compile_model(model, config, **overrides):
+    """Adam, cross-entropy on probabilities, accuracy: the one compile.
+
+    The weight average (`ema`) and label smoothing are the config's, or the
+    model's recipe's where the config leaves them None.
+
+    Args:
+        overrides: other `Model.compile` arguments, e.g. `jit_compile=True`
+            (the benchmark) or `steps_per_execution=10` (the sweep).
+    """
+    recipe = resolve_recipe(config.model, ema=config.ema, label_smoothing=config.label_smoothing)
+    allow_jit(model)
+    if recipe["label_smoothing"]:
+        loss = SparseCrossentropy(recipe["label_smoothing"])
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(
+        **{
+            "optimizer": keras.optimizers.Adam(
+                config.lr, use_ema=recipe["ema"] > 0, ema_momentum=recipe["ema"] or 0.99
+            ),
+            "loss": loss,
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            "jit_compile": jit_compile_setting(),
+            **overrides,
+        }
+    )
+    return model

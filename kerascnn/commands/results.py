@@ -1,0 +1,130 @@
+"""The results command (`python -m kerascnn`): evaluate, predict on your own pictures, export, serve.
+
+    python -m kerascnn evaluate logs/best-20250101-120000            # a run directory or a .keras file
+    python -m kerascnn predict logs/best-20250101-120000 my7.jpg two.png --json
+    python -m kerascnn export logs/best-20250101-120000 --format onnx [--out model.onnx]
+    python -m kerascnn serve logs/best-20250101-120000 [--host 127.0.0.1] [--port 8000]   # draw in the browser
+
+Exit status: 0 when all went well; 2 for bad usage, including a model that
+is missing, corrupt or refused by safe mode (an argparse-style message,
+nothing written); 1 when `predict` could not classify some of the pictures
+(each gets its own error line, the others are still classified) or
+`evaluate` could not write its PNG. `serve` runs until Ctrl-C (status 0).
+"""
+
+import argparse
+import json
+import sys
+
+from kerascnn.commands import positive_int, run_command
+
+PROG = "python -m kerascnn"
+
+
+def build_parser():
+    from kerascnn.data import list_datasets
+    from kerascnn.export import FORMATS
+    from kerascnn.serve import DEFAULT_HOST, DEFAULT_PORT, port_number
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Evaluate, use and export trained kerascnn models.")
+    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,export,serve}", required=True)
+    model_help = "a run directory (its best.keras is used) or a .keras file"
+
+    p = commands.add_parser(
+        "evaluate", help="test accuracy, loss, per-class accuracy and the confusion matrix",
+        description="Test accuracy, loss, per-class accuracy and the confusion matrix (printed, and saved as "
+                    "a PNG beside the model).",
+    )
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help=model_help)
+    p.add_argument("--dataset", choices=list_datasets(), help="default: the run's dataset, else mnist")
+    p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=500, help="default: 500")
+
+    p = commands.add_parser(
+        "predict", help="classify your own digit pictures (PNG or JPEG)",
+        description="Classify digit pictures: PNG or JPEG, any size, colour or grey, dark ink on light paper or "
+                    "light on dark; prepared MNIST-style (grey, inverted if needed, cropped to the ink, "
+                    "20 px box, centred by centre of mass in 28x28).",
+    )
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list: file, class, probability, runner_up (or file, error)")
+
+    p = commands.add_parser(
+        "export", help="export for serving: SavedModel, ONNX or TFLite",
+        description="Export through Keras' Model.export (and TensorFlow's TFLite converter) as a standalone "
+                    "artifact: float32 images (N, 28, 28, 1) in [0, 1] -> class probabilities (N, 10).",
+    )
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
+    p.add_argument("--out", metavar="PATH", help="default: beside the model (best.onnx, best.tflite, best_saved_model/)")
+
+    p = commands.add_parser(
+        "serve", help="draw a digit in the browser and see what the model sees and thinks",
+        description="Serve one page, with the model loaded once: draw a digit (or upload or photograph one) and "
+                    "see the class probabilities, the 28x28 image the model received, a saliency map, and "
+                    "each ensemble member's vote. Needs Flask: pip install 'kerascnn[demo]'.",
+    )
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help=model_help)
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; another prints a warning)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"default: {DEFAULT_PORT}; 0 picks a free one")
+    for sub in commands.choices.values():
+        sub.set_defaults(command_parser=sub)  # errors print the subcommand's usage line
+    return parser
+
+
+def main(argv=None):
+    """Entry point of `python -m kerascnn`; returns the exit status."""
+
+    def job(args):
+        return {"evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve}[args.command](args)
+
+    return run_command(build_parser(), job, argv)
+
+
+def _evaluate(args):
+    from kerascnn.evaluate import evaluate, format_report
+
+    result = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size)
+    print(format_report(result))
+    if result.png_error:
+        print(f"{PROG} evaluate: error: {result.png_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict(args):
+    from kerascnn import loading
+    from kerascnn.predict import classify, format_result
+
+    model = loading.load(args.model).model
+    results = classify(model, args.images)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            stream = sys.stderr if "error" in result else sys.stdout
+            print(format_result(result), file=stream, flush=True)
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"{PROG} predict: {failed} of {len(results)} pictures could not be classified.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args):
+    from kerascnn.export import export
+
+    out = export(args.model, args.format, args.out)
+    print(f"exported {args.format}: {out}")
+    return 0
+
+
+def _serve(args):
+    from kerascnn.serve import serve
+
+    return serve(args.model, args.host, args.port)
+

@@ -1,0 +1,80 @@
+"""The commands share one convention: light `--help`, exit 2 for bad usage, `--config` then flags."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from kerascnn.commands import run_command
+from kerascnn.commands.train import build_parser
+from kerascnn.config import TrainConfig
+
+# Runs a command's main(["--help"]) and reports which heavy packages it imported.
+HELP_IMPORTS = """
+import contextlib, io, json, sys, runpy
+sys.argv = [sys.argv[1], "--help"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+heavy = sorted(m for m in ("tensorflow", "keras", "jax", "keras_tuner") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy, "usage": out.getvalue().splitlines()[0]}))
+"""
+
+
+@pytest.mark.parametrize("script", ["train.py", "tune.py", "kerascnn/__main__.py"])
+def test_help_answers_without_importing_tensorflow_or_keras(script):
+    done = subprocess.run([sys.executable, "-c", HELP_IMPORTS, script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0 and result["usage"].startswith("usage: ")
+    assert result["heavy"] == []
+
+
+def test_every_config_field_has_its_flag():
+    flags = {a.dest for a in build_parser()._actions}  # argparse's own list of what it parses
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
+    args = build_parser().parse_args(["--rotation", "10", "--batchnorm", "false", "--lr-period", "3"])
+    assert (args.rotation, args.batchnorm, args.lr_period) == (10.0, False, 3)
+
+
+def test_bad_usage_exits_2_naming_the_thing_and_a_failure_exits_1(capsys):
+    from kerascnn.config import ConfigError
+
+    parser = build_parser()
+
+    def refuse(args):
+        raise ConfigError("`lr` must be a number > 0. Received: lr=-1")
+
+    with pytest.raises(SystemExit) as e:
+        run_command(parser, refuse, [])
+    assert e.value.code == 2 and "train.py: error: `lr` must be a number > 0. Received: lr=-1" in capsys.readouterr().err
+
+    def fail(args):
+        raise RuntimeError("the loss became NaN")
+
+    assert run_command(parser, fail, [], failures=lambda: (RuntimeError,)) == 1
+    assert "train.py: error: the loss became NaN" in capsys.readouterr().err
+
+
+def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
+    from kerascnn.commands.tune import build_parser as tune_parser
+    from kerascnn.commands.tune import main as tune_main
+    from kerascnn.commands.tune import resolve_search_config
+
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps({"tuner": "random", "max_trials": 4, "subset": 200}))
+    config = resolve_search_config(tune_parser().parse_args(["--config", str(path), "--max-trials", "2"]))
+    assert (config.tuner, config.max_trials, config.subset) == ("random", 2, 200)
+    path.write_text(json.dumps({"tuner": "random", "bogus": 1}))
+    assert_exit_2 = pytest.raises(SystemExit)
+    with assert_exit_2 as e:
+        tune_main(["--config", str(path), "--directory", str(tmp_path / "tune")])
+    assert e.value.code == 2 and "Unknown search config keys ['bogus']" in capsys.readouterr().err
+    assert not (tmp_path / "tune").exists()

@@ -1,0 +1,138 @@
+"""Each reach-in of `kerascnn.compat` on the installed Keras, keras-tuner and TensorFlow.
+
+One test per reach-in: after an upgrade, a failure here names the internal
+that moved before any long run trips over it.
+"""
+
+import configparser
+import os
+import warnings
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from conftest import ROOT, free_port
+from kerascnn import compat
+
+
+def test_the_installed_versions_are_in_the_supported_ranges():
+    for name, version in compat.installed_versions().items():
+        if version is not None:
+            low, high = compat.SUPPORTED[name]
+            assert compat._version_tuple(low) <= compat._version_tuple(version) < compat._version_tuple(high), name
+
+
+def test_a_version_below_the_range_is_refused_and_one_above_warns():
+    with pytest.raises(ImportError, match=r"needs keras-tuner>=1\.4\.7,<1\.5\. Received: keras-tuner==1\.3\.5"):
+        compat.check_versions({"keras-tuner": "1.3.5"})
+    with pytest.warns(UserWarning, match=r"tested with tensorflow>=2\.16,<2\.22.*Received: tensorflow==2\.22\.0rc1"):
+        compat.check_versions({"tensorflow": "2.22.0rc1"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compat.check_versions({"keras": "3.15.1", "tensorflow": None})  # in range, or absent: silent
+
+
+def test_setup_cfg_pins_the_same_ranges():
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(ROOT, "setup.cfg"))
+    requires = parser["options"]["install_requires"]
+    for name, (low, high) in compat.SUPPORTED.items():
+        extra = "[bayesian]" if name == "keras-tuner" else ""
+        assert f"{name}{extra}>={low},<{high}" in requires, name
+
+
+def nested_model():
+    member = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.RandomRotation(0.1),
+                               keras.layers.Flatten(), keras.layers.Dropout(0.5), keras.layers.Dense(10)])
+    inputs = keras.Input((28, 28, 1))
+    return keras.Model(inputs, keras.layers.Average()([member(inputs), member(inputs)])), member
+
+
+def test_flatten_layers_reaches_layers_inside_a_model_inside_a_model():
+    model, member = nested_model()
+    found = compat.flatten_layers(model)
+    assert model in found and member in found
+    assert any(isinstance(layer, keras.layers.RandomRotation) for layer in found)
+
+
+def test_seed_states_are_the_seed_generators_of_nested_layers_and_reseeding_repeats_draws():
+    model, _ = nested_model()
+    states = compat.seed_states(model)
+    assert len(states) == 2 and all(tuple(s.shape) == (2,) for s in states)  # rotation and dropout
+    x = np.ones((4, 28, 28, 1), "float32")
+
+    def draw(seed, stream):
+        for i, state in enumerate(states):
+            compat.set_seed_state(state, seed + i, stream)
+        return keras.ops.convert_to_numpy(model(x, training=True))
+
+    np.testing.assert_array_equal(draw(7, 3), draw(7, 3))  # the state alone decides the draws
+    assert not np.array_equal(draw(7, 3), draw(7, 4))
+    assert keras.ops.convert_to_numpy(states[0])[-1] >= 3 * compat.STREAM_STRIDE  # the counter word moved on
+
+
+def test_keras_still_marks_the_augmentation_layers_unjittable_and_the_mark_can_be_cleared():
+    layer = keras.layers.RandomRotation(0.1)
+    assert layer.supports_jit is False  # what layers.allow_jit works around; if True, drop the workaround
+    assert compat.mark_jittable(layer).supports_jit is True
+
+
+def test_the_tensorflow_gradient_registry_is_the_dict_of_registered_gradients():
+    pytest.importorskip("tensorflow")
+    registry = compat.tf_gradient_registry()
+    assert isinstance(registry, dict) and "MatMul" in registry
+
+
+def test_the_free_heap_is_returned_on_glibc():
+    import platform
+
+    assert compat.release_free_heap() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def tiny_tuner(tmp_path):
+    def build(hp):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(hp.Choice("units", [1, 2]))])
+        model.compile(loss="mse")
+        return model
+
+    return keras_tuner.RandomSearch(build, objective="loss", max_trials=1, directory=str(tmp_path), project_name="p")
+
+
+def test_the_oracle_state_paths_retry_queue_and_save_hook(tmp_path):
+    oracle = tiny_tuner(tmp_path).oracle
+    assert compat.oracle_state_path(oracle) == str(tmp_path / "p" / "oracle.json")
+    assert compat.trial_state_path(oracle, "00") == str(tmp_path / "p" / "trial_00" / "trial.json")
+    assert compat.retry_queue(oracle) == [] and compat.retry_queue(oracle) is compat.retry_queue(oracle)
+    trial = oracle.create_trial("tuner0")
+    compat.save_trial(oracle, trial)
+    assert os.path.isfile(compat.trial_state_path(oracle, trial.trial_id))
+
+
+def test_the_grpc_client_wraps_the_local_oracle_and_the_servicer_registers(tmp_path, monkeypatch):
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+
+    oracle = tiny_tuner(tmp_path).oracle
+    for name, value in {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),
+                        "KERASTUNER_TUNER_ID": "tuner0"}.items():
+        monkeypatch.setenv(name, value)  # the client reads the chief's address (it connects lazily)
+    client_class = compat.oracle_client_class()
+    assert compat.local_oracle(client_class(oracle)) is oracle
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    try:
+        servicer = compat.add_oracle_servicer(oracle, server)
+        assert servicer.oracle is oracle and hasattr(servicer, "stop_triggered")
+    finally:
+        server.stop(0)
+
+
+def test_a_hyperband_subclass_can_run_the_base_tuner_constructor_on_its_own_oracle(tmp_path):
+    class OwnOracleHyperband(keras_tuner.Hyperband):
+        def __init__(self, oracle, **kwargs):
+            compat.init_base_tuner(self, oracle=oracle, **kwargs)
+
+    oracle = keras_tuner.oracles.HyperbandOracle(keras_tuner.Objective("loss", "min"), max_epochs=2)
+    tuner = OwnOracleHyperband(oracle, hypermodel=lambda hp: None, directory=str(tmp_path), project_name="p")
+    assert tuner.oracle is oracle
