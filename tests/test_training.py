@@ -131,7 +131,9 @@ def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
     assert metrics["epochs"] == 3 and metrics["sittings"] == 2
     last = json.load(open(os.path.join(run, "elapsed.json")))  # the whole run: both sittings
     assert last["sittings"] == 2 and last["seconds"] > first["seconds"]
-    assert metrics["wall_seconds"] == pytest.approx(last["seconds"], abs=5)  # + the end of fit() after epoch 3
+    # Both sittings: counting only the last one (the old bug) gives last - first, less than this.
+    # No upper bound: the end of fit() after epoch 3 took 6 s on a loaded 2-core machine.
+    assert metrics["wall_seconds"] >= last["seconds"] - 0.1
 
     reference = run_cli("train.py", "--config", str(reference_config), "--verbose", "0")
     assert reference.returncode == 0, reference.stderr[-2000:]
