@@ -25,24 +25,14 @@ ImportError: kerascnn needs keras>=3.3,<3.16. Received: keras==2.15.0
 import importlib.metadata
 import warnings
 
+from packaging.version import Version  # what pip itself compares versions with
+
 # package -> (lowest supported, first unsupported): setup.cfg pins the same ranges.
 SUPPORTED = {
     "keras": ("3.3", "3.16"),
     "keras-tuner": ("1.4.7", "1.5"),
     "tensorflow": ("2.16", "2.22"),
 }
-
-
-def _version_tuple(text):
-    parts = []
-    for piece in str(text).split("+")[0].split("."):
-        digits = "".join(c for c in piece if c.isdigit()) if not piece.isdigit() else piece
-        if not digits:
-            break
-        parts.append(int(digits))
-        if not piece.isdigit():  # "0rc1": a pre-release of this number; stop here
-            break
-    return tuple(parts)
 
 
 def installed_versions():
@@ -69,9 +59,10 @@ def check_versions(versions=None):
             continue
         low, high = SUPPORTED[name]
         wanted = f"{name}>={low},<{high}"
-        if _version_tuple(version) < _version_tuple(low):
+        release = Version(version).release  # 2.22.0rc1 -> (2, 22, 0): a pre-release counts as its release
+        if release < Version(low).release:
             raise ImportError(f"kerascnn needs {wanted}. Received: {name}=={version}")
-        if _version_tuple(version) >= _version_tuple(high):
+        if release >= Version(high).release:
             warnings.warn(
                 f"kerascnn is tested with {wanted}; the reach-ins of kerascnn/compat.py may not hold "
                 f"(run tests/test_compat.py). Received: {name}=={version}",

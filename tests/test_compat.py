@@ -12,6 +12,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+from packaging.version import Version
 
 from conftest import ROOT, free_port
 from kerascnn import compat
@@ -21,7 +22,7 @@ def test_the_installed_versions_are_in_the_supported_ranges():
     for name, version in compat.installed_versions().items():
         if version is not None:
             low, high = compat.SUPPORTED[name]
-            assert compat._version_tuple(low) <= compat._version_tuple(version) < compat._version_tuple(high), name
+            assert Version(low) <= Version(version) < Version(high), name
 
 
 def test_a_version_below_the_range_is_refused_and_one_above_warns():

@@ -125,12 +125,12 @@ def draw(names, path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8.2, 4.8), dpi=100, facecolor="white")
+    figure = Figure(figsize=(9, 5.6), dpi=100, facecolor="white")
     ax = figure.add_subplot()
-    for name, runs in names.items():
+    for i, (name, runs) in enumerate(names.items()):
         if runs[0]["summary"]["members"] == 1:
             picks = [chosen(run, 1) for run in runs]
-            compute = len(runs[0]["epochs"]) * PFLOP_PER_MEMBER_EPOCH
+            compute = len(runs[0]["epochs"]) * PFLOP_PER_MEMBER_EPOCH * (1 + 0.02 * i)  # apart, to be seen
             tests = [100 * p[2] for p in picks]
             ax.errorbar([compute], [np.mean(tests)], yerr=[sd(tests)],
                         fmt="s", capsize=3, label=f"{name}, 1 member, 15 epochs")
@@ -138,7 +138,7 @@ def draw(names, path):
         front = pareto(frontier_points(runs), key=3)  # the frontier is chosen on validation
         ax.errorbar([p[2] for p in front], [100 * p[4] for p in front], yerr=[100 * p[5] for p in front],
                     fmt="o-", capsize=3, label=f"{name}: k members x E epochs, frontier on validation")
-        for k, e, compute, _, test, _ in front:
+        for k, e, compute, _, test, _ in front[-6:]:  # the last few: the rest crowd the lower left
             ax.annotate(f"{k}x{e}", (compute, 100 * test), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.axhline(100 * LECTURE, color="#6e6e6e", linestyle="--", label="the lecture's best recipe (99.63%)")
     ax.axhline(100 * GOAL, color="#c82828", linestyle=":", label="goal (99.70%)")
@@ -148,7 +148,9 @@ def draw(names, path):
         functions=(lambda p: p / PFLOP_PER_MEMBER_EPOCH * QUIET_MINUTES_PER_MEMBER_EPOCH,
                    lambda m: m / QUIET_MINUTES_PER_MEMBER_EPOCH * PFLOP_PER_MEMBER_EPOCH),
     ).set_xlabel("minutes on the 2-core AVX-512-BF16 CPU, bf16 (at the quiet rate of `best`: 18.4 min)")
-    ax.set_ylabel("test accuracy at the validation-chosen epoch (%), mean ± sd over seeds")
+    ax.set_ylabel("test accuracy (%)")
+    figure.suptitle("Test accuracy at the epoch chosen on validation, mean ± sd over seeds", fontsize=11)
+    ax.set_ylim(99.2, 99.8)  # the first epochs of the frontier lie below, off the chart
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     figure.tight_layout()
