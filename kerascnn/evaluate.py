@@ -26,7 +26,6 @@ import os
 import numpy as np
 
 from kerascnn import figures, loading
-from kerascnn.data import NUM_CLASSES
 
 
 @dataclasses.dataclass
@@ -56,7 +55,7 @@ class Evaluation:
     png_error: object = None
 
 
-def score_predictions(y_true, probabilities, num_classes=NUM_CLASSES):
+def score_predictions(y_true, probabilities, num_classes=10):
     """Accuracy, loss, per-class accuracy and confusion matrix from probabilities.
 
     Args:

@@ -99,12 +99,10 @@ def float32_copy(model):
 
 
 def _input_shape(model):
-    try:
-        return tuple(model.input_shape[1:])
-    except (AttributeError, ValueError):  # a subclassed model may not know it
-        from kerascnn.data import IMAGE_SHAPE
+    """A concrete input shape to call `model` on once: a side of any size is called at 32."""
+    from kerascnn.layers import model_input_shape
 
-        return IMAGE_SHAPE
+    return tuple(32 if side is None else side for side in model_input_shape(model))
 
 
 def _float32_config(node):
