@@ -99,7 +99,7 @@ def float32_copy(model):
 
 
 def _input_shape(model):
-    """A concrete input shape to call `model` on once: a side of any size is called at 32."""
+    """A concrete input shape to call `model` on once: a side of any size is called at 32 (as `num_classes` does)."""
     from kerascnn.layers import model_input_shape
 
     return tuple(32 if side is None else side for side in model_input_shape(model))

@@ -141,7 +141,7 @@ def misclassified_indices(y_true, probabilities, limit=36):
     return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 
-def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
+def draw_misclassified(images, y_true, probabilities, limit=36, columns=6, class_names=None):
     """A grid of misclassified digits, each captioned "true 7 / pred 1" and its probability.
 
     Args:
@@ -152,6 +152,7 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
         limit: int, at most this many digits, the most confident mistakes
             first. Defaults to 36.
         columns: int, digits per row. Defaults to 6.
+        class_names: list of str, a name per class for the captions. Defaults to the indices.
 
     Returns:
         uint8 array (height, width, 3): 110 x 130 pixels a digit; a short
@@ -160,7 +161,8 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
     images = np.asarray(images)
     if images.dtype != np.uint8:
         images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
-    images = images.reshape(len(images), images.shape[1], images.shape[2])
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]  # grey: drawn with a grey colour map; RGB pictures as they are
     probabilities = np.asarray(probabilities)
     y_true = np.asarray(y_true).reshape(-1)
     chosen = misclassified_indices(y_true, probabilities, limit)
@@ -176,7 +178,9 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
         ax.imshow(images[index], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_axis_off()
         predicted = int(probabilities[index].argmax())
-        ax.set_title(f"true {int(y_true[index])} / pred {predicted}\np={probabilities[index, predicted]:.2f}",
+        true, guess = (int(y_true[index]), predicted) if class_names is None else (
+            class_names[int(y_true[index])], class_names[predicted])
+        ax.set_title(f"true {true} / pred {guess}\np={probabilities[index, predicted]:.2f}",
                      color=RED, fontsize=9)
     return render(figure)
 

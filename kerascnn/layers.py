@@ -439,6 +439,14 @@ def model_input_shape(model):
     return tuple(model.get_build_config()["input_shape"][1:])  # a subclassed model: the shape it was built for
 
 
+def num_classes(model):
+    """The classes a model tells apart: the length of its output for one blank image."""
+    import numpy as np
+
+    shape = tuple(32 if side is None else side for side in model_input_shape(model))
+    return int(model(np.zeros((1, *shape), "float32"), training=False).shape[-1])
+
+
 def takes_raw_pixels(model):
     """Whether `model` scales its own input (a `Rescaling` layer): raw 0..255 pixels go in, not [0, 1]."""
     return any(isinstance(layer, layers.Rescaling) for layer in compat.flatten_layers(model))

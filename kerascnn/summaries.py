@@ -32,7 +32,8 @@ import numpy as np
 
 from kerascnn import figures
 from kerascnn.config import check_value
-from kerascnn.data import scale_images
+from kerascnn.data import model_input
+from kerascnn.layers import takes_raw_pixels
 from kerascnn.models import Ensemble
 from kerascnn.models.ensemble import MemberPredictor
 
@@ -140,7 +141,9 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
     def _scaled(self):
         x = self.x_val
-        return scale_images(x) if x.dtype == np.uint8 else x.astype("float32")
+        if x.dtype != np.uint8:
+            return x.astype("float32")
+        return model_input(x, takes_raw_pixels(self.model))
 
     def _predict(self):
         """Validation probabilities of the model, and of each member for an ensemble."""

@@ -15,7 +15,7 @@ and leaves what is on disk as it was; a search that fails exits with 1.
 import argparse
 import shlex
 
-from kerascnn.commands import positive_float, positive_int, run_command
+from kerascnn.commands import dataset_arg, positive_float, positive_int, run_command
 from kerascnn.config import PRECISIONS, read_json_file
 from kerascnn.data import list_datasets
 from kerascnn.tuning.config import TUNERS, SearchConfig, TuningError
@@ -33,7 +33,8 @@ def build_parser():
     p.add_argument("--max-trials", dest="max_trials", type=positive_int, help=f"trials in all (default: {d.max_trials})")
     p.add_argument("--max-epochs", dest="max_epochs", type=positive_int,
                    help=f"epochs per trial, at most (default: {d.max_epochs})")
-    p.add_argument("--dataset", choices=list_datasets(), help=f"default: {d.dataset}")
+    p.add_argument("--dataset", type=dataset_arg, help=f"{' or '.join(list_datasets())}, a folder of class subfolders or an .npz "
+                                     f"(default: {d.dataset})")
     p.add_argument("--subset", type=positive_int, help="search on the first N training images (default: all)")
     p.add_argument("--val-size", dest="val_size", type=positive_int,
                    help=f"validation images, scored (default: {d.val_size})")

@@ -17,6 +17,7 @@ import os
 from typing import Optional
 
 from kerascnn import data as data_lib
+from kerascnn.images import dataset_label, is_image_dataset
 from kerascnn.config import PRECISIONS, check_value
 
 TUNERS = ("hyperband", "random", "bayesian")
@@ -55,7 +56,7 @@ class SearchConfig:
 
     def __post_init__(self):
         if self.project_name is None:
-            self.project_name = f"{self.dataset}-best"
+            self.project_name = f"{dataset_label(self.dataset)}-best"
         self.validate()
 
     def validate(self):
@@ -67,7 +68,8 @@ class SearchConfig:
         subset_ok = self.subset is None or (_is_int(self.subset) and self.subset >= 1)
         _check(subset_ok, "subset", "an integer >= 1", self.subset)
         datasets = data_lib.list_datasets()
-        _check(self.dataset in datasets, "dataset", f"one of {datasets}", self.dataset)
+        ok = self.dataset in datasets or is_image_dataset(self.dataset)
+        _check(ok, "dataset", f"one of {datasets}, a folder of class subfolders or an .npz", self.dataset)
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         _check(self.worker_timeout > 0, "worker_timeout", "a number of seconds > 0", self.worker_timeout)
         name = self.project_name
