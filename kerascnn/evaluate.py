@@ -137,7 +137,7 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
 
         dataset = dataset_label(dataset)
         title = f"{os.path.basename(loaded.path)} on {dataset} test: accuracy {result.accuracy:.4f}"
-        picture = figures.draw_confusion_matrix(result.confusion_matrix, title)
+        picture = figures.draw_confusion_matrix(result.confusion_matrix, title, class_names=result.class_names)
         target = png_path_for(loaded.path, dataset)
         try:
             result.png_path = figures.save_png(picture, target)

@@ -84,7 +84,7 @@ def _rgb(hex_colour):
     return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
 
 
-def draw_confusion_matrix(cm, title=None, size=(520, 520)):
+def draw_confusion_matrix(cm, title=None, size=(520, 520), class_names=None):
     """The confusion matrix as a picture: counts in cells, shaded by share of the true class.
 
     Diagonal cells (right) are blue, off-diagonal cells (mistakes) red; the
@@ -96,6 +96,7 @@ def draw_confusion_matrix(cm, title=None, size=(520, 520)):
         cm: int array (C, C), rows true, columns predicted.
         title: str or None, a line above the matrix. Defaults to None.
         size: (width, height) in pixels. Defaults to (520, 520).
+        class_names: list of str or None, the tick labels. Defaults to the indices.
 
     Returns:
         uint8 array (height, width, 3).
@@ -113,6 +114,9 @@ def draw_confusion_matrix(cm, title=None, size=(520, 520)):
     ax.imshow(cells, interpolation="nearest")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
+    if class_names is not None and list(class_names) != [str(c) for c in range(n)]:  # digits keep their look
+        ax.set_xticklabels(class_names, rotation=90, fontsize=8)
+        ax.set_yticklabels(class_names, fontsize=8)
     ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="#e1e1e1", linewidth=1)

@@ -56,7 +56,8 @@ def build_parser():
     p = commands.add_parser(
         "export", help="export for serving: SavedModel, ONNX or TFLite",
         description="Export through Keras' Model.export (and TensorFlow's TFLite converter) as a standalone "
-                    "artifact: float32 images (N, 28, 28, 1) in [0, 1] -> class probabilities (N, 10).",
+                    "artifact: float32 images (N, 28, 28, 1) in [0, 1] (a digit model) or raw 0..255 pixels of any size "
+                    "(a model trained on your own images) -> class probabilities (N, classes).",
     )
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
