@@ -105,6 +105,14 @@ def test_a_png_folder_trains_sequential_and_predict_prints_class_names(digit_run
     assert np.mean([p == want for p, (_, want) in zip(printed, digit_run["held"])]) >= 0.8
 
 
+def test_a_png_folder_trains_the_best_recipe(digit_run, tmp_path, capsys):
+    status, out, err = call(train.main, ["--dataset", digit_run["folder"], "--model", "best", "--members", "2",
+                                         "--epochs", "3", "--logdir", str(tmp_path), "--verbose", "0"], capsys)
+    assert status == 0, err
+    metrics = json.load(open(os.path.join(run_dir_of(out), "metrics.json")))
+    assert metrics["test_accuracy"] >= 0.85  # augmented, batch-normalised: slower to start than sequential
+
+
 def test_the_carved_test_split_is_stratified_and_seeded():
     labels = np.repeat(np.arange(4), [10, 20, 30, 40])
     test = stratified_test_indices(labels, 0.2, 7)
