@@ -119,6 +119,9 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
     loaded = loading.load(path)
     if dataset is None:
         dataset = (loaded.run_config or {}).get("dataset", "mnist")
+        source = (loaded.data or {}).get("source")
+        if source and not os.path.exists(dataset) and dataset not in ("mnist", "fashion_mnist"):
+            dataset = source  # the run's folder, named relative to where it was trained: data.json has it whole
     test = _test_set(loaded, dataset, data_dir)
     probabilities = loaded.model.predict(_model_input(loaded.model, test), batch_size=batch_size, verbose=0)
     scores = score_predictions(test.y_test, probabilities, len(loaded.class_names))

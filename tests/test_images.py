@@ -221,6 +221,12 @@ def test_evaluate_refuses_a_folder_whose_classes_differ(shapes_run, tmp_path, ca
     assert f"{other}: its classes differ from the model" in err and "missing ['círculo'], extra ['oval']" in err
 
 
+def test_serve_refuses_a_model_of_your_own_images(shapes_run, capsys):
+    pytest.importorskip("flask")
+    status, _, err = call(results_main, ["serve", shapes_run["run_dir"], "--port", "0"], capsys)
+    assert status == 2 and "needs a digit model" in err and "predict" in err
+
+
 def test_tune_searches_a_folder(shapes_run, tmp_path, capsys):
     status, out, err = call(tune.main, ["--dataset", shapes_run["folder"], "--tuner", "random", "--max-trials", "2",
                                         "--max-epochs", "1", "--val-size", "30", "--precision", "float32",
