@@ -23,6 +23,7 @@ true\\pred  0  1  2
 """
 
 import os
+import warnings
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,9 +36,16 @@ BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
 
 
 def render(figure):
-    """The figure drawn by Agg at its own size and dpi, as an RGB `uint8` array."""
+    """The figure drawn by Agg at its own size and dpi, as an RGB `uint8` array.
+
+    A class name in a script the installed fonts lack (CJK without a CJK
+    font) is drawn as boxes; matplotlib's warning per glyph is dropped, as
+    the picture is only a view of names printed in full elsewhere.
+    """
     canvas = FigureCanvasAgg(figure)
-    canvas.draw()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 

@@ -106,7 +106,7 @@ def test_a_png_folder_trains_sequential_and_predict_prints_class_names(digit_run
 
 
 def test_a_png_folder_trains_the_best_recipe(digit_run, tmp_path, capsys):
-    status, out, err = call(train.main, ["--dataset", digit_run["folder"], "--model", "best", "--members", "2",
+    status, out, err = call(train.main, ["--dataset", digit_run["folder"], "--model", "best", "--members", "1",
                                          "--epochs", "3", "--logdir", str(tmp_path), "--verbose", "0"], capsys)
     assert status == 0, err
     metrics = json.load(open(os.path.join(run_dir_of(out), "metrics.json")))
