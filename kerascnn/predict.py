@@ -204,6 +204,8 @@ def prepare_as_trained(path, model):
     from kerascnn.layers import model_input_shape
 
     path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise ImageError("no such file.")
     if os.path.isdir(path):
         raise ImageError("is a directory, not an image.")
     try:

@@ -182,6 +182,11 @@ def test_rgb_shapes_train_and_predict_prints_unicode_names(shapes_run, capsys):
     assert status == 0, err
     names = [r["name"] for r in json.loads(out)]
     assert set(names) <= set(SHAPES) and sum(n == s for n, s in zip(names, SHAPES)) >= 2
+    (shapes_run["base"] / "broken.png").write_text("not a picture")
+    status, out, err = call(results_main, ["predict", shapes_run["run_dir"], paths[0],
+                                           str(shapes_run["base"] / "broken.png"), "missing.png"], capsys)
+    assert status == 1 and out.startswith(f"{paths[0]}: ")  # the good one still classified, by name
+    assert "broken.png: error: not an image" in err and "missing.png: error: no such file." in err
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
@@ -230,8 +235,10 @@ def test_serve_refuses_a_model_of_your_own_images(shapes_run, capsys):
 def test_tune_searches_a_folder(shapes_run, tmp_path, capsys):
     status, out, err = call(tune.main, ["--dataset", shapes_run["folder"], "--tuner", "random", "--max-trials", "2",
                                         "--max-epochs", "1", "--val-size", "30", "--precision", "float32",
-                                        "--directory", str(tmp_path)], capsys)
+                                        "--image-size", "24", "--directory", str(tmp_path)], capsys)
     assert status == 0, err
+    trials = [d for d in os.listdir(tmp_path / "shapes-best") if d.startswith("trial_")]
+    assert len(trials) == 2
     best = json.load(open(tmp_path / "shapes-best" / "best_hparams.json"))
     assert best["dataset"] == shapes_run["folder"] and best["model"] == "best"
 
