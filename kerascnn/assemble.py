@@ -6,11 +6,14 @@ benchmark and the sweep. What differs between them is what they do with the
 `Run` it returns, never how a model is built, compiled or fed:
 
 1. the precision policy and the seed of every random draw (`config.seed`);
-2. the data: `config.dataset`, split by `config.split_seed` (or splits given);
+2. the data: `config.dataset` (a name, a folder or an `.npz`), split by
+   `config.split_seed` (or splits given);
 3. the input: `tf.data` pipelines of uint8 images scaled in the graph
    (`data.make_dataset`, spread by the distribution `Plan`), or, with
    `arrays=True`, float32 NumPy arrays for a Keras without TensorFlow;
-4. the model from the registry, created and compiled in the plan's scope
+   your own images go in as raw pixels, which the model scales itself;
+4. the model from the registry, created for the data's shape and classes
+   (`DataSpec.model_kwargs`) and compiled in the plan's scope
    (`compile_model`: Adam, the loss, accuracy, the recipe's weight average);
 5. the callbacks that set each epoch's randomness and optimisation
    (`callbacks.schedule_callbacks`: the epoch's seeds, the learning-rate
@@ -68,7 +71,8 @@ class Run:
 
     def test_input(self):
         """The test split as this run feeds evaluation."""
-        return _eval_input(self.plan, self.splits.x_test, self.splits.y_test, self.config.batch_size, self.epoch is None)
+        return _eval_input(self.plan, self.splits.x_test, self.splits.y_test, self.config.batch_size, self.epoch is None,
+                           self.splits.spec)
 
 
 def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile_overrides):
@@ -98,21 +102,28 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
     # First the policy and the seed: the pipelines' shuffles and the model's weights draw from it.
     policy = prepare(config) if model is None else keras.mixed_precision.dtype_policy().name
     if splits is None:
-        dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-        splits = data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
-        del dataset  # the splits are copies: keep one set of images in memory, not two
+        splits = load_splits(config)
+    spec = splits.spec
     train_images = len(splits.x_train)
     epoch = None
     if arrays:
-        train = (data_lib.scale_images(splits.x_train), splits.y_train)
+        train = (data_lib.model_input(splits.x_train, spec.raw_pixels), splits.y_train)
     else:
         epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
-        train = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch)
+        train = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch,
+                                   scale=not spec.raw_pixels)
         splits.x_train = splits.y_train = None  # the pipeline holds its own copy (tf.constant); drop ours
-    val = _eval_input(plan, splits.x_val, splits.y_val, config.batch_size, arrays)
+    val = _eval_input(plan, splits.x_val, splits.y_val, config.batch_size, arrays, spec)
     if model is None:
-        model = _compiled_model(config, plan, compile_overrides)
+        model = _compiled_model(config, plan, compile_overrides, spec)
     return Run(config, policy, plan, model, splits, train_images, train, val, schedule_callbacks(config, epoch), epoch)
+
+
+def load_splits(config):
+    """The config's dataset, loaded (`--image-size`, `--color-mode`) and split as the config says."""
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+                                    color_mode=config.color_mode, seed=config.split_seed)
+    return data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
 
 
 def prepare(config):
@@ -122,26 +133,29 @@ def prepare(config):
     return policy
 
 
-def build_model(config, **compile_overrides):
+def build_model(config, spec=None, **compile_overrides):
     """`prepare`, then the config's model, compiled: `assemble`'s model for a caller that feeds it later.
 
     keras-tuner builds a trial's model (`HyperModel.build`) before it hands
     over the data (`HyperModel.fit`, which then calls `assemble(..., model=model)`).
+
+    Args:
+        spec: `data.DataSpec` of the data it will be fed. Defaults to MNIST's.
     """
     prepare(config)
-    return _compiled_model(config, Plan("default"), compile_overrides)
+    return _compiled_model(config, Plan("default"), compile_overrides, spec or data_lib.digit_spec())
 
 
-def _compiled_model(config, plan, compile_overrides):
+def _compiled_model(config, plan, compile_overrides, spec):
     with plan.scope():  # the variables, mirrored over the replicas; the optimizer's and metrics' too
-        model = create_model(config.model, **config.model_kwargs())
+        model = create_model(config.model, **config.model_kwargs(), **spec.model_kwargs())
         return compile_model(model, config, **compile_overrides)
 
 
-def _eval_input(plan, x, y, batch_size, arrays):
+def _eval_input(plan, x, y, batch_size, arrays, spec):
     if arrays:
-        return data_lib.scale_images(x), y
-    return plan.eval_dataset(x, y, batch_size)
+        return data_lib.model_input(x, spec.raw_pixels), y
+    return plan.eval_dataset(x, y, batch_size, scale=not spec.raw_pixels)
 
 
 def compile_model(model, config, **overrides):

@@ -18,6 +18,7 @@ import json
 from typing import Optional
 
 # The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
+COLOR_MODES = ("grayscale", "rgb")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     # What to train.
     model: str = "sequential"  # a name from `kerascnn.models.list_models()`
-    dataset: str = "mnist"  # "mnist" or "fashion_mnist"
+    dataset: str = "mnist"  # "mnist", "fashion_mnist", a folder of class subfolders or an .npz (docs/IMAGES.md)
     # Optimisation (the lecture's values).
     epochs: int = 15  # passes over the training split
     batch_size: int = 100  # per replica; a step trains on batch_size x replicas images
@@ -56,6 +57,8 @@ class TrainConfig:
     val_size: int = 5000  # validation images carved from the training set
     subset: Optional[int] = None  # train on the first N training images only
     data_dir: Optional[str] = None  # where the dataset files are; see data.py
+    image_size: Optional[int] = None  # your own images: the side the model works at (default: the data's)
+    color_mode: Optional[str] = None  # your own images: grayscale | rgb (default: the data's)
     # Run.
     seed: int = 777  # seeds weights, shuffling, dropout and augmentation
     split_seed: int = 777  # seeds the validation split: fixed apart from `seed`, so seeds compare on one split
@@ -93,6 +96,8 @@ class TrainConfig:
         for name in ("zoom", "ema", "label_smoothing"):
             value = getattr(self, name)
             check_value(value is None or 0 <= value < 1, name, "a number in [0, 1)", value)
+        check_value(self.image_size is None or self.image_size >= 1, "image_size", "an integer >= 1", self.image_size)
+        check_value(self.color_mode in (None, *COLOR_MODES), "color_mode", f"one of {COLOR_MODES}", self.color_mode)
         check_value(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         check_value(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
 
@@ -152,7 +157,7 @@ FIELD_TYPES = {
     "members": int, "filters": int, "kernel_size": int, "dense_units": int,
     "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
     "ema": float, "label_smoothing": float, "member": str,
-    "batchnorm": bool, "residual": bool, "data_dir": str,
+    "batchnorm": bool, "residual": bool, "data_dir": str, "image_size": int, "color_mode": str,
 }
 
 

@@ -38,8 +38,10 @@ import zlib
 
 import numpy as np
 
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (28, 28, 1)  # MNIST's and Fashion-MNIST's; a model knows no dataset (kerascnn.layers.DIGIT_SHAPE)
 NUM_CLASSES = 10
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -62,6 +64,7 @@ DATASETS = {
         "sizes": (60000, 10000),
     },
 }
+OWN_VAL_SHARE = 0.1  # your own images: at most this share of the training part validates (see `split`)
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
@@ -71,8 +74,51 @@ class DataError(Exception):
 
 
 @dataclasses.dataclass
+class DataSpec:
+    """What a model and the commands need to know of a dataset.
+
+    Attributes:
+        class_names: list of str, a name per label, in label order.
+        image_shape: tuple (height, width, channels) of the arrays.
+        raw_pixels: bool. False (MNIST, Fashion-MNIST): the input pipeline
+            scales pixels to [0, 1] and the model has no preprocessing, as
+            always. True (your own images): the pipeline feeds raw 0..255
+            pixels and the model resizes and scales them itself.
+        image_size: tuple (height, width) the model works at; None: `image_shape`'s.
+        record: dict, what the run directory's `data.json` records besides
+            (source, colour mode, the test files carved).
+    """
+
+    class_names: list
+    image_shape: tuple = IMAGE_SHAPE
+    raw_pixels: bool = False
+    image_size: tuple = None
+    record: dict = dataclasses.field(default_factory=dict)
+
+    def model_kwargs(self):
+        """The builder arguments for this data (none for MNIST: the builders' defaults are its)."""
+        if not self.raw_pixels:
+            return {}
+        size = tuple(self.image_size or self.image_shape[:2])
+        return {"input_shape": tuple(self.image_shape), "num_classes": len(self.class_names), "image_size": size,
+                "rescale": 1 / 255}
+
+    def to_dict(self):
+        """What `data.json` holds: `class_names`, `image_shape`, `image_size`, `raw_pixels` and the record."""
+        size = list(self.image_size or self.image_shape[:2])
+        return {"class_names": list(self.class_names), "image_shape": list(self.image_shape), "image_size": size,
+                "raw_pixels": self.raw_pixels, **self.record}
+
+
+def digit_spec(name="mnist"):
+    """The `DataSpec` of MNIST (class names "0".."9") or Fashion-MNIST (its ten names)."""
+    names = list(FASHION_CLASSES) if name == "fashion_mnist" else [str(c) for c in range(NUM_CLASSES)]
+    return DataSpec(names)
+
+
+@dataclasses.dataclass
 class Dataset:
-    """A dataset in memory: uint8 images (N, 28, 28, 1) and uint8 labels (N,)."""
+    """A dataset in memory: uint8 images (N, H, W, C), integer labels (N,) and its `DataSpec`."""
 
     name: str
     source: str
@@ -80,6 +126,11 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    spec: DataSpec = None
+
+    def __post_init__(self):
+        if self.spec is None:
+            self.spec = digit_spec(self.name)
 
 
 @dataclasses.dataclass
@@ -92,6 +143,11 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    spec: DataSpec = None
+
+    def __post_init__(self):
+        if self.spec is None:
+            self.spec = digit_spec()
 
 
 def list_datasets():
@@ -110,11 +166,13 @@ def search_dirs(name, data_dir=None):
     return within(keras_cache) + list(DATASETS[name]["system_dirs"])
 
 
-def load_dataset(name, data_dir=None, download=True):
-    """Loads dataset `name` from the first place that has it (see module doc).
+def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode=None, seed=777):
+    """Loads dataset `name` from the first place that has it (see module doc), or your own images.
 
     Args:
-        name: str, "mnist" or "fashion_mnist".
+        name: str, "mnist" or "fashion_mnist"; or a folder of class
+            subfolders or an `.npz` file (`kerascnn.images.load_images`,
+            which takes `image_size`, `color_mode` and the split's `seed`).
         data_dir: str or None, the directory to read from (and nowhere
             else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
             the standard places.
@@ -128,6 +186,15 @@ def load_dataset(name, data_dir=None, download=True):
         DataError: nothing found (the message lists the places searched and
             the files expected), or a file found is broken.
     """
+    from kerascnn import images
+
+    if name not in DATASETS and images.is_image_dataset(name):
+        return images.load_images(name, image_size, color_mode, seed)
+    if name not in DATASETS:
+        raise DataError(
+            f"`dataset` must be one of {list_datasets()}, a folder of class subfolders or an .npz file. "
+            f"Received: dataset={name!r}"
+        )
     dirs = search_dirs(name, data_dir)
     user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
     if user_dir and not os.path.isdir(user_dir):
@@ -257,11 +324,16 @@ def split(data, val_size=5000, subset=None, seed=777):
     The validation images are a seeded random sample of the training set;
     the training split is the rest, in the original order, optionally cut
     to its first `subset` images. The test set is passed through untouched.
+    For your own images (`DataSpec.raw_pixels`) the validation split is
+    `val_size` images or a tenth of the training part (`OWN_VAL_SHARE`),
+    whichever is fewer, so a folder of a few hundred pictures needs no flag.
 
     Raises:
         DataError: `val_size` or `subset` asks for more images than there are.
     """
     n = len(data.x_train)
+    if data.spec.raw_pixels:
+        val_size = max(1, min(val_size, int(n * OWN_VAL_SHARE)))
     if val_size >= n:
         raise DataError(f"val_size={val_size} leaves no training images; {name_of(data)} has {n}.")
     order = np.random.default_rng(seed).permutation(n)
@@ -281,6 +353,7 @@ def split(data, val_size=5000, subset=None, seed=777):
         data.y_train[val_idx],
         data.x_test,
         data.y_test,
+        data.spec,
     )
 
 
@@ -288,7 +361,7 @@ def name_of(data):
     return f"{data.name!r} ({data.source})"
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None):
+def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=True):
     """A `tf.data.Dataset` of (float32 images in [0, 1], int32 labels) batches.
 
     Images stay uint8 until a whole batch is cast and scaled inside the
@@ -303,6 +376,9 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None):
             the same order an uninterrupted run saw at epoch 7
             (`kerascnn.callbacks.EpochSeeds` sets it). Without it, the order
             depends on how many passes this process has made.
+        scale: bool, scale to [0, 1]; False feeds raw 0..255 pixels as
+            float32, for a model that scales them itself
+            (`DataSpec.raw_pixels`). Defaults to True.
     """
     import tensorflow as tf
 
@@ -322,7 +398,7 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None):
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
-    ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_scale if scale else _as_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -349,7 +425,19 @@ def scale_images(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
+def model_input(images, raw_pixels):
+    """NumPy uint8 images as a model takes them: raw 0..255 pixels as float32 for a model that scales
+    its own (`DataSpec.raw_pixels`, `kerascnn.layers.takes_raw_pixels`), else scaled to [0, 1]."""
+    return images.astype(np.float32) if raw_pixels else scale_images(images)
+
+
 def _scale(x, y):
     import tensorflow as tf
 
     return scale_images(x), tf.cast(y, tf.int32)
+
+
+def _as_float(x, y):
+    import tensorflow as tf
+
+    return tf.cast(x, tf.float32), tf.cast(y, tf.int32)

@@ -26,7 +26,6 @@ import os
 import numpy as np
 
 from kerascnn import figures, loading
-from kerascnn.data import NUM_CLASSES
 
 
 @dataclasses.dataclass
@@ -41,6 +40,7 @@ class Evaluation:
         loss: float, mean sparse categorical cross-entropy.
         per_class_accuracy: list of float, one per class (NaN: no images).
         confusion_matrix: int array (C, C), rows true, columns predicted.
+        class_names: list of str, a name per class (the model's).
         png_path: str or None, the confusion matrix PNG written.
         png_error: str or None, why the PNG could not be written.
     """
@@ -54,9 +54,10 @@ class Evaluation:
     confusion_matrix: np.ndarray
     png_path: object = None
     png_error: object = None
+    class_names: list = None
 
 
-def score_predictions(y_true, probabilities, num_classes=NUM_CLASSES):
+def score_predictions(y_true, probabilities, num_classes=10):
     """Accuracy, loss, per-class accuracy and confusion matrix from probabilities.
 
     Args:
@@ -115,15 +116,15 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
         ModelFileError: the model cannot be found or loaded safely.
         DataError: the dataset cannot be found or read.
     """
-    from kerascnn import data as data_lib
-
     loaded = loading.load(path)
     if dataset is None:
         dataset = (loaded.run_config or {}).get("dataset", "mnist")
-    test = data_lib.load_dataset(dataset, data_dir)
-    x = data_lib.scale_images(test.x_test)
-    probabilities = loaded.model.predict(x, batch_size=batch_size, verbose=0)
-    scores = score_predictions(test.y_test, probabilities)
+        source = (loaded.data or {}).get("source")
+        if source and not os.path.exists(dataset) and dataset not in ("mnist", "fashion_mnist"):
+            dataset = source  # the run's folder, named relative to where it was trained: data.json has it whole
+    test = _test_set(loaded, dataset, data_dir)
+    probabilities = loaded.model.predict(_model_input(loaded.model, test), batch_size=batch_size, verbose=0)
+    scores = score_predictions(test.y_test, probabilities, len(loaded.class_names))
     result = Evaluation(
         model_path=loaded.path,
         dataset=dataset,
@@ -132,16 +133,62 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
         loss=scores["loss"],
         per_class_accuracy=scores["per_class_accuracy"],
         confusion_matrix=scores["confusion_matrix"],
+        class_names=loaded.class_names,
     )
     if write_png:
+        from kerascnn.images import dataset_label
+
+        dataset = dataset_label(dataset)
         title = f"{os.path.basename(loaded.path)} on {dataset} test: accuracy {result.accuracy:.4f}"
-        picture = figures.draw_confusion_matrix(result.confusion_matrix, title)
+        picture = figures.draw_confusion_matrix(result.confusion_matrix, title, class_names=result.class_names)
         target = png_path_for(loaded.path, dataset)
         try:
             result.png_path = figures.save_png(picture, target)
         except OSError as e:  # a read-only model directory: the scores still stand
             result.png_error = f"cannot write the confusion matrix PNG {target}: {e.strerror or e}"
     return result
+
+
+def _test_set(loaded, dataset, data_dir):
+    """The test part of `dataset` in the model's size and colours; its classes must be the model's.
+
+    Your own images: a folder's `test/` part, or the test share carved with
+    the run's split seed (the same files the run was scored on).
+
+    Raises:
+        DataError: the data cannot be read, or its classes differ from the model's (the message names them).
+    """
+    from kerascnn import data as data_lib
+    from kerascnn.images import check_classes, is_image_dataset
+    from kerascnn.layers import model_input_shape, takes_raw_pixels
+
+    if dataset in data_lib.list_datasets() or not is_image_dataset(dataset):
+        return data_lib.load_dataset(dataset, data_dir)
+    if not takes_raw_pixels(loaded.model):
+        raise data_lib.DataError(
+            f"{loaded.path} is a digit model (it takes MNIST-style [0, 1] images, not raw pixels); evaluate it on "
+            f"{' or '.join(data_lib.list_datasets())}. Received: dataset={dataset!r}"
+        )
+    record = loaded.data or {}
+    size = record.get("image_size") or [_resized_to(loaded.model)] * 2
+    color_mode = "rgb" if model_input_shape(loaded.model)[-1] == 3 else "grayscale"
+    seed = (loaded.run_config or {}).get("split_seed", 777)
+    test = data_lib.load_dataset(dataset, image_size=tuple(size), color_mode=color_mode, seed=seed)
+    check_classes(dataset, test.spec.class_names, loaded.class_names, f"the model {loaded.path}")
+    return test
+
+
+def _resized_to(model):
+    from kerascnn.predict import _resizing_layers
+
+    return _resizing_layers(model)[0].height
+
+
+def _model_input(model, test):
+    from kerascnn.data import model_input
+    from kerascnn.layers import takes_raw_pixels
+
+    return model_input(test.x_test, takes_raw_pixels(model))
 
 
 def format_report(result):
@@ -153,9 +200,11 @@ def format_report(result):
         "",
         "per-class accuracy:",
     ]
+    names = result.class_names or [str(c) for c in range(len(result.per_class_accuracy))]
+    width = max(len(name) for name in names)
     for c, accuracy in enumerate(result.per_class_accuracy):
         errors = int(result.confusion_matrix[c].sum() - result.confusion_matrix[c, c])
-        lines.append(f"  {c}: {accuracy:.4f}  ({errors} wrong of {int(result.confusion_matrix[c].sum())})")
+        lines.append(f"  {names[c]:<{width}}: {accuracy:.4f}  ({errors} wrong of {int(result.confusion_matrix[c].sum())})")
     lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
     lines += figures.format_confusion_table(result.confusion_matrix).splitlines()
     if result.png_path:

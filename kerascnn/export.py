@@ -11,9 +11,13 @@ the model's Python code:
 | `onnx`        | `"onnx"` (tf2onnx) | one `.onnx` file               | `onnxruntime.InferenceSession(path)` |
 | `tflite`      | `"litert"` (TensorFlow's TFLite converter) | one `.tflite` file | `ai_edge_litert` / `tf.lite.Interpreter` |
 
-Input: float32 images `(batch, 28, 28, 1)` in [0, 1]; output: float32
-class probabilities `(batch, 10)`; the batch size is free. Ensembles export
-as one graph that averages their members.
+Input: float32 images `(batch, 28, 28, 1)` in [0, 1] for a digit model;
+for a model trained on your own images, raw 0..255 pixels
+`(batch, height, width, channels)` of any height and width, which the
+graph resizes and scales itself (its `Resizing` and `Rescaling` layers).
+Output: float32 class probabilities `(batch, classes)`; the batch size is
+free. The class names are in the run's `data.json`. Ensembles export as
+one graph that averages their members.
 
 A model trained in mixed precision (`mixed_bfloat16` on CPUs with
 AVX512_BF16/AMX) is exported as a float32 copy: bfloat16 convolutions
@@ -99,12 +103,10 @@ def float32_copy(model):
 
 
 def _input_shape(model):
-    try:
-        return tuple(model.input_shape[1:])
-    except (AttributeError, ValueError):  # a subclassed model may not know it
-        from kerascnn.data import IMAGE_SHAPE
+    """A concrete input shape to call `model` on once: a side of any size is called at 32 (as `num_classes` does)."""
+    from kerascnn.layers import model_input_shape
 
-        return IMAGE_SHAPE
+    return tuple(32 if side is None else side for side in model_input_shape(model))
 
 
 def _float32_config(node):

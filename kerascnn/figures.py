@@ -23,6 +23,7 @@ true\\pred  0  1  2
 """
 
 import os
+import warnings
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,9 +36,16 @@ BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
 
 
 def render(figure):
-    """The figure drawn by Agg at its own size and dpi, as an RGB `uint8` array."""
+    """The figure drawn by Agg at its own size and dpi, as an RGB `uint8` array.
+
+    A class name in a script the installed fonts lack (CJK without a CJK
+    font) is drawn as boxes; matplotlib's warning per glyph is dropped, as
+    the picture is only a view of names printed in full elsewhere.
+    """
     canvas = FigureCanvasAgg(figure)
-    canvas.draw()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
@@ -84,7 +92,7 @@ def _rgb(hex_colour):
     return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
 
 
-def draw_confusion_matrix(cm, title=None, size=(520, 520)):
+def draw_confusion_matrix(cm, title=None, size=(520, 520), class_names=None):
     """The confusion matrix as a picture: counts in cells, shaded by share of the true class.
 
     Diagonal cells (right) are blue, off-diagonal cells (mistakes) red; the
@@ -96,6 +104,7 @@ def draw_confusion_matrix(cm, title=None, size=(520, 520)):
         cm: int array (C, C), rows true, columns predicted.
         title: str or None, a line above the matrix. Defaults to None.
         size: (width, height) in pixels. Defaults to (520, 520).
+        class_names: list of str or None, the tick labels. Defaults to the indices.
 
     Returns:
         uint8 array (height, width, 3).
@@ -113,6 +122,9 @@ def draw_confusion_matrix(cm, title=None, size=(520, 520)):
     ax.imshow(cells, interpolation="nearest")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
+    if class_names is not None and list(class_names) != [str(c) for c in range(n)]:  # digits keep their look
+        ax.set_xticklabels(class_names, rotation=90, fontsize=8)
+        ax.set_yticklabels(class_names, fontsize=8)
     ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="#e1e1e1", linewidth=1)
@@ -141,7 +153,7 @@ def misclassified_indices(y_true, probabilities, limit=36):
     return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 
-def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
+def draw_misclassified(images, y_true, probabilities, limit=36, columns=6, class_names=None):
     """A grid of misclassified digits, each captioned "true 7 / pred 1" and its probability.
 
     Args:
@@ -152,6 +164,7 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
         limit: int, at most this many digits, the most confident mistakes
             first. Defaults to 36.
         columns: int, digits per row. Defaults to 6.
+        class_names: list of str, a name per class for the captions. Defaults to the indices.
 
     Returns:
         uint8 array (height, width, 3): 110 x 130 pixels a digit; a short
@@ -160,7 +173,8 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
     images = np.asarray(images)
     if images.dtype != np.uint8:
         images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
-    images = images.reshape(len(images), images.shape[1], images.shape[2])
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]  # grey: drawn with a grey colour map; RGB pictures as they are
     probabilities = np.asarray(probabilities)
     y_true = np.asarray(y_true).reshape(-1)
     chosen = misclassified_indices(y_true, probabilities, limit)
@@ -176,7 +190,9 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6):
         ax.imshow(images[index], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_axis_off()
         predicted = int(probabilities[index].argmax())
-        ax.set_title(f"true {int(y_true[index])} / pred {predicted}\np={probabilities[index, predicted]:.2f}",
+        true, guess = (int(y_true[index]), predicted) if class_names is None else (
+            class_names[int(y_true[index])], class_names[predicted])
+        ax.set_title(f"true {true} / pred {guess}\np={probabilities[index, predicted]:.2f}",
                      color=RED, fontsize=9)
     return render(figure)
 

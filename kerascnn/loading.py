@@ -48,12 +48,25 @@ class LoadedModel:
         path: str, the `.keras` file.
         run_dir: str or None, the run directory when one was named.
         run_config: dict or None, the run's `config.json` when there is one.
+        data: dict or None, the run's `data.json` (class names, input size
+            and colours; `kerascnn.data.DataSpec.to_dict`), found in the run
+            directory or beside the `.keras` file.
     """
 
     model: object
     path: str
     run_dir: object = None
     run_config: object = None
+    data: object = None
+
+    @property
+    def class_names(self):
+        """The name of each class: `data.json`'s, or else "0", "1", ... (a digit model's)."""
+        if self.data and self.data.get("class_names"):
+            return [str(name) for name in self.data["class_names"]]
+        from kerascnn.layers import num_classes
+
+        return [str(c) for c in range(num_classes(self.model))]
 
 
 def resolve_model_path(path):
@@ -172,11 +185,15 @@ def load(path):
     """
     model_path, run_dir = resolve_model_path(path)
     model = load_model_file(model_path)
-    run_config = None
-    if run_dir is not None:
-        try:
-            with open(os.path.join(run_dir, "config.json")) as f:
-                run_config = json.load(f)
-        except (OSError, ValueError):
-            run_config = None  # the model is what matters; the config only gives defaults
-    return LoadedModel(model, model_path, run_dir, run_config)
+    run_config = _read_optional(os.path.join(run_dir, "config.json")) if run_dir is not None else None
+    data = _read_optional(os.path.join(os.path.dirname(os.path.abspath(model_path)), "data.json"))
+    return LoadedModel(model, model_path, run_dir, run_config, data)
+
+
+def _read_optional(path):
+    # The model is what matters; a run's config and data only give defaults and names.
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -1,4 +1,14 @@
-"""Classifies a person's own digit pictures: `python -m kerascnn predict MODEL IMAGE ...`.
+"""Classifies a person's own pictures: `python -m kerascnn predict MODEL IMAGE ...`.
+
+Which preparation a picture gets depends on the model:
+
+* a **digit model** (one that takes [0, 1] images, as every MNIST and
+  Fashion-MNIST model does) gets the MNIST-style preparation below;
+* a model trained on **your own images** (one that scales its own raw
+  pixels, `kerascnn.layers.takes_raw_pixels`) gets what training did: the
+  file decoded by TensorFlow into the model's channels (grey or RGB, as
+  `image_dataset_from_directory` does), resized bilinearly to the model's
+  size, raw 0..255 pixels in (`prepare_as_trained`).
 
 A photo or scan of a handwritten digit looks nothing like an MNIST image
 until it is prepared the way MNIST's were (LeCun et al.): any PNG or JPEG,
@@ -177,36 +187,82 @@ def load_digit(path):
     return to_mnist(read_grey(path))
 
 
-def classify(model, paths, batch_size=256):
+def prepare_as_trained(path, model):
+    """A picture as a model trained on your own images takes it: float32 (H, W, C) of raw 0..255 pixels.
+
+    Decoded as training decoded it (TensorFlow's `decode_image` into the
+    model's channels) and resized bilinearly to the model's working size,
+    as `image_dataset_from_directory` did; the model scales it itself.
+
+    Raises:
+        ImageError: missing, not an image, corrupt, or a decompression bomb.
+    """
+    import tensorflow as tf
+
+    from kerascnn.data import DataError
+    from kerascnn.images import read_header
+    from kerascnn.layers import model_input_shape
+
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise ImageError("no such file.")
+    if os.path.isdir(path):
+        raise ImageError("is a directory, not an image.")
+    try:
+        read_header(path)  # Pillow's checks first: a bomb or a corrupt file never reaches the decoder
+    except DataError as e:
+        raise ImageError(str(e).removeprefix(f"{path}: ")) from None
+    channels = model_input_shape(model)[-1]
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    size = next((layer.height, layer.width) for layer in _resizing_layers(model))
+    return tf.image.resize(image, size, method="bilinear").numpy().astype(np.float32)
+
+
+def _resizing_layers(model):
+    import keras
+
+    from kerascnn import compat
+
+    return [layer for layer in compat.flatten_layers(model) if isinstance(layer, keras.layers.Resizing)]
+
+
+def classify(model, paths, batch_size=256, class_names=None):
     """Classifies picture files; a file that cannot be used gets an error entry.
 
     Args:
         model: a `keras.Model` returning class probabilities.
         paths: list of str, picture files.
         batch_size: int. Defaults to 256.
+        class_names: list of str, a name per class. Defaults to "0", "1", ...
 
     Returns:
-        A list with one dict per path, in order: `file`, `class`,
-        `probability`, `runner_up` (`{"class", "probability"}`); or `file`
-        and `error` for a picture that could not be classified.
+        A list with one dict per path, in order: `file`, `class` (the
+        index), `name`, `probability`, `runner_up` (`{"class", "name",
+        "probability"}`); or `file` and `error` for a picture that could
+        not be classified.
     """
+    from kerascnn.layers import takes_raw_pixels
+
+    prepare = (lambda path: prepare_as_trained(path, model)) if takes_raw_pixels(model) else load_digit
     results, ready, images = [], [], []
     for path in paths:
         try:
-            images.append(load_digit(path))
+            images.append(prepare(path))
             ready.append(len(results))
             results.append({"file": os.fspath(path)})
         except ImageError as e:
             results.append({"file": os.fspath(path), "error": str(e)})
     if images:
         probabilities = np.asarray(model.predict(np.stack(images), batch_size=batch_size, verbose=0))
+        names = class_names or [str(c) for c in range(probabilities.shape[1])]
         for index, p in zip(ready, probabilities):
             first, second = np.argsort(-p, kind="stable")[:2]
             results[index].update(
                 {
                     "class": int(first),
+                    "name": names[first],
                     "probability": float(p[first]),
-                    "runner_up": {"class": int(second), "probability": float(p[second])},
+                    "runner_up": {"class": int(second), "name": names[second], "probability": float(p[second])},
                 }
             )
     return results
@@ -218,6 +274,6 @@ def format_result(result):
         return f"{result['file']}: error: {result['error']}"
     runner = result["runner_up"]
     return (
-        f"{result['file']}: {result['class']} (probability {result['probability']:.4f}); "
-        f"runner-up {runner['class']} ({runner['probability']:.4f})"
+        f"{result['file']}: {result.get('name', result['class'])} (probability {result['probability']:.4f}); "
+        f"runner-up {runner.get('name', runner['class'])} ({runner['probability']:.4f})"
     )

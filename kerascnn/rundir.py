@@ -17,6 +17,7 @@ import time
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
+DATA = "data.json"  # class names, input size and colours, the test files carved (kerascnn.data.DataSpec)
 
 
 class RunDirError(Exception):

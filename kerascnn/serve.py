@@ -190,7 +190,16 @@ def make_server(model_path, host=DEFAULT_HOST, port=DEFAULT_PORT, max_upload=MAX
         raise ServeError("`serve` needs Flask: pip install 'kerascnn[demo]'") from None
     from kerascnn import loading
 
-    predictor = Predictor(loading.load(model_path).model)
+    from kerascnn.layers import takes_raw_pixels
+
+    model = loading.load(model_path).model
+    if takes_raw_pixels(model):
+        raise ServeError(
+            f"`serve` is a page for drawing digits and needs a digit model (MNIST-style 28x28 input); {model_path} "
+            "was trained on your own images. Use `python -m kerascnn predict` for it. "
+            f"Received: model={model_path!r}"
+        )
+    predictor = Predictor(model)
     app = create_app(predictor, max_upload)
     # Bound here, not by werkzeug, which exits the process with its own message when it cannot.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -32,7 +32,8 @@ import numpy as np
 
 from kerascnn import figures
 from kerascnn.config import check_value
-from kerascnn.data import scale_images
+from kerascnn.data import model_input
+from kerascnn.layers import takes_raw_pixels
 from kerascnn.models import Ensemble
 from kerascnn.models.ensemble import MemberPredictor
 
@@ -66,9 +67,12 @@ class TensorBoardSummaries(keras.callbacks.Callback):
             Defaults to 256.
         max_misclassified: int >= 1, digits in the `misclassified` grid.
             Defaults to 36.
+        class_names: list of str or None, the names on both pictures'
+            labels. Defaults to the class indices.
     """
 
-    def __init__(self, log_dir, x_val, y_val, config=None, image_every=0, batch_size=256, max_misclassified=36):
+    def __init__(self, log_dir, x_val, y_val, config=None, image_every=0, batch_size=256, max_misclassified=36,
+                 class_names=None):
         super().__init__()
         x_val, y_val = np.asarray(x_val), np.asarray(y_val).reshape(-1)
         if len(x_val) == 0 or len(x_val) != len(y_val):
@@ -87,6 +91,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         self.image_every = int(image_every)
         self.batch_size = int(batch_size)
         self.max_misclassified = int(max_misclassified)
+        self.class_names = None if class_names is None else [str(name) for name in class_names]
         self._writers = {}
         self._last_epoch = None
         self._images_at = None
@@ -140,7 +145,9 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
     def _scaled(self):
         x = self.x_val
-        return scale_images(x) if x.dtype == np.uint8 else x.astype("float32")
+        if x.dtype != np.uint8:
+            return x.astype("float32")
+        return model_input(x, takes_raw_pixels(self.model))
 
     def _predict(self):
         """Validation probabilities of the model, and of each member for an ensemble."""
@@ -169,11 +176,13 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         accuracy = float(np.mean(predicted == self.y_val))
         cm = figures.confusion_matrix(self.y_val, predicted, probabilities.shape[1])
         title = f"validation, epoch {epoch + 1}: accuracy {accuracy:.4f}"
-        grid = figures.draw_misclassified(self.x_val, self.y_val, probabilities, self.max_misclassified)
+        grid = figures.draw_misclassified(self.x_val, self.y_val, probabilities, self.max_misclassified,
+                                          class_names=self.class_names)
         writer = self._writer("validation")
         with writer.as_default():
+            picture = figures.draw_confusion_matrix(cm, title, class_names=self.class_names)
             tf.summary.image(
-                "confusion_matrix", figures.draw_confusion_matrix(cm, title)[None], step=epoch,
+                "confusion_matrix", picture[None], step=epoch,
                 description="Validation split; rows: true class, columns: predicted.",
             )
             tf.summary.image(
@@ -208,15 +217,16 @@ def summaries_callback(config, run_dir, x_val, y_val):
     """The `TensorBoardSummaries` for a run of `config` (a `TrainConfig`) in `run_dir`.
 
     The text summary shows the run's `config.json` (the resolved config,
-    precision included) when it exists, else `config` itself.
+    precision included) when it exists, else `config` itself; the pictures
+    name the classes as the run's `data.json` does.
     """
-    path = os.path.join(run_dir, "config.json")
-    if os.path.exists(path):
-        from kerascnn.rundir import read_json
+    from kerascnn.rundir import DATA, read_json
 
-        values = read_json(path)
-    else:
-        values = config.to_dict()
+    path = os.path.join(run_dir, "config.json")
+    values = read_json(path) if os.path.exists(path) else config.to_dict()
+    data = os.path.join(run_dir, DATA)
+    names = read_json(data).get("class_names") if os.path.exists(data) else None
     return TensorBoardSummaries(
-        run_dir, x_val, y_val, config=values, image_every=config.image_every, batch_size=config.batch_size
+        run_dir, x_val, y_val, config=values, image_every=config.image_every, batch_size=config.batch_size,
+        class_names=names,
     )

@@ -74,6 +74,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     # 2. Its directory: the interrupted run of the same config, or a new one.
     resolved = {**config.to_dict(), "precision": run.policy}
     run_dir, resumed = _open_run_dir(config, plan, resolved, resume)
+    # What the commands need of the data later: class names, input size and colours, the test files carved.
+    rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
     history_path = os.path.join(run_dir, "history.csv")
 
     # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).

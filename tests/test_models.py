@@ -115,3 +115,45 @@ def test_subclass_passes_training_to_dropout(test_batch):
     model = create_model("subclass", dropout=0.5)
     np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
     assert not np.allclose(model(x, training=True), model(x, training=True))
+
+
+def _small(name):
+    return {"members": 2} if name in ("best", "ensemble") else {}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_any_input_shape_and_class_count_with_raw_pixels_inside(name, tmp_path):
+    """Shape and classes are builder arguments; Resizing and Rescaling inside take raw pixels of any size."""
+    from kerascnn.layers import model_input_shape, takes_raw_pixels
+
+    model = create_model(
+        name, input_shape=(32, 32, 3), num_classes=4, image_size=(24, 24), rescale=1 / 255, **_small(name)
+    )
+    assert takes_raw_pixels(model) and not takes_raw_pixels(create_model("sequential"))
+    assert model_input_shape(model) == (None, None, 3)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (3, 40, 50, 3)).astype("float32")
+    out = model.predict(raw, verbose=0)
+    assert out.shape == (3, 4)
+    # The model's own Resizing, then [0, 1]: the same as feeding it pixels already resized.
+    resized = keras.ops.convert_to_numpy(keras.layers.Resizing(24, 24)(raw))
+    np.testing.assert_allclose(model.predict(resized, verbose=0), out, rtol=1e-4, atol=1e-5)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_model_file(path)
+    np.testing.assert_allclose(loaded.predict(raw, verbose=0), out, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 1), (28, 3, 1)])
+def test_a_shape_too_small_for_three_pooling_stages_is_refused(shape):
+    with pytest.raises(ModelError, match=r"too small for 3 pooling stages: the feature maps would be .*Received: "
+                                          r"input_shape=\(" + str(shape[0])):
+        create_model("sequential", input_shape=shape)
+    assert create_model("sequential", input_shape=(5, 5, 1)).output_shape == (None, 10)
+
+
+def test_the_strided_member_needs_13_pixels():
+    with pytest.raises(ModelError, match=r"smallest side must be at least 13. Received: image_size=\(12, 12\)"):
+        create_model("best", member="strided", members=1, input_shape=(12, 12, 1))
+    model = create_model("best", member="strided", members=1, input_shape=(13, 13, 1), num_classes=3)
+    assert model.predict(np.zeros((1, 13, 13, 1), "float32"), verbose=0).shape == (1, 3)

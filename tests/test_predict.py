@@ -137,7 +137,8 @@ def test_predict_json_matches_the_model(small_run, model, photos, capsys):
     assert [r["file"] for r in results] == photos[:4]
     probabilities = model.predict(np.stack([load_digit(p) for p in photos[:4]]), verbose=0)
     for r, p in zip(results, probabilities):
-        assert set(r) == {"file", "class", "probability", "runner_up"}
+        assert set(r) == {"file", "class", "name", "probability", "runner_up"}
+        assert r["name"] == str(r["class"])  # a digit model's class names are its digits
         assert r["class"] == int(np.argmax(p)) and r["probability"] == pytest.approx(float(p.max()), abs=1e-6)
         assert r["runner_up"]["class"] == int(np.argsort(p)[-2])
         assert r["runner_up"]["probability"] == pytest.approx(float(np.sort(p)[-2]), abs=1e-6)
@@ -194,7 +195,7 @@ def test_bad_pictures_in_json(small_run, photos, bad_pictures, capsys):
     assert main(["predict", small_run, "--json", path, photos[2]]) == 1
     results = json.loads(capsys.readouterr().out)
     assert results[0] == {"file": path, "error": "not an image (a PNG or JPEG was expected)."}
-    assert results[1]["file"] == photos[2] and set(results[1]) == {"file", "class", "probability", "runner_up"}
+    assert results[1]["file"] == photos[2] and set(results[1]) == {"file", "class", "name", "probability", "runner_up"}
 
 
 def test_classify_keeps_the_order_of_the_files(model, photos, bad_pictures):

@@ -105,6 +105,18 @@ def positive_float(text):
     return value
 
 
+def dataset_arg(text):
+    """argparse type: a dataset name, a folder (of class subfolders) or an `.npz` file."""
+    from kerascnn.data import list_datasets
+
+    if text in list_datasets() or os.path.isdir(text) or (text.endswith(".npz") and os.path.isfile(text)):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {list_datasets()}, a folder of class subfolders or an .npz file, received {text!r} "
+        f"(no such {'file' if text.endswith('.npz') else 'folder or dataset name'})"
+    )
+
+
 def boolean(text):
     """argparse type: true/false (also 1/0, yes/no)."""
     value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())

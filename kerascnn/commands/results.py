@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from kerascnn.commands import positive_int, run_command
+from kerascnn.commands import dataset_arg, positive_int, run_command
 
 PROG = "python -m kerascnn"
 
@@ -36,15 +36,17 @@ def build_parser():
                     "a PNG beside the model).",
     )
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help=model_help)
-    p.add_argument("--dataset", choices=list_datasets(), help="default: the run's dataset, else mnist")
+    p.add_argument("--dataset", type=dataset_arg, help=f"{' or '.join(list_datasets())}, a folder of class subfolders (its test/ "
+                                     "part, or the run's test split) or an .npz (default: the run's dataset, else mnist)")
     p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
     p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=500, help="default: 500")
 
     p = commands.add_parser(
-        "predict", help="classify your own digit pictures (PNG or JPEG)",
-        description="Classify digit pictures: PNG or JPEG, any size, colour or grey, dark ink on light paper or "
-                    "light on dark; prepared MNIST-style (grey, inverted if needed, cropped to the ink, "
-                    "20 px box, centred by centre of mass in 28x28).",
+        "predict", help="classify your own pictures (PNG or JPEG), printing class names",
+        description="Classify pictures. A digit model (MNIST, Fashion-MNIST): PNG or JPEG, any size, colour or grey, "
+                    "dark ink on light paper or light on dark; prepared MNIST-style (grey, inverted if needed, "
+                    "cropped to the ink, 20 px box, centred by centre of mass in 28x28). A model trained on your own "
+                    "images: prepared as training did (its colours, resized to its size).",
     )
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files")
@@ -54,7 +56,8 @@ def build_parser():
     p = commands.add_parser(
         "export", help="export for serving: SavedModel, ONNX or TFLite",
         description="Export through Keras' Model.export (and TensorFlow's TFLite converter) as a standalone "
-                    "artifact: float32 images (N, 28, 28, 1) in [0, 1] -> class probabilities (N, 10).",
+                    "artifact: float32 images (N, 28, 28, 1) in [0, 1] (a digit model) or raw 0..255 pixels of any size "
+                    "(a model trained on your own images) -> class probabilities (N, classes).",
     )
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
@@ -100,8 +103,8 @@ def _predict(args):
     from kerascnn import loading
     from kerascnn.predict import classify, format_result
 
-    model = loading.load(args.model).model
-    results = classify(model, args.images)
+    loaded = loading.load(args.model)
+    results = classify(loaded.model, args.images, class_names=loaded.class_names)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

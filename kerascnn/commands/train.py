@@ -13,8 +13,8 @@ import argparse
 import dataclasses
 import sys
 
-from kerascnn.commands import boolean, positive_float, positive_int, run_command
-from kerascnn.config import FIELD_TYPES, PRECISIONS, STRATEGIES, TrainConfig
+from kerascnn.commands import boolean, dataset_arg, positive_float, positive_int, run_command
+from kerascnn.config import COLOR_MODES, FIELD_TYPES, PRECISIONS, STRATEGIES, TrainConfig
 from kerascnn.data import list_datasets
 
 DEFAULTS = TrainConfig()
@@ -40,6 +40,9 @@ HELP = {
     "label_smoothing": "e.g. 0.1 (default: 0)",
     "val_size": "validation images carved from the training set",
     "subset": "train on the first N training images",
+    "dataset": f"{' or '.join(list_datasets())}; or a folder of class subfolders, or an .npz (docs/IMAGES.md)",
+    "image_size": "your own images: the side N (N x N) the model works at (default: the data's most common size)",
+    "color_mode": "your own images: grayscale or rgb (default: grayscale if every picture is grey)",
     "data_dir": "dataset directory (default: $KERASCNN_DATA_DIR, then caches)",
     "logdir": "where run directories go",
     "seed": "seeds weights, shuffling, dropout and augmentation",
@@ -49,7 +52,7 @@ HELP = {
     "image_every": "also write TensorBoard images every N epochs (0: at the end only)",
 }
 TYPES = {int: int, float: float, str: str, bool: boolean}
-POSITIVE = {"epochs", "batch_size", "lr_period", "members", "filters", "kernel_size", "dense_units", "subset",
+POSITIVE = {"image_size", "epochs", "batch_size", "lr_period", "members", "filters", "kernel_size", "dense_units", "subset",
             "val_size"}
 
 
@@ -62,7 +65,7 @@ def add_config_flags(parser):
     """
     from kerascnn.models import list_models  # the registry's names: no Keras needed
 
-    choices = {"model": list_models(), "dataset": list_datasets(), "precision": PRECISIONS, "strategy": STRATEGIES,
+    choices = {"model": list_models(), "color_mode": COLOR_MODES, "precision": PRECISIONS, "strategy": STRATEGIES,
                "member": ("lecture", "strided")}
     for field in dataclasses.fields(TrainConfig):
         name = field.name
@@ -76,6 +79,8 @@ def add_config_flags(parser):
             continue
         if name in POSITIVE:
             type_ = positive_int
+        elif name == "dataset":
+            type_ = dataset_arg
         elif name == "lr" or name == "lr_factor":
             type_ = positive_float
         else:

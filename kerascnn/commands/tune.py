@@ -15,8 +15,8 @@ and leaves what is on disk as it was; a search that fails exits with 1.
 import argparse
 import shlex
 
-from kerascnn.commands import positive_float, positive_int, run_command
-from kerascnn.config import PRECISIONS, read_json_file
+from kerascnn.commands import dataset_arg, positive_float, positive_int, run_command
+from kerascnn.config import COLOR_MODES, PRECISIONS, read_json_file
 from kerascnn.data import list_datasets
 from kerascnn.tuning.config import TUNERS, SearchConfig, TuningError
 
@@ -33,7 +33,12 @@ def build_parser():
     p.add_argument("--max-trials", dest="max_trials", type=positive_int, help=f"trials in all (default: {d.max_trials})")
     p.add_argument("--max-epochs", dest="max_epochs", type=positive_int,
                    help=f"epochs per trial, at most (default: {d.max_epochs})")
-    p.add_argument("--dataset", choices=list_datasets(), help=f"default: {d.dataset}")
+    p.add_argument("--dataset", type=dataset_arg,
+                   help=f"{' or '.join(list_datasets())}, a folder of class subfolders or an .npz (default: {d.dataset})")
+    p.add_argument("--image-size", dest="image_size", type=positive_int,
+                   help="your own images: the side N (N x N) the model works at (default: the data's)")
+    p.add_argument("--color-mode", dest="color_mode", choices=COLOR_MODES,
+                   help="your own images: grayscale or rgb (default: the data's)")
     p.add_argument("--subset", type=positive_int, help="search on the first N training images (default: all)")
     p.add_argument("--val-size", dest="val_size", type=positive_int,
                    help=f"validation images, scored (default: {d.val_size})")

@@ -17,16 +17,37 @@ measured ones until a candidate wins on validation over seeds.
 import keras
 from keras import layers
 
-from kerascnn.data import IMAGE_SHAPE
-from kerascnn.layers import ConvBNReLU, DenseBNReLU, augmentation, classifier_head
+from kerascnn import basics
+from kerascnn.layers import (
+    DIGIT_CLASSES,
+    DIGIT_SHAPE,
+    ConvBNReLU,
+    DenseBNReLU,
+    augmentation,
+    classifier_head,
+    pixel_input,
+    working_size,
+)
 from kerascnn.models.ensemble import build_ensemble
-from kerascnn.models.lecture import LectureCNN
+from kerascnn.models.lecture import LectureCNN, front
 from kerascnn.models.registry import ModelError, register_model
 
 MEMBERS = ("lecture", "strided")
 
 
-def strided_cnn(filters=32, dense_units=128, dropout=0.4, rotation=10.0, shift=2.8, zoom=0.1, name="strided_cnn"):
+def strided_cnn(
+    filters=32,
+    dense_units=128,
+    dropout=0.4,
+    rotation=10.0,
+    shift=2.8,
+    zoom=0.1,
+    input_shape=DIGIT_SHAPE,
+    num_classes=DIGIT_CLASSES,
+    image_size=None,
+    rescale=None,
+    name="strided_cnn",
+):
     """Conv-conv-strided conv stages, the member of Deotte's 99.75% MNIST ensemble.
 
     Per stage: two 3x3 ConvBNReLU (VALID) then a 5x5 stride-2 ConvBNReLU
@@ -36,9 +57,19 @@ def strided_cnn(filters=32, dense_units=128, dropout=0.4, rotation=10.0, shift=2
     multiply-adds (15.3M against 8.0M per image) and 74% of its
     parameters: the lecture member puts 85% of its weights in one dense layer.
     """
-    inputs = keras.Input(IMAGE_SHAPE)
+    side = min(working_size(input_shape, image_size))
+    for _ in range(2):  # two VALID 3x3 convs then a stride-2 SAME conv, per stage (the lecture's arithmetic)
+        try:
+            side = basics.output_size(basics.output_size(basics.output_size(side, 3), 3), 5, 2, "same")
+        except ValueError:
+            raise ModelError(
+                "`image_size` is too small for the strided member's two stages of two VALID 3x3 convs: its "
+                f"smallest side must be at least 13. Received: image_size={working_size(input_shape, image_size)}"
+            ) from None
+    shape, stage = pixel_input(input_shape, image_size, rescale)
+    inputs = keras.Input(shape)
     x = inputs
-    for layer in augmentation(rotation, shift, zoom):
+    for layer in stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0]):
         x = layer(x)
     for stage in range(2):
         width = filters * 2**stage
@@ -48,7 +79,7 @@ def strided_cnn(filters=32, dense_units=128, dropout=0.4, rotation=10.0, shift=2
         x = layers.Dropout(dropout)(x)
     x = DenseBNReLU(dense_units)(layers.Flatten()(x))
     x = layers.Dropout(dropout)(x)
-    for layer in classifier_head():
+    for layer in classifier_head(num_classes):
         x = layer(x)
     return keras.Model(inputs, x, name=name)
 
@@ -65,18 +96,27 @@ def best(
     rotation=15.0,
     shift=2.0,
     zoom=0.0,
+    input_shape=DIGIT_SHAPE,
+    num_classes=DIGIT_CLASSES,
+    image_size=None,
+    rescale=None,
 ):
     """Augmented, batch-normalised CNNs in a softmax-averaging ensemble.
 
     `member="lecture"` is the lecture CNN with batch norm; "strided" is
     `strided_cnn` (`kernel_size` and `batchnorm` are the lecture member's only).
     """
+    pixels = {"num_classes": num_classes, "image_size": image_size, "rescale": rescale}
     if member == "lecture":
+        shape, _ = front(input_shape, image_size, rescale, 0, 0, 0)
         make = lambda name: LectureCNN(
-            filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, name=name
+            filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, **pixels, name=name
         )
     elif member == "strided":
-        make = lambda name: strided_cnn(filters, dense_units, dropout, rotation, shift, zoom, name=name)
+        shape, _ = pixel_input(input_shape, image_size, rescale)
+        make = lambda name: strided_cnn(
+            filters, dense_units, dropout, rotation, shift, zoom, input_shape, **pixels, name=name
+        )
     else:
         raise ModelError(f"`member` must be one of {list(MEMBERS)}. Received: member={member!r}")
-    return build_ensemble(make, members, "best")
+    return build_ensemble(make, members, "best", shape)

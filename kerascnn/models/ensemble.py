@@ -19,9 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerascnn.data import IMAGE_SHAPE
-from kerascnn.layers import PACKAGE
-from kerascnn.models.lecture import LectureCNN
+from kerascnn.layers import DIGIT_CLASSES, DIGIT_SHAPE, PACKAGE, model_input_shape
+from kerascnn.models.lecture import LectureCNN, front
 from kerascnn.models.registry import register_model
 
 
@@ -101,24 +100,43 @@ class MemberPredictor:
     def __init__(self, model):
         self.source = model
         members = model.members if isinstance(model, Ensemble) else [model]
-        inputs = keras.Input(IMAGE_SHAPE)
+        inputs = keras.Input(model_input_shape(members[0]))
         outputs = ops.stack([member(inputs) for member in members], axis=1)  # (N, members, classes)
         self.model = keras.Model(inputs, outputs, name=f"{model.name}_members")
 
     def __call__(self, x, batch_size=256):
-        """(members, N, classes) float32 probabilities for images `x` scaled to [0, 1]."""
+        """(members, N, classes) float32 probabilities for images `x` as the model takes them."""
         probabilities = self.model.predict(x, batch_size=batch_size, verbose=0)
         return np.asarray(probabilities, np.float32).transpose(1, 0, 2)
 
 
-def build_ensemble(member_fn, members, name):
+def build_ensemble(member_fn, members, name, shape=DIGIT_SHAPE):
+    """An `Ensemble` of `members` models `member_fn(name=...)`, built for inputs of `shape`."""
     model = Ensemble([member_fn(name=f"member_{i}") for i in range(members)], name=name)
-    model.build((None, *IMAGE_SHAPE))
+    model.build((None, *shape))
     return model
 
 
 @register_model("ensemble")
-def ensemble(members=3, filters=32, kernel_size=3, dense_units=256, dropout=0.4):
-    """The lecture's ensemble: `members` subclassed CNNs, softmax averaged."""
-    member = lambda name: LectureCNN(filters, kernel_size, dense_units, dropout, name=name)
-    return build_ensemble(member, members, "ensemble")
+def ensemble(
+    members=3,
+    filters=32,
+    kernel_size=3,
+    dense_units=256,
+    dropout=0.4,
+    input_shape=DIGIT_SHAPE,
+    num_classes=DIGIT_CLASSES,
+    image_size=None,
+    rescale=None,
+):
+    """The lecture's ensemble: `members` subclassed CNNs, softmax averaged.
+
+    Each member resizes and rescales its own input when `image_size` and
+    `rescale` are given (see `kerascnn.layers.pixel_input`).
+    """
+    shape, _ = front(input_shape, image_size, rescale, 0, 0, 0)
+    member = lambda name: LectureCNN(
+        filters, kernel_size, dense_units, dropout, num_classes=num_classes, image_size=image_size, rescale=rescale,
+        name=name,
+    )
+    return build_ensemble(member, members, "ensemble", shape)

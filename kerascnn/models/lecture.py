@@ -19,30 +19,61 @@ Example:
 import keras
 from keras import layers
 
-from kerascnn.data import IMAGE_SHAPE
 from kerascnn.layers import (
+    DIGIT_CLASSES,
+    DIGIT_SHAPE,
     PACKAGE,
     augmentation,
+    check_stages,
     classifier_head,
     conv_block,
     dense_block,
+    pixel_input,
     pool,
+    working_size,
 )
-from kerascnn.models.registry import register_model
+from kerascnn.models.registry import ModelError, register_model
 
 STAGES = 3  # conv stages; filters double at each
 
 
+def front(input_shape, image_size, rescale, rotation, shift, zoom):
+    """The input shape and the layers before the first conv: preprocessing, then augmentation.
+
+    Checks first that the working size passes the three pooling stages
+    (`kerascnn.layers.check_stages`).
+    """
+    check_stages(input_shape, image_size, STAGES, error=ModelError)
+    shape, stage = pixel_input(input_shape, image_size, rescale)
+    return shape, stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0])
+
+
 @register_model("sequential")
 def sequential(
-    filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, zoom=0.0
+    filters=32,
+    kernel_size=3,
+    dense_units=256,
+    dropout=0.4,
+    batchnorm=False,
+    rotation=0.0,
+    shift=0.0,
+    zoom=0.0,
+    input_shape=DIGIT_SHAPE,
+    num_classes=DIGIT_CLASSES,
+    image_size=None,
+    rescale=None,
 ):
-    """The lecture CNN with `keras.Sequential`."""
-    stack = [keras.Input(IMAGE_SHAPE), *augmentation(rotation, shift, zoom)]
+    """The lecture CNN with `keras.Sequential`.
+
+    `input_shape` and `num_classes` default to MNIST's; `image_size` and
+    `rescale` add the preprocessing layers of `kerascnn.layers.pixel_input`.
+    """
+    shape, first = front(input_shape, image_size, rescale, rotation, shift, zoom)
+    stack = [keras.Input(shape), *first]
     for stage in range(STAGES):
         stack += [conv_block(filters * 2**stage, kernel_size, batchnorm), pool()]
     stack += [layers.Flatten(), dense_block(dense_units, batchnorm), layers.Dropout(dropout)]
-    return keras.Sequential(stack + classifier_head(), name="sequential_cnn")
+    return keras.Sequential(stack + classifier_head(num_classes), name="sequential_cnn")
 
 
 @register_model("functional")
@@ -56,6 +87,10 @@ def functional(
     shift=0.0,
     zoom=0.0,
     residual=False,
+    input_shape=DIGIT_SHAPE,
+    num_classes=DIGIT_CLASSES,
+    image_size=None,
+    rescale=None,
 ):
     """The lecture CNN with the Functional API.
 
@@ -63,9 +98,10 @@ def functional(
     back to its input (`x + conv(x)`, then ReLU): the residual block the
     lecture shows as something `Sequential` cannot express.
     """
-    inputs = keras.Input(IMAGE_SHAPE)
+    shape, first = front(input_shape, image_size, rescale, rotation, shift, zoom)
+    inputs = keras.Input(shape)
     x = inputs
-    for layer in augmentation(rotation, shift, zoom):
+    for layer in first:
         x = layer(x)
     for stage in range(STAGES):
         x = conv_block(filters * 2**stage, kernel_size, batchnorm)(x)
@@ -76,7 +112,7 @@ def functional(
     x = layers.Flatten()(x)
     x = dense_block(dense_units, batchnorm)(x)
     x = layers.Dropout(dropout)(x)
-    for layer in classifier_head():
+    for layer in classifier_head(num_classes):
         x = layer(x)
     return keras.Model(inputs, x, name="functional_resnet" if residual else "functional_cnn")
 
@@ -98,6 +134,10 @@ class LectureCNN(keras.Model):
         rotation: float, augmentation rotation in degrees; 0 for none. Defaults to 0.
         shift: float, augmentation shift in pixels; 0 for none. Defaults to 0.
         zoom: float, augmentation zoom as a fraction; 0 for none. Defaults to 0.
+        num_classes: int. Defaults to 10.
+        image_size: tuple (height, width) or None: resize the input to it
+            (`kerascnn.layers.pixel_input`). Defaults to None.
+        rescale: float or None: multiply the input's pixels by it. Defaults to None.
     """
 
     def __init__(
@@ -110,6 +150,9 @@ class LectureCNN(keras.Model):
         rotation=0.0,
         shift=0.0,
         zoom=0.0,
+        num_classes=DIGIT_CLASSES,
+        image_size=None,
+        rescale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,16 +164,23 @@ class LectureCNN(keras.Model):
         self.rotation = rotation
         self.shift = shift
         self.zoom = zoom
-        self.augment = augmentation(rotation, shift, zoom)
+        self.num_classes = num_classes
+        self.image_size = None if image_size is None else tuple(image_size)
+        self.rescale = rescale
+        self.preprocess = pixel_input(image_size=image_size, rescale=rescale)[1]
+        size = working_size(image_size=image_size)[0]
+        self.augment = augmentation(rotation, shift, zoom, size=size)
         self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm) for s in range(STAGES)]
         self.pools = [pool() for _ in range(STAGES)]
         self.flatten = layers.Flatten()
         self.hidden = dense_block(dense_units, batchnorm)
         self.drop = layers.Dropout(dropout)
-        self.logits, self.softmax = classifier_head()
+        self.logits, self.softmax = classifier_head(num_classes)
 
     def call(self, inputs, training=None):
         x = inputs
+        for layer in self.preprocess:
+            x = layer(x)
         for layer in self.augment:
             x = layer(x, training=training)
         for conv, pooling in zip(self.convs, self.pools):
@@ -141,7 +191,7 @@ class LectureCNN(keras.Model):
 
     def build(self, input_shape):
         shape = input_shape
-        for layer in [*self.augment, *sum(zip(self.convs, self.pools), ()), self.flatten, self.hidden, self.drop]:
+        for layer in [*self.preprocess, *self.augment, *sum(zip(self.convs, self.pools), ()), self.flatten, self.hidden, self.drop]:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
         self.logits.build(shape)
@@ -159,14 +209,30 @@ class LectureCNN(keras.Model):
             "rotation": self.rotation,
             "shift": self.shift,
             "zoom": self.zoom,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "rescale": self.rescale,
         }
 
 
 @register_model("subclass")
 def subclass(
-    filters=32, kernel_size=3, dense_units=256, dropout=0.4, batchnorm=False, rotation=0.0, shift=0.0, zoom=0.0
+    filters=32,
+    kernel_size=3,
+    dense_units=256,
+    dropout=0.4,
+    batchnorm=False,
+    rotation=0.0,
+    shift=0.0,
+    zoom=0.0,
+    input_shape=DIGIT_SHAPE,
+    num_classes=DIGIT_CLASSES,
+    image_size=None,
+    rescale=None,
 ):
     """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
-    model = LectureCNN(filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, name="subclass_cnn")
-    model.build((None, *IMAGE_SHAPE))
+    shape, _ = front(input_shape, image_size, rescale, 0, 0, 0)
+    model = LectureCNN(filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, num_classes,
+                       image_size, rescale, name="subclass_cnn")
+    model.build((None, *shape))
     return model

@@ -17,7 +17,8 @@ import os
 from typing import Optional
 
 from kerascnn import data as data_lib
-from kerascnn.config import PRECISIONS, check_value
+from kerascnn.images import dataset_label, is_image_dataset
+from kerascnn.config import COLOR_MODES, PRECISIONS, check_value
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set
@@ -46,6 +47,8 @@ class SearchConfig:
     subset: Optional[int] = None  # search on the first N training images; train.py then uses all
     val_size: int = 5000  # validation images carved from the training set: the objective
     data_dir: Optional[str] = None
+    image_size: Optional[int] = None  # your own images: the side the model works at (default: the data's)
+    color_mode: Optional[str] = None  # your own images: grayscale | rgb (default: the data's)
     directory: str = os.path.join("logs", "tune")
     project_name: Optional[str] = None  # the search's folder in `directory`; "<dataset>-best"
     overwrite: bool = False  # start afresh instead of resuming
@@ -55,7 +58,7 @@ class SearchConfig:
 
     def __post_init__(self):
         if self.project_name is None:
-            self.project_name = f"{self.dataset}-best"
+            self.project_name = f"{dataset_label(self.dataset)}-best"
         self.validate()
 
     def validate(self):
@@ -67,7 +70,11 @@ class SearchConfig:
         subset_ok = self.subset is None or (_is_int(self.subset) and self.subset >= 1)
         _check(subset_ok, "subset", "an integer >= 1", self.subset)
         datasets = data_lib.list_datasets()
-        _check(self.dataset in datasets, "dataset", f"one of {datasets}", self.dataset)
+        ok = self.dataset in datasets or is_image_dataset(self.dataset)
+        _check(ok, "dataset", f"one of {datasets}, a folder of class subfolders or an .npz", self.dataset)
+        _check(self.image_size is None or (_is_int(self.image_size) and self.image_size >= 1), "image_size",
+               "an integer >= 1", self.image_size)
+        _check(self.color_mode in (None, *COLOR_MODES), "color_mode", f"one of {COLOR_MODES}", self.color_mode)
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         _check(self.worker_timeout > 0, "worker_timeout", "a number of seconds > 0", self.worker_timeout)
         name = self.project_name

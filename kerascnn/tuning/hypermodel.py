@@ -20,7 +20,7 @@ import keras_tuner
 
 from kerascnn.assemble import assemble, build_model
 from kerascnn.config import TrainConfig
-from kerascnn.data import Splits
+from kerascnn.data import Splits, digit_spec
 from kerascnn.tuning.config import MEMBERS
 
 
@@ -66,10 +66,13 @@ class CNNHyperModel(keras_tuner.HyperModel):
     Args:
         base: `TrainConfig` holding what is not tuned (dataset, seed,
             precision, ...). Defaults to `TrainConfig(model="best", members=1)`.
+        spec: `data.DataSpec` of the data, which sets the models' input and
+            classes. Defaults to MNIST's.
     """
 
-    def __init__(self, base=None):
+    def __init__(self, base=None, spec=None):
         super().__init__(name="best_cnn")
+        self.spec = spec or digit_spec()
         # No weight average: it needs thousands of steps, more than a trial has.
         self.base = base or TrainConfig(model="best", members=MEMBERS, ema=0.0)
 
@@ -80,7 +83,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         # keras-tuner clears the Keras session before each build, and with it
         # the dtype policy: build_model sets the precision (and the seed) each time.
-        model = build_model(self.config(hp))
+        model = build_model(self.config(hp), self.spec)
         # Built now, Adam's state is restored along with the weights when
         # Hyperband promotes a trial from its checkpoint.
         model.optimizer.build(model.trainable_variables)
@@ -88,7 +91,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, x, y, validation_data, callbacks=None, epochs=1, initial_epoch=0, verbose=0, **kwargs):
         config = self.config(hp)
-        run = assemble(config, splits=Splits(x, y, *validation_data, None, None), model=model)
+        run = assemble(config, splits=Splits(x, y, *validation_data, None, None, self.spec), model=model)
         nan = keras.callbacks.TerminateOnNaN()
         history = model.fit(
             run.train, validation_data=run.val, epochs=epochs, initial_epoch=initial_epoch,

@@ -70,7 +70,8 @@ def run_search(config, verbose=0):
     rundir.check_writable(config.directory)
     splits = None
     if role != "chief":  # the chief only serves the oracle
-        dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+        dataset = data_lib.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+                                        color_mode=config.color_mode, seed=config.seed)
         splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
         del dataset  # the test set stays out of the search
     if role == "worker":
@@ -88,11 +89,12 @@ def run_search(config, verbose=0):
 def _search(config, role, address, splits, verbose, resuming=False):
     base = TrainConfig(
         model="best", members=MEMBERS, dataset=config.dataset, subset=config.subset, val_size=config.val_size,
-        data_dir=config.data_dir, seed=config.seed, precision=config.precision,
+        data_dir=config.data_dir, image_size=config.image_size, color_mode=config.color_mode, seed=config.seed,
+        precision=config.precision,
     )
     tuner_class = _HyperbandSearchTuner if config.tuner == "hyperband" else _SearchTuner
     tuner = tuner_class(
-        make_oracle(config), CNNHyperModel(base), role=role, address=address, worker_timeout=config.worker_timeout,
+        make_oracle(config), CNNHyperModel(base, splits.spec if splits else None), role=role, address=address, worker_timeout=config.worker_timeout,
         directory=config.directory, project_name=config.project_name,
     )
     oracle = tuner.oracle

@@ -1,0 +1,384 @@
+"""Your own images (kerascnn/images.py), end to end, on real files the tests write.
+
+MNIST digits as a PNG folder, scikit-learn's 8x8 digits as train/ and
+test/ folders, coloured shapes with unicode class names as RGB PNGs, an
+`.npz`; and every kind of bad data, each refused with exit status 2, a
+message naming the file or folder, and nothing written.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+import tune
+from kerascnn.commands.results import main as results_main
+from kerascnn.data import DataError, load_dataset
+from kerascnn.images import load_images, stratified_test_indices
+
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SHAPES = ["círculo", "квадрат", "三角形"]  # unicode class names, on purpose
+
+
+def call(main, argv, capsys):
+    """Runs a command's main in this process: (exit status, stdout, stderr)."""
+    try:
+        status = main(argv)
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def run_dir_of(out):
+    return out.strip().splitlines()[-1].split("run_dir=")[1]
+
+
+def write_digit_folder(root, images, labels):
+    """MNIST digits as <root>/<name>/<i>.png, the class folders named in words."""
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = os.path.join(root, DIGIT_NAMES[label])
+        os.makedirs(folder, exist_ok=True)
+        Image.fromarray(image[..., 0]).save(os.path.join(folder, f"{i}.png"))
+    return str(root)
+
+
+def draw_shape(kind, size, rng):
+    """A coloured circle, square or triangle on a coloured background, at a random place and size."""
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+    r = rng.uniform(size * 0.2, size * 0.3)
+    if kind == 0:
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    elif kind == 1:
+        mask = (abs(yy - cy) <= r * 0.8) & (abs(xx - cx) <= r * 0.8)
+    else:
+        mask = (yy - cy + r >= 0) & (yy - cy <= r) & (abs(xx - cx) <= (yy - cy + r) / 2)
+    background = rng.integers(0, 90, 3)
+    colour = rng.integers(150, 256, 3)
+    picture = np.where(mask[..., None], colour, background) + rng.integers(0, 20, (size, size, 3))
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+def write_shapes(root, per_class=100, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(SHAPES):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(draw_shape(label, size, rng)).save(os.path.join(root, name, f"{i}.png"))
+    return str(root)
+
+
+# --- MNIST digits as a PNG folder ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digit_run(mnist, tmp_path_factory):
+    base = tmp_path_factory.mktemp("digits")
+    folder = write_digit_folder(base / "digits", mnist.x_train[:3000], mnist.y_train[:3000])
+    held = []
+    for i in range(20):  # held-out test digits: never in the folder
+        path = str(base / f"held_{i}.png")
+        Image.fromarray(mnist.x_test[i, ..., 0]).save(path)
+        held.append((path, DIGIT_NAMES[mnist.y_test[i]]))
+    return {"folder": folder, "held": held, "logdir": str(base / "logs")}
+
+
+def test_a_png_folder_trains_sequential_and_predict_prints_class_names(digit_run, capsys):
+    status, out, err = call(train.main, ["--dataset", digit_run["folder"], "--model", "sequential", "--epochs", "3",
+                                         "--logdir", digit_run["logdir"], "--verbose", "0"], capsys)
+    assert status == 0, err
+    run_dir = run_dir_of(out)
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["test_accuracy"] >= 0.85  # 2,160 training pictures, 3 epochs
+    data = json.load(open(os.path.join(run_dir, "data.json"), encoding="utf-8"))
+    assert data["class_names"] == sorted(DIGIT_NAMES)  # Keras' order: the folder names, sorted
+    assert data["image_shape"] == [28, 28, 1] and data["color_mode"] == "grayscale"
+    assert data["layout"] == "one folder" and len(data["test_files"]) == 600  # a stratified 20% of each class
+    assert metrics["train_images"] == 2160  # 2,400 left, a tenth of them validates
+    status, out, err = call(results_main, ["predict", run_dir, *[p for p, _ in digit_run["held"]]], capsys)
+    assert status == 0, err
+    printed = [line.split(": ")[1].split(" ")[0] for line in out.strip().splitlines()]
+    assert set(printed) <= set(DIGIT_NAMES)
+    assert np.mean([p == want for p, (_, want) in zip(printed, digit_run["held"])]) >= 0.8
+
+
+def test_a_png_folder_trains_the_best_recipe(digit_run, tmp_path, capsys):
+    status, out, err = call(train.main, ["--dataset", digit_run["folder"], "--model", "best", "--members", "1",
+                                         "--epochs", "3", "--logdir", str(tmp_path), "--verbose", "0"], capsys)
+    assert status == 0, err
+    metrics = json.load(open(os.path.join(run_dir_of(out), "metrics.json")))
+    assert metrics["test_accuracy"] >= 0.85  # augmented, batch-normalised: slower to start than sequential
+
+
+def test_the_carved_test_split_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(4), [10, 20, 30, 40])
+    test = stratified_test_indices(labels, 0.2, 7)
+    assert np.bincount(labels[test]).tolist() == [2, 4, 6, 8]
+    assert stratified_test_indices(labels, 0.2, 7).tolist() == test.tolist()
+    assert stratified_test_indices(labels, 0.2, 8).tolist() != test.tolist()
+
+
+# --- scikit-learn's 8x8 digits as train/ and test/ ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sklearn_digits(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("sk") / "digits8"
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        part = "test" if i % 5 == 0 else "train"
+        folder = root / part / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255 / 16).round().astype(np.uint8)).save(folder / f"{i}.png")
+    return str(root)
+
+
+def test_sklearn_8x8_digits_train_end_to_end_and_evaluate_reports_names(sklearn_digits, tmp_path, capsys):
+    status, out, err = call(train.main, ["--dataset", sklearn_digits, "--epochs", "8", "--batch-size", "32",
+                                         "--logdir", str(tmp_path), "--verbose", "0"], capsys)
+    assert status == 0, err
+    run_dir = run_dir_of(out)
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["test_accuracy"] >= 0.85
+    assert json.load(open(os.path.join(run_dir, "data.json")))["layout"] == "train/test"
+    status, out, err = call(results_main, ["evaluate", run_dir], capsys)
+    assert status == 0, err
+    assert "(360 images)" in out  # every fifth of the 1,797: the test/ folder
+    assert f"test_accuracy={metrics['test_accuracy']:.4f}" in out  # the same test set the run was scored on
+    table = out.split("per-class accuracy:")[1]
+    for c in range(10):
+        assert f"  digit_{c}: " in table
+
+
+# --- coloured shapes: RGB, unicode class names, export -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("shapes")
+    folder = write_shapes(base / "shapes")
+    status = train.main(["--dataset", folder, "--epochs", "6", "--batch-size", "20", "--logdir", str(base / "logs"),
+                         "--precision", "float32", "--verbose", "0"])
+    assert status == 0
+    run_dir = os.path.join(base / "logs", os.listdir(base / "logs")[0])
+    return {"folder": folder, "run_dir": run_dir, "base": base}
+
+
+def test_rgb_shapes_train_and_predict_prints_unicode_names(shapes_run, capsys):
+    metrics = json.load(open(os.path.join(shapes_run["run_dir"], "metrics.json")))
+    assert metrics["test_accuracy"] >= 0.8
+    data = json.load(open(os.path.join(shapes_run["run_dir"], "data.json"), encoding="utf-8"))
+    assert data["class_names"] == sorted(SHAPES) and data["image_shape"] == [32, 32, 3]
+    rng = np.random.default_rng(99)
+    paths = []
+    for label in range(3):
+        path = str(shapes_run["base"] / f"new_{label}.png")
+        Image.fromarray(draw_shape(label, 48, rng)).save(path)  # another size: the model resizes it
+        paths.append(path)
+    status, out, err = call(results_main, ["predict", shapes_run["run_dir"], "--json", *paths], capsys)
+    assert status == 0, err
+    names = [r["name"] for r in json.loads(out)]
+    assert set(names) <= set(SHAPES) and sum(n == s for n, s in zip(names, SHAPES)) >= 2
+    (shapes_run["base"] / "broken.png").write_text("not a picture")
+    status, out, err = call(results_main, ["predict", shapes_run["run_dir"], paths[0],
+                                           str(shapes_run["base"] / "broken.png"), "missing.png"], capsys)
+    assert status == 1 and out.startswith(f"{paths[0]}: ")  # the good one still classified, by name
+    assert "broken.png: error: not an image" in err and "missing.png: error: no such file." in err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_exported_model_matches_keras_on_raw_pixels(shapes_run, fmt, tmp_path, capsys):
+    from kerascnn.loading import load
+
+    out = str(tmp_path / f"shapes.{fmt}")
+    status, _, err = call(results_main, ["export", shapes_run["run_dir"], "--format", fmt, "--out", out], capsys)
+    assert status == 0, err
+    rng = np.random.default_rng(5)
+    raw = np.stack([draw_shape(k % 3, 32, rng) for k in range(6)]).astype(np.float32)  # 0..255, no scaling
+    want = load(shapes_run["run_dir"]).model.predict(raw, verbose=0)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: raw})[0]
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=out)
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, raw.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, raw)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_evaluate_refuses_a_folder_whose_classes_differ(shapes_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    write_shapes(other, per_class=5)
+    os.rename(other / SHAPES[0], other / "oval")
+    status, _, err = call(results_main, ["evaluate", shapes_run["run_dir"], "--dataset", str(other)], capsys)
+    assert status == 2
+    assert f"{other}: its classes differ from the model" in err and "missing ['círculo'], extra ['oval']" in err
+
+
+def test_serve_refuses_a_model_of_your_own_images(shapes_run, capsys):
+    pytest.importorskip("flask")
+    status, _, err = call(results_main, ["serve", shapes_run["run_dir"], "--port", "0"], capsys)
+    assert status == 2 and "needs a digit model" in err and "predict" in err
+
+
+def test_tune_searches_a_folder(shapes_run, tmp_path, capsys):
+    status, out, err = call(tune.main, ["--dataset", shapes_run["folder"], "--tuner", "random", "--max-trials", "2",
+                                        "--max-epochs", "1", "--val-size", "30", "--precision", "float32",
+                                        "--image-size", "24", "--directory", str(tmp_path)], capsys)
+    assert status == 0, err
+    trials = [d for d in os.listdir(tmp_path / "shapes-best") if d.startswith("trial_")]
+    assert len(trials) == 2
+    best = json.load(open(tmp_path / "shapes-best" / "best_hparams.json"))
+    assert best["dataset"] == shapes_run["folder"] and best["model"] == "best"
+
+
+# --- an .npz -----------------------------------------------------------------------------------------------------
+
+def test_an_npz_of_any_shape_with_class_names(tmp_path):
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "mine.npz")
+    np.savez(path, x_train=rng.integers(0, 256, (40, 12, 10, 3), dtype=np.uint8), y_train=np.arange(40) % 4,
+             x_test=rng.integers(0, 256, (8, 12, 10, 3), dtype=np.uint8), y_test=np.arange(8) % 4,
+             class_names=np.array(["a", "b", "c", "d"]))
+    data = load_dataset(path, image_size=16, color_mode="grayscale")
+    assert data.x_train.shape == (40, 12, 10, 1) and data.spec.class_names == ["a", "b", "c", "d"]
+    kwargs = data.spec.model_kwargs()
+    assert kwargs["input_shape"] == (12, 10, 1) and kwargs["image_size"] == (16, 16) and kwargs["num_classes"] == 4
+
+
+# --- sizes, colours and skipped files: converted, with a note -------------------------------------------------------
+
+def test_mixed_sizes_and_grey_rgb_rgba_are_converted_with_notes(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, mode, size in [("a", "L", 20), ("a", "RGB", 20), ("b", "RGBA", 24), ("b", "RGB", 20)]:
+        os.makedirs(tmp_path / name, exist_ok=True)
+        channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+        pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8).squeeze()
+        Image.fromarray(pixels, mode).save(tmp_path / name / f"{mode}.png")
+    (tmp_path / "a" / "notes.txt").write_text("not a picture")
+    notes = []
+    data = load_images(str(tmp_path), log=notes.append)
+    assert data.x_train.shape[1:] == (20, 20, 3) and data.spec.record["color_mode"] == "rgb"
+    text = "\n".join(notes)
+    assert "1 of 4 images are not 20x20 and are resized to it" in text
+    assert "1 grey images are read as RGB" in text and "1 images have transparency" in text
+    assert "1 files without an image extension" in text and "notes.txt" in text
+
+
+# --- bad data: exit 2, the file or folder named, nothing written ------------------------------------------------------
+
+def _tiny_png(path, value=0):
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+
+
+def _two_classes(root):
+    for name in ("a", "b"):
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(3):
+            _tiny_png(root / name / f"{i}.png", 40 * i)
+    return root
+
+
+def _png_claiming(width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+def _make_empty(root):
+    return root, f"{root} has no class subfolders"
+
+
+def _make_one_class(root):
+    (root / "only").mkdir()
+    _tiny_png(root / "only" / "x.png")
+    return root, f"{root} has only one class ('only')"
+
+
+def _make_class_without_images(root):
+    _two_classes(root)
+    (root / "c").mkdir()
+    (root / "c" / "readme.txt").write_text("nothing here")
+    return root, f"{root / 'c'}: the class folder 'c' has no images"
+
+
+def _make_not_an_image(root):
+    _two_classes(root)
+    (root / "a" / "fake.png").write_text("I am text")
+    return root, f"{root / 'a' / 'fake.png'}: not an image, though its name says so"
+
+
+def _make_truncated(root):
+    _two_classes(root)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "b" / "1.png")
+    data = (root / "b" / "1.png").read_bytes()
+    (root / "b" / "1.png").write_bytes(data[: len(data) // 2])  # the header whole, the pixels cut
+    return root, f"{root / 'b' / '1.png'}: truncated or corrupt"
+
+
+def _make_bomb(root):
+    _two_classes(root)
+    (root / "a" / "bomb.png").write_bytes(_png_claiming(30000, 30000))
+    return root, f"{root / 'a' / 'bomb.png'}: too many pixels to decode safely"
+
+
+def _make_symlink_loop(root):
+    _two_classes(root)
+    os.symlink(root, root / "a" / "again")
+    return root, f"{root / 'a' / 'again'}: a symbolic link loop: it points to {root}"
+
+
+def _make_self_link(root):
+    _two_classes(root)
+    os.symlink(root / "b" / "self", root / "b" / "self")
+    return root, f"{root / 'b' / 'self'}: a symbolic link loop"
+
+
+@pytest.mark.parametrize("make", [_make_empty, _make_one_class, _make_class_without_images, _make_not_an_image,
+                                  _make_truncated, _make_bomb, _make_symlink_loop, _make_self_link])
+def test_bad_data_exits_2_naming_it_and_writes_nothing(make, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    root, message = make(root)
+    logdir = tmp_path / "logs"
+    before = sorted(p.name for p in root.rglob("*") if not p.is_symlink())
+    status, _, err = call(train.main, ["--dataset", str(root), "--epochs", "1", "--logdir", str(logdir)], capsys)
+    assert status == 2 and message in err, err
+    assert not logdir.exists()  # nothing written
+    assert sorted(p.name for p in root.rglob("*") if not p.is_symlink()) == before  # nothing lost
+
+
+def test_unicode_class_names_are_read(tmp_path):
+    for name in ("猫", "Hund", "éclair"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            _tiny_png(tmp_path / name / f"{i}.png", 50 * i)
+    data = load_images(str(tmp_path))
+    assert data.spec.class_names == sorted(["猫", "Hund", "éclair"])
+
+
+def test_a_missing_npz_is_refused_at_the_flag(tmp_path, capsys):
+    status, _, err = call(train.main, ["--dataset", str(tmp_path / "none.npz")], capsys)
+    assert status == 2 and "no such file" in err
+    with pytest.raises(DataError, match="must hold uint8 pixels"):
+        path = str(tmp_path / "f.npz")
+        np.savez(path, x_train=np.zeros((4, 8, 8)), y_train=np.arange(4) % 2, x_test=np.zeros((2, 8, 8)),
+                 y_test=np.arange(2))
+        load_dataset(path)
