@@ -35,22 +35,6 @@ sys.path.insert(0, ROOT)  # a tool of the checkout: it uses the kerascnn beside 
 LECTURE_SEQUENTIAL = 0.9931  # the lecture's plain CNN, its published test accuracy
 
 
-def test_clock(keras, x_test, y_test):
-    """A callback recording (epoch, minutes, test accuracy) after each epoch, its own scoring time excluded."""
-
-    class TestClock(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.points, self.start, self.excluded = [], time.perf_counter(), 0.0
-
-        def on_epoch_end(self, epoch, logs=None):
-            t = time.perf_counter()
-            accuracy = float(self.model.evaluate(x_test, y_test, batch_size=500, verbose=0)[1])
-            self.points.append((epoch + 1, (t - self.start - self.excluded) / 60, accuracy))
-            self.excluded += time.perf_counter() - t
-
-    return TestClock()
-
-
 def mnist(subset):
     """MNIST as uint8 arrays, the training set cut to `subset` images if given."""
     from kerascnn.data import load_dataset
@@ -65,19 +49,14 @@ def kerascnn_sequential(epochs, subset):
     """`python train.py --model sequential` (15 epochs), its run directory in a temporary folder."""
     import tempfile
 
-    import keras
-
     from kerascnn.config import TrainConfig
-    from kerascnn.data import scale_images
-    from kerascnn.training import train
+    from tools.time_to_accuracy import measure
 
-    data = mnist(None)
-    clock = test_clock(keras, scale_images(data.x_test)[..., None], data.y_test)
     val_size = 5000 if not subset else subset // 10
     with tempfile.TemporaryDirectory() as logdir:
         config = TrainConfig(model="sequential", epochs=epochs, subset=subset, val_size=val_size, logdir=logdir)
-        result = train(config, verbose=0, resume=False, callbacks=[clock])
-    return {"points": clock.points, "params": result.metrics["params"], "precision": result.metrics["precision"]}
+        result, points = measure(config)
+    return {"points": points, "params": result.metrics["params"], "precision": result.metrics["precision"]}
 
 
 def keras_io_convnet(epochs, subset):
@@ -85,6 +64,8 @@ def keras_io_convnet(epochs, subset):
     import keras
     import numpy as np
     from keras import layers
+
+    from tools.time_to_accuracy import test_each_epoch
 
     data = mnist(subset)
     x_train = np.expand_dims(data.x_train.astype("float32") / 255, -1)
@@ -102,7 +83,7 @@ def keras_io_convnet(epochs, subset):
         layers.Dense(10, activation="softmax"),
     ])
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    clock = test_clock(keras, x_test, y_test)
+    clock = test_each_epoch(x_test, y_test)
     model.fit(x_train, y_train, batch_size=128, epochs=epochs, validation_split=0.1, callbacks=[clock], verbose=0)
     return {"points": clock.points, "params": int(model.count_params()), "precision": "float32"}
 

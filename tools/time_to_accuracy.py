@@ -22,32 +22,40 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 
-def measure(config):
-    """Trains `config`; returns (RunResult, [(epoch, minutes, test_accuracy, val_accuracy)])."""
+def test_each_epoch(x_test, y_test, verbose=False):
+    """A callback whose `.points` gain (epoch, minutes, test accuracy, val accuracy or None) after each epoch.
+
+    The minutes leave out the callback's own scoring time. The model must be
+    compiled with an "accuracy" metric.
+    """
     import keras
-
-    from kerascnn import data as data_lib
-    from kerascnn.training import train
-
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir)
-    x_test, y_test = data_lib.scale_images(dataset.x_test), dataset.y_test
-    del dataset
-    points = []
 
     class TestEachEpoch(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.start, self.excluded = time.perf_counter(), 0.0
+            self.points, self.start, self.excluded = [], time.perf_counter(), 0.0
 
         def on_epoch_end(self, epoch, logs=None):
             t = time.perf_counter()
             scores = self.model.evaluate(x_test, y_test, batch_size=500, return_dict=True, verbose=0)
             minutes = (t - self.start - self.excluded) / 60
             self.excluded += time.perf_counter() - t
-            points.append((epoch + 1, minutes, float(scores["accuracy"]), float(logs["val_accuracy"])))
-            print(f"epoch {epoch + 1}: {minutes:.1f} min, test {scores['accuracy']:.4f}, "
-                  f"val {logs['val_accuracy']:.4f}", flush=True)
+            val = (logs or {}).get("val_accuracy")
+            self.points.append((epoch + 1, minutes, float(scores["accuracy"]), None if val is None else float(val)))
+            if verbose:
+                print(f"epoch {epoch + 1}: {minutes:.1f} min, test {scores['accuracy']:.4f}, val {val:.4f}", flush=True)
 
-    return train(config, verbose=0, resume=False, callbacks=[TestEachEpoch()]), points
+    return TestEachEpoch()
+
+
+def measure(config):
+    """Trains `config`; returns (RunResult, [(epoch, minutes, test_accuracy, val_accuracy)])."""
+    from kerascnn import data as data_lib
+    from kerascnn.training import train
+
+    dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+    clock = test_each_epoch(data_lib.scale_images(dataset.x_test), dataset.y_test, verbose=True)
+    del dataset
+    return train(config, verbose=0, resume=False, callbacks=[clock]), clock.points
 
 
 def draw(points, title, target=0.997, size=(720, 420)):
