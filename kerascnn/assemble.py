@@ -71,7 +71,7 @@ class Run:
 
     def test_input(self):
         """The test split as this run feeds evaluation."""
-        return _eval_input(self.plan, self.splits.x_test, self.splits.y_test, self.config.batch_size, self.epoch is None,
+        return _eval_input(self.plan, self.splits.x_test, self.splits.y_test, self.config, self.epoch is None,
                            self.splits.spec)
 
 
@@ -111,9 +111,9 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
     else:
         epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
         train = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch,
-                                   scale=not spec.raw_pixels)
+                                   scale=not spec.raw_pixels, cache=config.cache_dir)
         splits.x_train = splits.y_train = None  # the pipeline holds its own copy (tf.constant); drop ours
-    val = _eval_input(plan, splits.x_val, splits.y_val, config.batch_size, arrays, spec)
+    val = _eval_input(plan, splits.x_val, splits.y_val, config, arrays, spec)
     if model is None:
         model = _compiled_model(config, plan, compile_overrides, spec)
     return Run(config, policy, plan, model, splits, train_images, train, val, schedule_callbacks(config, epoch), epoch)
@@ -122,7 +122,7 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
 def load_splits(config):
     """The config's dataset, loaded (`--image-size`, `--color-mode`) and split as the config says."""
     dataset = data_lib.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
-                                    color_mode=config.color_mode, seed=config.split_seed)
+                                    color_mode=config.color_mode, seed=config.split_seed, stream=config.stream)
     return data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
 
 
@@ -152,10 +152,10 @@ def _compiled_model(config, plan, compile_overrides, spec):
         return compile_model(model, config, **compile_overrides)
 
 
-def _eval_input(plan, x, y, batch_size, arrays, spec):
+def _eval_input(plan, x, y, config, arrays, spec):
     if arrays:
         return data_lib.model_input(x, spec.raw_pixels), y
-    return plan.eval_dataset(x, y, batch_size, scale=not spec.raw_pixels)
+    return plan.eval_dataset(x, y, config.batch_size, scale=not spec.raw_pixels, cache=config.cache_dir)
 
 
 def compile_model(model, config, **overrides):

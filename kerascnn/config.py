@@ -19,6 +19,7 @@ from typing import Optional
 
 # The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
 COLOR_MODES = ("grayscale", "rgb")
+STREAMS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
@@ -59,6 +60,8 @@ class TrainConfig:
     data_dir: Optional[str] = None  # where the dataset files are; see data.py
     image_size: Optional[int] = None  # your own images: the side the model works at (default: the data's)
     color_mode: Optional[str] = None  # your own images: grayscale | rgb (default: the data's)
+    stream: str = "auto"  # your own images: on (decode from disk as needed) | off (into memory) | auto (by size)
+    cache_dir: Optional[str] = None  # streamed images: cache them here, decoded, after the first epoch
     # Run.
     seed: int = 777  # seeds weights, shuffling, dropout and augmentation
     split_seed: int = 777  # seeds the validation split: fixed apart from `seed`, so seeds compare on one split
@@ -98,6 +101,7 @@ class TrainConfig:
             check_value(value is None or 0 <= value < 1, name, "a number in [0, 1)", value)
         check_value(self.image_size is None or self.image_size >= 1, "image_size", "an integer >= 1", self.image_size)
         check_value(self.color_mode in (None, *COLOR_MODES), "color_mode", f"one of {COLOR_MODES}", self.color_mode)
+        check_value(self.stream in STREAMS, "stream", f"one of {STREAMS}", self.stream)
         check_value(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         check_value(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
 
@@ -158,6 +162,7 @@ FIELD_TYPES = {
     "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
     "ema": float, "label_smoothing": float, "member": str,
     "batchnorm": bool, "residual": bool, "data_dir": str, "image_size": int, "color_mode": str,
+    "cache_dir": str,
 }
 
 

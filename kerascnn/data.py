@@ -166,13 +166,14 @@ def search_dirs(name, data_dir=None):
     return within(keras_cache) + list(DATASETS[name]["system_dirs"])
 
 
-def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode=None, seed=777):
+def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode=None, seed=777, stream="auto"):
     """Loads dataset `name` from the first place that has it (see module doc), or your own images.
 
     Args:
         name: str, "mnist" or "fashion_mnist"; or a folder of class
             subfolders or an `.npz` file (`kerascnn.images.load_images`,
-            which takes `image_size`, `color_mode` and the split's `seed`).
+            which takes `image_size`, `color_mode`, the split's `seed` and
+            `stream`, whether the pictures stay on disk).
         data_dir: str or None, the directory to read from (and nowhere
             else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
             the standard places.
@@ -189,7 +190,7 @@ def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode
     from kerascnn import images
 
     if name not in DATASETS and images.is_image_dataset(name):
-        return images.load_images(name, image_size, color_mode, seed)
+        return images.load_images(name, image_size, color_mode, seed, stream=stream)
     if name not in DATASETS:
         raise DataError(
             f"`dataset` must be one of {list_datasets()}, a folder of class subfolders or an .npz file. "
@@ -361,11 +362,13 @@ def name_of(data):
     return f"{data.name!r} ({data.source})"
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=True):
+def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=True, cache=None):
     """A `tf.data.Dataset` of (float32 images in [0, 1], int32 labels) batches.
 
     Images stay uint8 until a whole batch is cast and scaled inside the
     graph, so memory holds one byte per pixel and no Python runs per batch.
+    Pictures left on disk (`kerascnn.images.ImageFiles`) are decoded by
+    the pipeline, in parallel, as it needs them.
 
     Args:
         shuffle: bool, a new order every pass. Defaults to False.
@@ -379,17 +382,16 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=Tr
         scale: bool, scale to [0, 1]; False feeds raw 0..255 pixels as
             float32, for a model that scales them itself
             (`DataSpec.raw_pixels`). Defaults to True.
+        cache: str or None, pictures on disk only: a folder to cache them
+            in, decoded (`ImageFiles.batches`). Defaults to None.
     """
     import tensorflow as tf
 
-    if shuffle and epoch is not None:
+    if not isinstance(x, np.ndarray):  # pictures on disk
+        ds = x.batches(y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, cache=cache)
+    elif shuffle and epoch is not None:
         images, labels = tf.constant(x), tf.constant(y)
-
-        def order(_):
-            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
-            return tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), seed=key)
-
-        batches = tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
+        batches = epoch_order(len(x), seed, epoch).batch(batch_size)
         steps = -(-len(x) // batch_size)  # unbatch hides the length: state it for the progress bar
         batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
         ds = batches.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
@@ -400,6 +402,34 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=Tr
         ds = ds.batch(batch_size)
     ds = ds.map(_scale if scale else _as_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_order(n, seed, epoch):
+    """A `tf.data.Dataset` of the indices 0..n-1 in each pass's order (see `make_dataset`'s `epoch`)."""
+    import tensorflow as tf
+
+    if epoch is None:
+        return tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
+
+    def order(_):
+        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_key(seed, epoch))
+
+    return tf.data.Dataset.from_tensors(0).map(order).unbatch()
+
+
+def epoch_key(seed, epoch):
+    """The stateless seed (seed, epoch value) of a pass, read when it starts."""
+    import tensorflow as tf
+
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
+
+
+def epoch_seed(seed, epoch):
+    """`epoch_key` as one int64, for ops that take a single seed (`Dataset.shuffle`)."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform((), epoch_key(seed, epoch), minval=None, maxval=None,
+                                                    dtype=tf.int64)
 
 
 def epoch_variable():
@@ -428,7 +458,7 @@ def scale_images(images):
 def model_input(images, raw_pixels):
     """NumPy uint8 images as a model takes them: raw 0..255 pixels as float32 for a model that scales
     its own (`DataSpec.raw_pixels`, `kerascnn.layers.takes_raw_pixels`), else scaled to [0, 1]."""
-    return images.astype(np.float32) if raw_pixels else scale_images(images)
+    return np.asarray(images, np.float32) if raw_pixels else scale_images(images)
 
 
 def _scale(x, y):

@@ -128,7 +128,7 @@ class Plan:
         """The batch size of evaluation datasets (see `eval_dataset`)."""
         return per_replica if self.name == "multiworker" else self.global_batch(per_replica)
 
-    def train_dataset(self, x, y, per_replica, seed, epoch=None, scale=True):
+    def train_dataset(self, x, y, per_replica, seed, epoch=None, scale=True, cache=None):
         """This process's training input: shuffled batches of its share of each step.
 
         One process: all of each global batch (a strategy splits it over
@@ -141,7 +141,7 @@ class Plan:
         from kerascnn.data import make_dataset
 
         global_batch = self.global_batch(per_replica)
-        ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale)
+        ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale, cache=cache)
         if self.name != "multiworker":
             return ds
         import tensorflow as tf
@@ -157,7 +157,7 @@ class Plan:
             ds = ds.rebatch(per_replica * self.local_replicas).shard(self.num_processes, self.process_id)
         return ds.apply(tf.data.experimental.assert_cardinality(steps))
 
-    def eval_dataset(self, x, y, per_replica, scale=True):
+    def eval_dataset(self, x, y, per_replica, scale=True, cache=None):
         """Validation or test input that every replica can evaluate exactly.
 
         One process: batches of the global batch size. `multiworker`: every
@@ -169,7 +169,7 @@ class Plan:
         """
         from kerascnn.data import make_dataset
 
-        ds = make_dataset(x, y, self.eval_batch(per_replica), scale=scale)
+        ds = make_dataset(x, y, self.eval_batch(per_replica), scale=scale, cache=cache)
         if self.name != "multiworker" or self.local_replicas == 1:
             return ds
         import tensorflow as tf

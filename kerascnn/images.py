@@ -36,17 +36,31 @@ working size (`--image-size N` for N x N), and the colour mode is
 `grayscale` when every picture is grey, else `rgb` (`--color-mode`).
 Pictures of other sizes are resized (bilinear), grey ones repeated into
 three channels and the transparency of RGBA ones dropped; a note says how
-many. The pixels stay uint8 in memory; the model resizes and scales them
-itself (`kerascnn.layers.pixel_input`), so a saved model takes raw pixels.
+many. The pixels stay uint8; the model resizes and scales them itself
+(`kerascnn.layers.pixel_input`), so a saved model takes raw pixels.
+
+**Memory or disk** (`stream`): a folder whose decoded pictures would take
+more than `STREAM_SHARE` of this machine's memory is not read into memory
+but streamed: the pipeline reads and decodes each batch's files as it is
+needed, in parallel and ahead of the model (`ImageFiles`), so memory holds
+file names, not pixels, however large the folder. Both ways decode with the
+same operations and draw the same per-epoch order, so a run trains on the
+same batches either way. With a cache folder (`cache_dir`), the decoded
+pictures are written there during the first epoch and read back after it
+(`tf.data.Dataset.cache`); the order then comes from a shuffle buffer of
+`SHUFFLE_BYTES`, no longer the same as in memory. An `.npz` is always
+read into memory.
 """
 
 import collections
 import errno
+import hashlib
 import os
 import warnings
 
 import numpy as np
 
+from kerascnn.config import STREAMS
 from kerascnn.data import DataError, Dataset, DataSpec, read_npz
 
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # those image_dataset_from_directory reads
@@ -54,6 +68,8 @@ COLOR_MODES = ("grayscale", "rgb")
 GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 TEST_SHARE = 0.2  # of each class, when the folder has no test/ part
 MAX_LISTED = 10  # bad files named in one message
+STREAM_SHARE = 0.25  # stream="auto": from disk when the decoded pictures would take more of the memory
+SHUFFLE_BYTES = 256 * 2**20  # with a cache: the shuffle buffer's size, in decoded pixels
 
 
 def is_image_dataset(name):
@@ -70,7 +86,7 @@ def dataset_label(dataset):
     return os.path.splitext(os.path.basename(os.path.normpath(dataset)))[0] or "images"
 
 
-def load_images(path, image_size=None, color_mode=None, seed=777, log=print):
+def load_images(path, image_size=None, color_mode=None, seed=777, log=print, stream="auto"):
     """Reads a folder or an `.npz` (see the module docstring) into a `Dataset`.
 
     Args:
@@ -80,14 +96,20 @@ def load_images(path, image_size=None, color_mode=None, seed=777, log=print):
         color_mode: "grayscale", "rgb" or None (the data's).
         seed: int, seeds the stratified test split. Defaults to 777.
         log: function printing the notes (skipped files, conversions).
+        stream: "auto", "on" or "off": a folder's pictures stay on disk as
+            `ImageFiles` ("on"), are decoded into memory ("off"), or stay on
+            disk when they would take more than `STREAM_SHARE` of the
+            memory ("auto", the default).
 
     Raises:
         DataError: the folder or file cannot be used; the message names it.
     """
     if color_mode is not None and color_mode not in COLOR_MODES:
         raise DataError(f"`color_mode` must be one of {COLOR_MODES}. Received: color_mode={color_mode!r}")
+    if stream not in STREAMS:
+        raise DataError(f"`stream` must be one of {STREAMS}. Received: stream={stream!r}")
     if os.path.isdir(path):
-        return _load_folder(path, image_size, color_mode, seed, log)
+        return _load_folder(path, image_size, color_mode, seed, log, stream)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file or folder. Received: dataset={path!r}")
     return _load_npz(path, image_size, color_mode)
@@ -99,7 +121,7 @@ def _size(image_size):
     return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
 
 
-def _load_folder(root, image_size, color_mode, seed, log):
+def _load_folder(root, image_size, color_mode, seed, log, stream):
     parts = {p: os.path.join(root, p) for p in ("train", "test")}
     split_layout = all(os.path.isdir(p) for p in parts.values())
     scans = {p: scan_folder(d) for p, d in parts.items()} if split_layout else {"all": scan_folder(root)}
@@ -112,13 +134,21 @@ def _load_folder(root, image_size, color_mode, seed, log):
     if skipped:
         examples = ", ".join(f for scan in scans.values() for f in scan.skipped_names)[:300]
         log(f"note: {skipped} files without an image extension {EXTENSIONS} were skipped: {examples}")
-    arrays = {p: _read_folder(parts.get(p, root), first.classes, size, mode) for p in scans}
-    spec = DataSpec(first.classes, (*size, 1 if mode == "grayscale" else 3), raw_pixels=True,
-                    record={"source": os.path.abspath(root), "color_mode": mode, "layout": "train/test"})
+    channels = 1 if mode == "grayscale" else 3
+    on_disk = _streams(stream, len(files) * size[0] * size[1] * channels, log)
+    arrays = {}
+    for p, scan in scans.items():
+        images = ImageFiles([path for path, _, _ in scan.files], size, channels)
+        if not on_disk:
+            images = _read_folder(parts.get(p, root), first.classes, images)
+        arrays[p] = images, np.asarray(scan.labels, np.int32)
+    spec = DataSpec(first.classes, (*size, channels), raw_pixels=True,
+                    record={"source": os.path.abspath(root), "color_mode": mode, "layout": "train/test",
+                            "streamed": on_disk})
     if split_layout:
-        (x_train, y_train, _), (x_test, y_test, _) = arrays["train"], arrays["test"]
+        (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
     else:
-        x, y, paths = arrays["all"]
+        x, y = arrays["all"]
         for c, n in enumerate(np.bincount(y, minlength=len(first.classes))):
             if n < 2:
                 raise DataError(f"{os.path.join(root, first.classes[c])}: {n} image; a class needs at least 2 "
@@ -126,16 +156,127 @@ def _load_folder(root, image_size, color_mode, seed, log):
         test = stratified_test_indices(y, TEST_SHARE, seed)
         train = np.setdiff1d(np.arange(len(y)), test)
         x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+        paths = first.files
         spec.record.update(layout="one folder", test_share=TEST_SHARE, split_seed=seed,
-                           test_files=[os.path.relpath(paths[i], root) for i in test])
+                           test_files=[os.path.relpath(paths[i][0], root) for i in test])
     return Dataset(os.path.basename(os.path.normpath(root)), root, x_train, y_train, x_test, y_test, spec)
 
 
-class FolderScan:
-    """What `scan_folder` found: class names (sorted), image files, (path, size, mode) each, and skips."""
+def _streams(stream, decoded_bytes, log):
+    """Whether the pictures stay on disk: `stream`, or for "auto" their decoded size against the memory."""
+    if stream != "auto":
+        return stream == "on"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if decoded_bytes <= STREAM_SHARE * memory:
+        return False
+    log(f"note: the pictures would take {decoded_bytes / 2**30:.1f} GiB decoded, over {STREAM_SHARE:.0%} of this "
+        f"machine's {memory / 2**30:.0f} GiB: they stream from disk (--stream off reads them into memory).")
+    return True
 
-    def __init__(self, classes, files, skipped_names):
-        self.classes, self.files = classes, files
+
+class ImageFiles:
+    """Pictures left on disk, decoded by the input pipeline as it needs them (streaming).
+
+    It stands for the uint8 array (N, height, width, channels) its files
+    decode to: `len`, `shape`, indexing (`files[indices]` is another
+    `ImageFiles`) and `np.asarray(files)`, which decodes them all, for the
+    parts needed whole (validation pictures in TensorBoard, a test set).
+    `batches` is the `tf.data` pipeline that `data.make_dataset` feeds a
+    model from.
+
+    Decoding is `image_dataset_from_directory`'s: `tf.io.decode_image` to
+    `channels` (grey repeated into RGB, transparency dropped), a bilinear
+    resize to `size`, then rounded to uint8 as `_read_folder` does.
+    """
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, paths, size, channels):
+        self.paths = np.asarray(paths, dtype=str)
+        self.size, self.channels = tuple(size), channels
+
+    @property
+    def shape(self):
+        return (len(self.paths), *self.size, self.channels)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return ImageFiles(self.paths[index], self.size, self.channels)
+
+    def __array__(self, dtype=None, copy=None):
+        batches = [x for x, _ in self.batches(np.zeros(len(self), np.int32), 256).as_numpy_iterator()]
+        pixels = np.concatenate(batches) if batches else np.zeros(self.shape, np.uint8)
+        return pixels if dtype is None else pixels.astype(dtype)
+
+    def decode(self, path):
+        """The uint8 pixels of the file at `path` (a string tensor), inside a `tf.data` graph."""
+        import tensorflow as tf
+
+        image = tf.io.decode_image(tf.io.read_file(path), channels=self.channels, expand_animations=False)
+        image = tf.image.resize(image, self.size, method="bilinear")
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return tf.ensure_shape(image, (*self.size, self.channels))
+
+    def batches(self, labels, batch_size, shuffle=False, seed=777, epoch=None, cache=None):
+        """A `tf.data.Dataset` of (uint8 images, labels) batches, decoded in parallel ahead of the model.
+
+        Args:
+            labels: array (N,), the label of each file.
+            shuffle, seed, epoch: as `data.make_dataset`: without a cache, the
+                same per-epoch order as the pictures in memory would have.
+            cache: str or None, a folder: the decoded pictures are written
+                there on the first pass and read back after it; the order
+                then comes from a shuffle buffer of `SHUFFLE_BYTES`.
+        """
+        import tensorflow as tf
+
+        from kerascnn.data import epoch_order, epoch_seed
+
+        paths, labels = tf.constant(self.paths), tf.constant(labels)
+
+        def load(i):
+            return self.decode(tf.gather(paths, i)), tf.gather(labels, i)
+
+        parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if cache is None:
+            indices = epoch_order(len(self), seed, epoch) if shuffle else tf.data.Dataset.range(len(self))
+            ds = indices.map(load, **parallel)
+        else:
+            decoded = tf.data.Dataset.range(len(self)).map(load, **parallel).cache(self.cache_file(cache))
+            ds = decoded
+            if shuffle:
+                buffer = max(1, min(len(self), SHUFFLE_BYTES // int(np.prod(self.shape[1:]))))
+                if epoch is None:
+                    ds = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+                else:  # each pass's buffer seeded by (seed, epoch), read when the pass starts
+                    ds = tf.data.Dataset.from_tensors(0).flat_map(
+                        lambda _: decoded.shuffle(buffer, seed=epoch_seed(seed, epoch)))
+        ds = ds.batch(batch_size)
+        return ds.apply(tf.data.experimental.assert_cardinality(-(-len(self) // batch_size)))
+
+    def cache_file(self, folder):
+        """The cache's file prefix in `folder`: named by the files (and their sizes and times), the
+        size and the channels, so a changed picture or a new `--image-size` makes a new cache."""
+        digest = hashlib.sha256(repr((self.size, self.channels)).encode())
+        for path in self.paths:
+            info = os.stat(path)
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+        os.makedirs(folder, exist_ok=True)
+        prefix = os.path.join(folder, f"images-{digest.hexdigest()[:16]}")
+        lock = prefix + ".lockfile"
+        if os.path.exists(lock) and not os.path.exists(prefix + ".index"):
+            os.remove(lock)  # left by a run stopped during its first pass; its cache was never finished
+        return prefix
+
+
+class FolderScan:
+    """What `scan_folder` found: class names (sorted), image files, (path, size, mode) each, their
+    labels, and skips."""
+
+    def __init__(self, classes, files, labels, skipped_names):
+        self.classes, self.files, self.labels = classes, files, labels
         self.skipped_names, self.skipped = skipped_names[:MAX_LISTED], len(skipped_names)
 
 
@@ -164,7 +305,7 @@ def scan_folder(root):
         raise DataError(
             f"{root} has only one class ({classes[0]!r}): a classifier needs at least 2 class subfolders."
         )
-    files, skipped, broken = [], [], []
+    files, labels, skipped, broken = [], [], [], []
     for label, name in enumerate(classes):
         found = 0
         for path in _walk(os.path.join(root, name), root):
@@ -177,6 +318,7 @@ def scan_folder(root):
                 broken.append(str(e))
                 continue
             files.append((path, size, mode))
+            labels.append(label)
             found += 1
         if not found and not broken:
             raise DataError(
@@ -190,7 +332,7 @@ def scan_folder(root):
             f"{len(broken)} files in {root} cannot be read as images; nothing was trained or written. "
             f"Move them away (or fix them) and run again:\n  {listed}{more}"
         )
-    return FolderScan(classes, files, skipped)
+    return FolderScan(classes, files, labels, skipped)
 
 
 def _walk(folder, root):
@@ -273,19 +415,19 @@ def _choose_format(files, image_size, color_mode, log):
     return size, mode
 
 
-def _read_folder(folder, classes, size, mode):
-    """uint8 images, int labels and file paths of `folder` through `image_dataset_from_directory`."""
+def _read_folder(folder, classes, files):
+    """The uint8 pixels of `files` (an `ImageFiles`, in the scan's order), read from `folder` by
+    `image_dataset_from_directory`."""
     import keras
 
     ds = keras.utils.image_dataset_from_directory(
-        folder, labels="inferred", label_mode="int", class_names=classes, color_mode=mode, batch_size=256,
-        image_size=size, shuffle=False, interpolation="bilinear", follow_links=False, verbose=False,
+        folder, labels="inferred", label_mode="int", class_names=classes, batch_size=256,
+        color_mode="grayscale" if files.channels == 1 else "rgb", image_size=files.size, shuffle=False,
+        interpolation="bilinear", follow_links=False, verbose=False,
     )
-    xs, ys = [], []
-    for images, labels in ds.as_numpy_iterator():
-        xs.append(np.clip(np.rint(images), 0, 255).astype(np.uint8))
-        ys.append(labels.astype(np.int32))
-    return np.concatenate(xs), np.concatenate(ys), list(ds.file_paths)
+    pixels = np.concatenate([np.clip(np.rint(images), 0, 255).astype(np.uint8) for images, _ in ds.as_numpy_iterator()])
+    where = {path: i for i, path in enumerate(ds.file_paths)}
+    return pixels[[where[path] for path in files.paths]]
 
 
 def stratified_test_indices(labels, share, seed):

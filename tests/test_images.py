@@ -235,12 +235,112 @@ def test_serve_refuses_a_model_of_your_own_images(shapes_run, capsys):
 def test_tune_searches_a_folder(shapes_run, tmp_path, capsys):
     status, out, err = call(tune.main, ["--dataset", shapes_run["folder"], "--tuner", "random", "--max-trials", "2",
                                         "--max-epochs", "1", "--val-size", "30", "--precision", "float32",
-                                        "--image-size", "24", "--directory", str(tmp_path)], capsys)
+                                        "--image-size", "24", "--stream", "on", "--directory", str(tmp_path)], capsys)
     assert status == 0, err
     trials = [d for d in os.listdir(tmp_path / "shapes-best") if d.startswith("trial_")]
     assert len(trials) == 2
     best = json.load(open(tmp_path / "shapes-best" / "best_hparams.json"))
     assert best["dataset"] == shapes_run["folder"] and best["model"] == "best"
+    assert best["image_size"] == 24 and "color_mode" not in best  # train.py --hparams reads the data as the search did
+
+
+# --- streaming from disk: the same pictures and batches as in memory, an optional decoded cache ----------------------
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    """Three classes of small RGB pictures, a few of another size, some in a nested folder."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        os.makedirs(root / name / "sub")
+        for i in range(30):
+            size = (12, 12) if i % 7 else (15, 10)
+            sub = "sub/" if i % 5 == 0 else ""
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / name / f"{sub}{i}.png")
+    return str(root)
+
+
+def _batches(ds):
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def test_streamed_pictures_are_the_same_pixels_split_and_batches_as_in_memory(mixed_folder):
+    from kerascnn.data import epoch_variable, make_dataset
+    from kerascnn.images import ImageFiles
+
+    memory = load_images(mixed_folder, stream="off", log=lambda note: None)
+    disk = load_images(mixed_folder, stream="on", log=lambda note: None)
+    assert isinstance(disk.x_train, ImageFiles) and isinstance(memory.x_train, np.ndarray)
+    assert disk.x_train.shape == memory.x_train.shape == (72, 12, 12, 3)
+    np.testing.assert_array_equal(np.asarray(disk.x_train), memory.x_train)  # decoded as Keras' loader decodes
+    np.testing.assert_array_equal(np.asarray(disk.x_test), memory.x_test)
+    np.testing.assert_array_equal(disk.y_train, memory.y_train)
+    assert disk.spec.record["test_files"] == memory.spec.record["test_files"]
+    assert disk.spec.record["streamed"] and not memory.spec.record["streamed"]
+    epoch = epoch_variable()
+    pipelines = [make_dataset(d.x_train, d.y_train, 16, shuffle=True, seed=3, epoch=epoch, scale=False)
+                 for d in (memory, disk)]
+    first = [_batches(ds) for ds in pipelines]
+    epoch.assign(1)
+    second = [_batches(ds) for ds in pipelines]
+    for a, b in (first, second):  # each epoch, the same batches in the same order
+        assert len(a) == len(b) == 5
+        for (xa, ya), (xb, yb) in zip(a, b):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(first[1][0][1], second[1][0][1])  # and a new order each epoch
+
+
+def test_the_decoded_cache_is_written_once_and_replays_each_epochs_order(mixed_folder, tmp_path):
+    from kerascnn.data import epoch_variable, make_dataset
+
+    disk = load_images(mixed_folder, stream="on", log=lambda note: None)
+    cache = tmp_path / "cache"
+    prefix = disk.x_train.cache_file(str(cache))
+    open(prefix + ".lockfile", "w").close()  # left by a run stopped in its first pass: cleared
+    prefix = disk.x_train.cache_file(str(cache))
+    assert not os.path.exists(prefix + ".lockfile")
+    epoch = epoch_variable()
+    ds = make_dataset(disk.x_train, disk.y_train, 16, shuffle=True, seed=3, epoch=epoch, scale=False, cache=str(cache))
+    orders = []
+    for value in (0, 1, 0):
+        epoch.assign(value)
+        orders.append(np.concatenate([x for x, _ in _batches(ds)]).astype(np.uint8))
+    assert os.path.exists(prefix + ".index")  # written on the first pass
+    os.utime(disk.x_train.paths[0], ns=(0, 0))  # a picture changed: a new cache
+    assert disk.x_train.cache_file(str(cache)) != prefix
+    np.testing.assert_array_equal(orders[0], orders[2])  # an epoch's order is a function of (seed, epoch)
+    assert not np.array_equal(orders[0], orders[1])
+    key = lambda images: sorted(map(bytes, images.reshape(len(images), -1)))
+    assert key(orders[1]) == key(np.asarray(disk.x_train))  # every picture once, decoded as without a cache
+
+
+def test_stream_auto_reads_into_memory_unless_the_pictures_would_crowd_it():
+    from kerascnn.images import _streams
+
+    notes = []
+    assert not _streams("auto", 2**20, notes.append) and not notes
+    assert _streams("auto", 2**50, notes.append) and "stream from disk" in notes[0]
+    assert _streams("on", 1, notes.append) and not _streams("off", 2**50, notes.append)
+
+
+def test_a_streamed_folder_trains_with_a_cache_and_evaluates(mixed_folder, tmp_path, capsys):
+    logdir, cache = str(tmp_path / "logs"), str(tmp_path / "cache")
+    status, out, err = call(train.main, ["--dataset", mixed_folder, "--model", "sequential", "--epochs", "2",
+                                         "--stream", "on", "--cache-dir", cache, "--logdir", logdir, "--verbose", "0"],
+                            capsys)
+    assert status == 0, err
+    run_dir = run_dir_of(out)
+    assert json.load(open(os.path.join(run_dir, "data.json")))["streamed"] is True
+    assert any(name.endswith(".index") for name in os.listdir(cache))
+    status, out, err = call(results_main, ["evaluate", run_dir], capsys)
+    assert status == 0, err
+    assert "test (18 images)" in out and "per-class accuracy" in out
+
+
+def test_stream_takes_only_its_choices(tmp_path, capsys):
+    status, _, err = call(train.main, ["--stream", "sometimes", "--logdir", str(tmp_path)], capsys)
+    assert status == 2 and "--stream" in err and "sometimes" in err
 
 
 # --- an .npz -----------------------------------------------------------------------------------------------------

@@ -64,14 +64,14 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     import keras
 
     from kerascnn.assemble import assemble
-    from kerascnn.data import scale_images
+    from kerascnn.data import model_input
     from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.training import peak_rss_mb
 
     # train.py's run, fed from NumPy arrays (arrays=True): no TensorFlow needed.
     run = assemble(config, arrays=True, steps_per_execution=steps_per_execution)
     (x_train, y_train), (x_val, y_val) = run.train, run.val
-    x_test, y_test = scale_images(run.splits.x_test), run.splits.y_test
+    x_test, y_test = model_input(run.splits.x_test, run.splits.spec.raw_pixels), run.splits.y_test
     model, policy = run.model, run.policy
     members = MemberPredictor(model)
     label = label or config.model

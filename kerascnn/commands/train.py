@@ -14,7 +14,7 @@ import dataclasses
 import sys
 
 from kerascnn.commands import boolean, dataset_arg, positive_float, positive_int, run_command
-from kerascnn.config import COLOR_MODES, FIELD_TYPES, PRECISIONS, STRATEGIES, TrainConfig
+from kerascnn.config import COLOR_MODES, FIELD_TYPES, PRECISIONS, STRATEGIES, STREAMS, TrainConfig
 from kerascnn.data import list_datasets
 
 DEFAULTS = TrainConfig()
@@ -43,6 +43,9 @@ HELP = {
     "dataset": f"{' or '.join(list_datasets())}; or a folder of class subfolders, or an .npz (docs/IMAGES.md)",
     "image_size": "your own images: the side N (N x N) the model works at (default: the data's most common size)",
     "color_mode": "your own images: grayscale or rgb (default: grayscale if every picture is grey)",
+    "stream": "your own images: on: decode from disk as needed; off: into memory; auto: on when they would take over "
+              "a quarter of the memory",
+    "cache_dir": "streamed images: cache them here, decoded, on the first epoch (docs/IMAGES.md)",
     "data_dir": "dataset directory (default: $KERASCNN_DATA_DIR, then caches)",
     "logdir": "where run directories go",
     "seed": "seeds weights, shuffling, dropout and augmentation",
@@ -66,7 +69,7 @@ def add_config_flags(parser):
     from kerascnn.models import list_models  # the registry's names: no Keras needed
 
     choices = {"model": list_models(), "color_mode": COLOR_MODES, "precision": PRECISIONS, "strategy": STRATEGIES,
-               "member": ("lecture", "strided")}
+               "stream": STREAMS, "member": ("lecture", "strided")}
     for field in dataclasses.fields(TrainConfig):
         name = field.name
         kind = FIELD_TYPES.get(name, type(field.default))

@@ -16,7 +16,7 @@ import argparse
 import shlex
 
 from kerascnn.commands import dataset_arg, positive_float, positive_int, run_command
-from kerascnn.config import COLOR_MODES, PRECISIONS, read_json_file
+from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, read_json_file
 from kerascnn.data import list_datasets
 from kerascnn.tuning.config import TUNERS, SearchConfig, TuningError
 
@@ -39,6 +39,9 @@ def build_parser():
                    help="your own images: the side N (N x N) the model works at (default: the data's)")
     p.add_argument("--color-mode", dest="color_mode", choices=COLOR_MODES,
                    help="your own images: grayscale or rgb (default: the data's)")
+    p.add_argument("--stream", choices=STREAMS,
+                   help="your own images: on: decode from disk as needed; off: into memory; auto (default): by size")
+    p.add_argument("--cache-dir", dest="cache_dir", help="streamed images: cache them here, decoded, on the first epoch")
     p.add_argument("--subset", type=positive_int, help="search on the first N training images (default: all)")
     p.add_argument("--val-size", dest="val_size", type=positive_int,
                    help=f"validation images, scored (default: {d.val_size})")
@@ -101,7 +104,7 @@ def report(result):
         return
     values = " ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in result.best_hparams.items() if k not in ("model", "dataset")
+        for k, v in result.best_hparams.items() if k not in ("model", "dataset", "image_size", "color_mode")
     )
     best = f"trial_{result.best_trial_id}, val_accuracy={result.best_score:.4f}"
     print(f"Best of {result.trials_done} trials: {best}, {values}")

@@ -18,7 +18,7 @@ from typing import Optional
 
 from kerascnn import data as data_lib
 from kerascnn.images import dataset_label, is_image_dataset
-from kerascnn.config import COLOR_MODES, PRECISIONS, check_value
+from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, check_value
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set
@@ -49,6 +49,8 @@ class SearchConfig:
     data_dir: Optional[str] = None
     image_size: Optional[int] = None  # your own images: the side the model works at (default: the data's)
     color_mode: Optional[str] = None  # your own images: grayscale | rgb (default: the data's)
+    stream: str = "auto"  # your own images: on (decode from disk as needed) | off (into memory) | auto (by size)
+    cache_dir: Optional[str] = None  # streamed images: cache them here, decoded, after the first epoch
     directory: str = os.path.join("logs", "tune")
     project_name: Optional[str] = None  # the search's folder in `directory`; "<dataset>-best"
     overwrite: bool = False  # start afresh instead of resuming
@@ -75,6 +77,7 @@ class SearchConfig:
         _check(self.image_size is None or (_is_int(self.image_size) and self.image_size >= 1), "image_size",
                "an integer >= 1", self.image_size)
         _check(self.color_mode in (None, *COLOR_MODES), "color_mode", f"one of {COLOR_MODES}", self.color_mode)
+        _check(self.stream in STREAMS, "stream", f"one of {STREAMS}", self.stream)
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         _check(self.worker_timeout > 0, "worker_timeout", "a number of seconds > 0", self.worker_timeout)
         name = self.project_name
@@ -84,6 +87,12 @@ class SearchConfig:
     @property
     def project_dir(self):
         return os.path.join(self.directory, self.project_name)
+
+    def data_values(self):
+        """What `train.py` needs to read the data as the search did: the dataset, and the image size and
+        colour mode when they were set."""
+        values = {"dataset": self.dataset, "image_size": self.image_size, "color_mode": self.color_mode}
+        return {k: v for k, v in values.items() if v is not None}
 
     def kind(self):
         """The settings a resumed search must share with the one that started it."""

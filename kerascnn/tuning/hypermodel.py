@@ -107,8 +107,13 @@ def tuned_values(hp):
     return {name: hp.values[name] for name in TUNED if name in hp.values}
 
 
-def best_hparams(trial, dataset):
-    """The `train.py --hparams` JSON of `trial`: `TrainConfig` keys only."""
-    values = {"model": "best", "dataset": dataset, **tuned_values(trial.hyperparameters)}
+def best_hparams(trial, data):
+    """The `train.py --hparams` JSON of `trial`: `TrainConfig` keys only.
+
+    Args:
+        data: dict, the search's data settings (`SearchConfig.data_values`):
+            the dataset, and the image size and colour mode it was searched at.
+    """
+    values = {"model": "best", **data, **tuned_values(trial.hyperparameters)}
     TrainConfig.from_dict(values)  # refuses what train.py would refuse
     return values

@@ -21,11 +21,11 @@ class ProgressReporter:
 
     Args:
         project_dir: str, the search's folder.
-        dataset: str, written into `best_hparams.json`.
+        data: dict, the data settings written into `best_hparams.json` (`SearchConfig.data_values`).
     """
 
-    def __init__(self, project_dir, dataset):
-        self.project_dir, self.dataset = project_dir, dataset
+    def __init__(self, project_dir, data):
+        self.project_dir, self.data = project_dir, data
         self.start = time.monotonic()
 
     def trial_ended(self, oracle, trial, tuner_id=None):
@@ -50,7 +50,7 @@ class ProgressReporter:
         with open(os.path.join(self.project_dir, PROGRESS_FILE), "a") as f:
             f.write(json.dumps(record) + "\n")
         if best is not None:
-            write_best_hparams(self.project_dir, best, self.dataset)
+            write_best_hparams(self.project_dir, best, self.data)
 
 
 def format_progress(record):
@@ -104,8 +104,8 @@ def best_trial(oracle):
     return trials[0] if trials and trials[0].status == TrialStatus.COMPLETED else None
 
 
-def write_best_hparams(project_dir, trial, dataset):
+def write_best_hparams(project_dir, trial, data):
     """Writes `best_hparams.json` (atomically) and returns its path."""
     path = os.path.join(project_dir, BEST_HPARAMS)
-    rundir.write_json(path, best_hparams(trial, dataset))
+    rundir.write_json(path, best_hparams(trial, data))
     return path

@@ -71,7 +71,7 @@ def run_search(config, verbose=0):
     splits = None
     if role != "chief":  # the chief only serves the oracle
         dataset = data_lib.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
-                                        color_mode=config.color_mode, seed=config.seed)
+                                        color_mode=config.color_mode, seed=config.seed, stream=config.stream)
         splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
         del dataset  # the test set stays out of the search
     if role == "worker":
@@ -90,7 +90,7 @@ def _search(config, role, address, splits, verbose, resuming=False):
     base = TrainConfig(
         model="best", members=MEMBERS, dataset=config.dataset, subset=config.subset, val_size=config.val_size,
         data_dir=config.data_dir, image_size=config.image_size, color_mode=config.color_mode, seed=config.seed,
-        precision=config.precision,
+        precision=config.precision, stream=config.stream, cache_dir=config.cache_dir,
     )
     tuner_class = _HyperbandSearchTuner if config.tuner == "hyperband" else _SearchTuner
     tuner = tuner_class(
@@ -99,7 +99,7 @@ def _search(config, role, address, splits, verbose, resuming=False):
     )
     oracle = tuner.oracle
     if role != "worker":
-        oracle.reporter = ProgressReporter(config.project_dir, config.dataset)
+        oracle.reporter = ProgressReporter(config.project_dir, config.data_values())
         if resuming:
             print(f"Resuming the search in {config.project_dir}: {len(oracle.end_order)} of "
                   f"{config.max_trials} trials done.", flush=True)
@@ -120,8 +120,8 @@ def _search(config, role, address, splits, verbose, resuming=False):
         raise SearchFailed(
             f"No trial completed in {config.project_dir}; each trial's error is in trial_*/trial.json."
         )
-    path = write_best_hparams(config.project_dir, best, config.dataset)
+    path = write_best_hparams(config.project_dir, best, config.data_values())
     return SearchResult(
         role, config.project_dir, len(oracle.end_order), config.max_trials,
-        best.trial_id, best.score, best_hparams(best, config.dataset), path,
+        best.trial_id, best.score, best_hparams(best, config.data_values()), path,
     )
