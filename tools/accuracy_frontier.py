@@ -23,6 +23,7 @@ It prints two Markdown tables and writes `docs/accuracy_frontier.png`:
   for 5 x 15 member-epochs), an estimate.
 """
 
+import argparse
 import collections
 import json
 import os
@@ -158,8 +159,10 @@ def draw(names, path):
     return path
 
 
-def main(paths):
-    names = read_runs(paths)
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python tools/accuracy_frontier.py", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", metavar="FILE.jsonl", help="the sweep's JSON lines (`sweep.py --out`)")
+    names = read_runs(parser.parse_args(argv).paths)
     print("\n".join(recipe_rows(names)))
     for name, runs in names.items():
         if runs[0]["summary"]["members"] > 1:
@@ -174,4 +177,4 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())
