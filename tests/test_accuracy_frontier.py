@@ -1,0 +1,39 @@
+"""The accuracy search's arithmetic: which epoch a checkpoint keeps, and the frontier (numbers: docs/ACCURACY.md)."""
+
+import json
+
+from tools.accuracy_frontier import chosen, frontier_points, pareto, read_runs
+
+
+def write_run(f, label, members, val, test):
+    """A sweep run: per epoch, the validation and test accuracy of the first k members."""
+    for e, (v, t) in enumerate(zip(val, test), start=1):
+        f.write(json.dumps({"label": label, "epoch": e, "train_seconds": 60.0 * e, "val_prefix": v,
+                            "test_prefix": t}) + "\n")
+    f.write(json.dumps({"label": label, "summary": True, "members": members}) + "\n")
+
+
+def test_the_kept_epoch_is_the_first_best_on_validation_and_test_only_reads():
+    run = {"epochs": [{"epoch": 1, "val_prefix": [0.9, 0.95], "test_prefix": [0.5, 0.6]},
+                      {"epoch": 2, "val_prefix": [0.97, 0.95], "test_prefix": [0.99, 0.7]},
+                      {"epoch": 3, "val_prefix": [0.97, 0.94], "test_prefix": [0.1, 0.8]}]}
+    assert chosen(run, 1) == (2, 0.97, 0.99)  # a tie on validation keeps the earlier epoch
+    assert chosen(run, 2) == (1, 0.95, 0.6)
+    assert chosen(run, 1, last_epoch=1) == (1, 0.9, 0.5)  # a shorter run can only keep what it trained
+
+
+def test_the_frontier_keeps_points_that_more_compute_does_not_beat():
+    points = [(1, 1, 1.0, 0.5), (1, 2, 2.0, 0.7), (2, 1, 2.0, 0.6), (1, 3, 3.0, 0.65), (2, 2, 4.0, 0.8)]
+    assert [p[:2] for p in pareto(points, key=3)] == [(1, 1), (1, 2), (2, 2)]
+
+
+def test_runs_group_by_recipe_over_seeds_and_incomplete_runs_are_left_out(tmp_path):
+    path = tmp_path / "sweep.jsonl"
+    with open(path, "w") as f:
+        write_run(f, "a seed=1", 2, [[0.9, 0.92], [0.95, 0.96]], [[0.9, 0.91], [0.94, 0.95]])
+        write_run(f, "a seed=2", 2, [[0.91, 0.93], [0.94, 0.97]], [[0.92, 0.93], [0.93, 0.96]])
+        f.write(json.dumps({"label": "b seed=1", "epoch": 1, "val_prefix": [0.5], "test_prefix": [0.5]}) + "\n")
+    names = read_runs([str(path)])
+    assert list(names) == ["a, 2 members"] and [r["seed"] for r in names["a, 2 members"]] == ["1", "2"]
+    k2e2 = [p for p in frontier_points(names["a, 2 members"]) if p[:2] == (2, 2)][0]
+    assert abs(k2e2[3] - 0.965) < 1e-9 and abs(k2e2[4] - 0.955) < 1e-9  # means over the two seeds
