@@ -156,9 +156,8 @@ def _load_folder(root, image_size, color_mode, seed, log, stream):
         test = stratified_test_indices(y, TEST_SHARE, seed)
         train = np.setdiff1d(np.arange(len(y)), test)
         x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
-        paths = first.files
         spec.record.update(layout="one folder", test_share=TEST_SHARE, split_seed=seed,
-                           test_files=[os.path.relpath(paths[i][0], root) for i in test])
+                           test_files=[os.path.relpath(first.files[i][0], root) for i in test])
     return Dataset(os.path.basename(os.path.normpath(root)), root, x_train, y_train, x_test, y_test, spec)
 
 
