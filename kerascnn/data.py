@@ -428,8 +428,7 @@ def epoch_seed(seed, epoch):
     """`epoch_key` as one int64, for ops that take a single seed (`Dataset.shuffle`)."""
     import tensorflow as tf
 
-    return tf.random.stateless_uniform((), epoch_key(seed, epoch), minval=None, maxval=None,
-                                                    dtype=tf.int64)
+    return tf.random.stateless_uniform((), epoch_key(seed, epoch), minval=None, maxval=None, dtype=tf.int64)
 
 
 def epoch_variable():

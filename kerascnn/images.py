@@ -60,11 +60,10 @@ import warnings
 
 import numpy as np
 
-from kerascnn.config import STREAMS
+from kerascnn.config import COLOR_MODES, STREAMS
 from kerascnn.data import DataError, Dataset, DataSpec, read_npz
 
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # those image_dataset_from_directory reads
-COLOR_MODES = ("grayscale", "rgb")
 GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 TEST_SHARE = 0.2  # of each class, when the folder has no test/ part
 MAX_LISTED = 10  # bad files named in one message
@@ -244,20 +243,21 @@ class ImageFiles:
             ds = indices.map(load, **parallel)
         else:
             decoded = tf.data.Dataset.range(len(self)).map(load, **parallel).cache(self.cache_file(cache))
-            ds = decoded
-            if shuffle:
-                buffer = max(1, min(len(self), SHUFFLE_BYTES // int(np.prod(self.shape[1:]))))
-                if epoch is None:
-                    ds = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-                else:  # each pass's buffer seeded by (seed, epoch), read when the pass starts
-                    ds = tf.data.Dataset.from_tensors(0).flat_map(
-                        lambda _: decoded.shuffle(buffer, seed=epoch_seed(seed, epoch)))
+            buffer = max(1, min(len(self), SHUFFLE_BYTES // int(np.prod(self.shape[1:]))))
+            if not shuffle:
+                ds = decoded
+            elif epoch is None:
+                ds = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            else:  # each pass's buffer seeded by (seed, epoch), read when the pass starts
+                ds = tf.data.Dataset.from_tensors(0).flat_map(
+                    lambda _: decoded.shuffle(buffer, seed=epoch_seed(seed, epoch)))
         ds = ds.batch(batch_size)
         return ds.apply(tf.data.experimental.assert_cardinality(-(-len(self) // batch_size)))
 
     def cache_file(self, folder):
-        """The cache's file prefix in `folder`: named by the files (and their sizes and times), the
-        size and the channels, so a changed picture or a new `--image-size` makes a new cache."""
+        """The cache's file prefix in `folder` (made if need be): named by the files (and their sizes
+        and times), the size and the channels, so a changed picture or a new `--image-size` makes a
+        new cache. The lock file of a cache never finished is removed."""
         digest = hashlib.sha256(repr((self.size, self.channels)).encode())
         for path in self.paths:
             info = os.stat(path)
@@ -425,6 +425,8 @@ def _read_folder(folder, classes, files):
         interpolation="bilinear", follow_links=False, verbose=False,
     )
     pixels = np.concatenate([np.clip(np.rint(images), 0, 255).astype(np.uint8) for images, _ in ds.as_numpy_iterator()])
+    if list(ds.file_paths) == files.paths.tolist():
+        return pixels  # already in the scan's order: no second copy
     where = {path: i for i, path in enumerate(ds.file_paths)}
     return pixels[[where[path] for path in files.paths]]
 

@@ -16,6 +16,7 @@ import argparse
 import shlex
 
 from kerascnn.commands import dataset_arg, positive_float, positive_int, run_command
+from kerascnn.commands.train import HELP as TRAIN_HELP
 from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, read_json_file
 from kerascnn.data import list_datasets
 from kerascnn.tuning.config import TUNERS, SearchConfig, TuningError
@@ -35,13 +36,11 @@ def build_parser():
                    help=f"epochs per trial, at most (default: {d.max_epochs})")
     p.add_argument("--dataset", type=dataset_arg,
                    help=f"{' or '.join(list_datasets())}, a folder of class subfolders or an .npz (default: {d.dataset})")
-    p.add_argument("--image-size", dest="image_size", type=positive_int,
-                   help="your own images: the side N (N x N) the model works at (default: the data's)")
-    p.add_argument("--color-mode", dest="color_mode", choices=COLOR_MODES,
-                   help="your own images: grayscale or rgb (default: the data's)")
-    p.add_argument("--stream", choices=STREAMS,
-                   help="your own images: on: decode from disk as needed; off: into memory; auto (default): by size")
-    p.add_argument("--cache-dir", dest="cache_dir", help="streamed images: cache them here, decoded, on the first epoch")
+    # The data flags train.py has too: the same help.
+    p.add_argument("--image-size", dest="image_size", type=positive_int, help=TRAIN_HELP["image_size"])
+    p.add_argument("--color-mode", dest="color_mode", choices=COLOR_MODES, help=TRAIN_HELP["color_mode"])
+    p.add_argument("--stream", choices=STREAMS, help=f"{TRAIN_HELP['stream']} (default: auto)")
+    p.add_argument("--cache-dir", dest="cache_dir", help=TRAIN_HELP["cache_dir"])
     p.add_argument("--subset", type=positive_int, help="search on the first N training images (default: all)")
     p.add_argument("--val-size", dest="val_size", type=positive_int,
                    help=f"validation images, scored (default: {d.val_size})")
