@@ -306,6 +306,34 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0]):
     return out
 
 
+def shift_images(images, dy, dx):
+    """Images moved `dy` pixels down and `dx` right (negative: up, left), filled with 0 like the augmentation.
+
+    The views of test-time augmentation (`shift_views`). Works on any backend's
+    tensors and on NumPy arrays, channels last.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.arange(9, dtype="float32").reshape(1, 3, 3, 1)
+    >>> keras.ops.convert_to_numpy(shift_images(x, 1, -1))[0, :, :, 0].tolist()
+    [[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [4.0, 5.0, 0.0]]
+    """
+    height, width = images.shape[1], images.shape[2]
+    check_value(abs(dy) < height and abs(dx) < width, "shift", f"less than the image's side ({height}x{width})", (dy, dx))
+    padded = keras.ops.pad(images, [[0, 0], [abs(dy), abs(dy)], [abs(dx), abs(dx)], [0, 0]])
+    top, left = abs(dy) - dy, abs(dx) - dx
+    return padded[:, top : top + height, left : left + width, :]
+
+
+def shift_views(pixels):
+    """The (dy, dx) shifts that test-time augmentation averages over: none, and `pixels` up, down, left, right."""
+    check_value(isinstance(pixels, int) and pixels >= 0, "tta", "an integer number of pixels >= 0", pixels)
+    if not pixels:
+        return [(0, 0)]
+    return [(0, 0), (pixels, 0), (-pixels, 0), (0, pixels), (0, -pixels)]
+
+
 def allow_jit(model):
     """Lets JAX compile a model that holds the augmentation layers.
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerascnn.layers import BN_MOMENTUM, FusedBatchNormalization
+from kerascnn.config import ConfigError
+from kerascnn.layers import BN_MOMENTUM, FusedBatchNormalization, shift_images, shift_views
 
 
 def twin_layers(shape, seed=0, **kwargs):
@@ -190,3 +191,21 @@ def test_random_affine_refuses_bad_amounts(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         RandomAffine(**kwargs)
+
+
+def test_shift_views_are_none_then_the_four_directions():
+    assert shift_views(0) == [(0, 0)]
+    assert shift_views(2) == [(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)]
+    with pytest.raises(ConfigError, match=r"`tta` must be an integer number of pixels >= 0. Received: tta=-1"):
+        shift_views(-1)
+
+
+def test_shift_images_moves_the_digit_and_fills_with_background():
+    image = np.zeros((1, 5, 5, 1), "float32")
+    image[0, 2, 2, 0] = 1.0
+    for dy, dx in shift_views(2):
+        moved = keras.ops.convert_to_numpy(shift_images(image, dy, dx))
+        assert moved.shape == image.shape and moved.sum() == 1.0  # nothing smeared, the rest is 0
+        assert moved[0, 2 + dy, 2 + dx, 0] == 1.0
+    with pytest.raises(ConfigError, match="less than the image's side"):
+        shift_images(image, 5, 0)

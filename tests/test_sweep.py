@@ -53,7 +53,7 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "sweep.jsonl"
     args = ["--model", "best", "--epochs", "1", "--precision", "float32", "--out", str(out),
-            "--members", "2", "--subset", "4000", "--val-size", "1000"]
+            "--members", "2", "--subset", "4000", "--val-size", "1000", "--tta", "1"]
     env = {**os.environ, "KERAS_BACKEND": "jax"}  # no PYTHONPATH: the tool finds kerascnn beside it
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, os.path.join(ROOT, "tools", "sweep.py"), *args],
                           env=env, cwd=str(tmp_path),
@@ -68,3 +68,6 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     # 40 steps of real MNIST; chance is 0.1. A member's batch-norm statistics are still settling after
     # so few steps (members seen from 0.40 to 0.79 over seeds), so the pair is held to more than each.
     assert min(epoch["val_members"]) > 0.3 and epoch["val_prefix"][-1] > 0.5
+    # Test-time augmentation (shifted copies, averaged) is recorded beside the plain scores, for each prefix.
+    assert len(epoch["val_prefix_tta"]) == len(epoch["test_prefix_tta"]) == 2
+    assert epoch["val_prefix_tta"][-1] > 0.5

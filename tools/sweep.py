@@ -49,22 +49,31 @@ def main(argv=None):
                         help="train steps per compiled call (default: 1)")
     parser.add_argument("--label", default=None, help="a name for this run in the output (default: the flags)")
     parser.add_argument("--out", default=None, help="append the JSON lines to this file")
-    own = ("steps_per_execution", "label", "out")
+    parser.add_argument("--tta", type=int, default=0, metavar="PIXELS",
+                        help="also record accuracies averaged over the images shifted by PIXELS up, down, left and "
+                             "right (test-time augmentation; training is unchanged; default: 0, off)")
+    own = ("steps_per_execution", "label", "out", "tta")
 
     def job(args):
         config = resolve_config(args, parser, extra=own)
         label = args.label or " ".join(argv if argv is not None else sys.argv[1:]) or config.model
-        return sweep(config, args.steps_per_execution, label, args.out)
+        return sweep(config, args.steps_per_execution, label, args.out, args.tta)
 
     return run_command(parser, job, argv)
 
 
-def sweep(config, steps_per_execution=1, label=None, out=None):
-    """Trains `config` from NumPy arrays, writing one JSON line per epoch and a summary; returns 0."""
+def sweep(config, steps_per_execution=1, label=None, out=None, tta=0):
+    """Trains `config` from NumPy arrays, writing one JSON line per epoch and a summary; returns 0.
+
+    With `tta` (pixels), each epoch also records `val_prefix_tta` and
+    `test_prefix_tta`: the members' softmax averaged over the image and its
+    four shifted copies (`kerascnn.layers.shift_views`), then over members.
+    """
     import keras
 
     from kerascnn.assemble import assemble
     from kerascnn.data import model_input
+    from kerascnn.layers import shift_images, shift_views
     from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.training import peak_rss_mb
 
@@ -74,8 +83,13 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     x_test, y_test = model_input(run.splits.x_test, run.splits.spec.raw_pixels), run.splits.y_test
     model, policy = run.model, run.policy
     members = MemberPredictor(model)
+    views = shift_views(tta)
     label = label or config.model
     lines = []
+
+    def averaged_over_views(x):
+        views_probs = [members(keras.ops.convert_to_numpy(shift_images(x, dy, dx)), batch_size=1000) for dy, dx in views]
+        return np.mean(views_probs, axis=0)
 
     def emit(record):
         record = {"label": label, **record}
@@ -96,7 +110,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
             seconds = time.perf_counter() - self.started
             self.train_seconds += seconds
             val = members(x_val, batch_size=1000)
-            emit({
+            record = {
                 "epoch": epoch + 1,
                 "epoch_seconds": round(seconds, 2),
                 "train_seconds": round(self.train_seconds, 2),
@@ -104,7 +118,11 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
                 "val_members": [float(np.mean(p.argmax(-1) == y_val)) for p in val],
                 "val_prefix": prefix_accuracies(val, y_val),
                 "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), y_test),
-            })
+            }
+            if tta:
+                record["val_prefix_tta"] = prefix_accuracies(averaged_over_views(x_val), y_val)
+                record["test_prefix_tta"] = prefix_accuracies(averaged_over_views(x_test), y_test)
+            emit(record)
 
     model.fit(
         x_train,
