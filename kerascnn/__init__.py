@@ -48,22 +48,50 @@ def register_with_keras():
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
-    """Runs `register_with_keras` right after `import keras` finishes, wherever that import happens."""
+    """Runs `register_with_keras` once Keras is imported, wherever that import happens.
+
+    That is right after `import keras` finishes, unless Keras loads half-way
+    through the import of a module the models are built from (say
+    `from kerascnn.layers import ...` first): the models import that module
+    back, so registering fails then, and runs again as each kerascnn module
+    finishes loading, until it succeeds.
+    """
+
+    def __init__(self):
+        self.finding = self.registering = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "keras":
+        if self.finding or not (name == "keras" or name.startswith("kerascnn.")):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self.finding = True  # the finders after this one find the module
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
             exec_module = spec.loader.exec_module
 
             def exec_then_register(module):
                 exec_module(module)
-                register_with_keras()
+                if "keras" in sys.modules:
+                    self.register()
 
             spec.loader.exec_module = exec_then_register
         return spec
+
+    def register(self):
+        if self.registering or self not in sys.meta_path:  # under way, or done
+            return
+        self.registering = True
+        try:
+            register_with_keras()
+        except ImportError as error:
+            if "partially initialized module 'kerascnn." not in str(error):
+                raise
+            return  # again when the half-loaded module has finished
+        finally:
+            self.registering = False
+        sys.meta_path.remove(self)
 
 
 if "keras" in sys.modules:

@@ -143,6 +143,10 @@ print(type(model).__name__, len(model.members))
 @pytest.mark.parametrize("imports,expected", [
     ("import kerascnn", "Ensemble 2"),  # Keras imported after kerascnn: registered as it loads
     ("import keras\nimport kerascnn", "Ensemble 2"),  # Keras first: registered at once
+    # A module the models are built from, imported first, loads Keras half-way through its own import; the
+    # models import it back, so they register once it has finished (this once failed as a circular import).
+    ("from kerascnn.layers import ConvBNReLU", "Ensemble 2"),
+    ("from kerascnn.models.lecture import LectureCNN", "Ensemble 2"),
     ("", "Could not locate class 'Ensemble'"),  # what `import kerascnn` fixes
 ])
 def test_import_kerascnn_is_enough_for_keras_to_load_a_saved_ensemble(tmp_path, imports, expected):
