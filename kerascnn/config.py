@@ -51,6 +51,7 @@ class TrainConfig:
     shift: Optional[float] = None  # augmentation: max shift, pixels (2)
     zoom: Optional[float] = None  # augmentation: max zoom, a fraction (0.1 = 90-110%)
     member: Optional[str] = None  # best: the member design, "lecture" or "strided"
+    tta: Optional[int] = None  # ensembles: at inference, also average over the image shifted N px each way (0: off)
     # Regularisation (None: the model's recipe, see `kerascnn.models.model_recipe`).
     ema: Optional[float] = None  # momentum of an average of the weights used for validation and saving (0: off)
     label_smoothing: Optional[float] = None  # cross-entropy against labels smoothed by this much (0: off)
@@ -87,6 +88,7 @@ class TrainConfig:
         check_value(self.subset is None or self.subset >= 1, "subset", "an integer >= 1", self.subset)
         check_value(self.image_every >= 0, "image_every", "an integer >= 0", self.image_every)
         check_value(self.members is None or self.members >= 1, "members", "an integer >= 1", self.members)
+        check_value(self.tta is None or self.tta >= 0, "tta", "an integer number of pixels >= 0", self.tta)
         check_value(
             self.dropout is None or 0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout
         )
@@ -119,6 +121,7 @@ class TrainConfig:
             "shift",
             "zoom",
             "member",
+            "tta",
         )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
@@ -160,7 +163,7 @@ def read_json_file(path, error=ConfigError):
 FIELD_TYPES = {
     "members": int, "filters": int, "kernel_size": int, "dense_units": int,
     "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
-    "ema": float, "label_smoothing": float, "member": str,
+    "ema": float, "label_smoothing": float, "member": str, "tta": int,
     "batchnorm": bool, "residual": bool, "data_dir": str, "image_size": int, "color_mode": str,
     "cache_dir": str,
 }

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerascnn.layers import augmentation
+from kerascnn.layers import augmentation, shift_images
 from kerascnn.models import Ensemble, ModelError, create_model, list_models, register_model
 from kerascnn.loading import load_model_file
 from kerascnn.assemble import compile_model
@@ -82,6 +82,37 @@ def test_each_member_learns_from_its_own_loss(test_batch):
     # Evaluation scores the ensemble's own (averaged) prediction.
     avg = model(x, training=False)
     np.testing.assert_allclose(model.compute_loss(x, y, avg, training=False), ce(y, avg), rtol=1e-6)
+
+
+def test_tta_averages_shifted_copies_at_inference_and_is_off_in_training(test_batch):
+    x = test_batch[0][:32]
+    members = [keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(10, activation="softmax")]) for _ in range(2)]
+    plain, tta = Ensemble(members), Ensemble(members, tta=2)
+
+    def mean_over(views):
+        return np.mean([m.predict(keras.ops.convert_to_numpy(shift_images(x, dy, dx)), verbose=0)
+                        for dy, dx in views for m in members], axis=0)
+
+    want = mean_over([(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)])
+    np.testing.assert_allclose(tta.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
+    assert np.abs(want - plain.predict(x, verbose=0)).max() > 1e-3  # the shifts change the prediction
+    # Training: the members on the unshifted images, exactly as without TTA.
+    np.testing.assert_allclose(tta(x, training=True), mean_over([(0, 0)]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tta(x, training=True), plain(x, training=True), rtol=1e-6)
+
+
+def test_tta_is_saved_with_the_model_and_refused_where_it_has_no_meaning(test_batch, tmp_path):
+    model = create_model("best", members=2, tta=1)
+    path = str(tmp_path / "tta.keras")
+    model.save(path)
+    loaded = load_model_file(path)
+    assert loaded.tta == 1
+    np.testing.assert_array_equal(loaded.predict(test_batch[0][:8], verbose=0), model.predict(test_batch[0][:8], verbose=0))
+    with pytest.raises(ModelError, match=r"Model 'sequential' does not take \['tta'\]"):
+        create_model("sequential", tta=1)
+    with pytest.raises(ValueError, match=r"`tta` must be an integer number of pixels >= 0. Received: tta=-1"):
+        TrainConfig(model="best", tta=-1)
 
 
 def test_ensemble_needs_members():

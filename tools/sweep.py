@@ -49,25 +49,23 @@ def main(argv=None):
                         help="train steps per compiled call (default: 1)")
     parser.add_argument("--label", default=None, help="a name for this run in the output (default: the flags)")
     parser.add_argument("--out", default=None, help="append the JSON lines to this file")
-    parser.add_argument("--tta", type=int, default=0, metavar="PIXELS",
-                        help="also record accuracies averaged over the images shifted by PIXELS up, down, left and "
-                             "right (test-time augmentation; training is unchanged; default: 0, off)")
-    own = ("steps_per_execution", "label", "out", "tta")
+    own = ("steps_per_execution", "label", "out")
 
     def job(args):
         config = resolve_config(args, parser, extra=own)
         label = args.label or " ".join(argv if argv is not None else sys.argv[1:]) or config.model
-        return sweep(config, args.steps_per_execution, label, args.out, args.tta)
+        return sweep(config, args.steps_per_execution, label, args.out)
 
     return run_command(parser, job, argv)
 
 
-def sweep(config, steps_per_execution=1, label=None, out=None, tta=0):
+def sweep(config, steps_per_execution=1, label=None, out=None):
     """Trains `config` from NumPy arrays, writing one JSON line per epoch and a summary; returns 0.
 
-    With `tta` (pixels), each epoch also records `val_prefix_tta` and
+    With `config.tta` (pixels), each epoch also records `val_prefix_tta` and
     `test_prefix_tta`: the members' softmax averaged over the image and its
-    four shifted copies (`kerascnn.layers.shift_views`), then over members.
+    four shifted copies (`kerascnn.layers.shift_views`), then over members,
+    as the model's own inference does; the plain scores are those without.
     """
     import keras
 
@@ -83,6 +81,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None, tta=0):
     x_test, y_test = model_input(run.splits.x_test, run.splits.spec.raw_pixels), run.splits.y_test
     model, policy = run.model, run.policy
     members = MemberPredictor(model)
+    tta = config.tta or 0
     views = shift_views(tta)
     label = label or config.model
     lines = []

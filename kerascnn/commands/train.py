@@ -36,6 +36,8 @@ HELP = {
     "shift": "augmentation: max shift, pixels (default: the model's, 2)",
     "zoom": "augmentation zoom, a fraction, e.g. 0.1 (default: the model's)",
     "member": "best: the member design (default: lecture)",
+    "tta": "best, ensemble: test-time augmentation, predictions averaged over the image and its copies shifted N "
+           "pixels up, down, left and right (default: 0, off)",
     "ema": "validate and save an average of the weights, e.g. 0.999 (default: the model's, 0: off)",
     "label_smoothing": "e.g. 0.1 (default: 0)",
     "val_size": "validation images carved from the training set",

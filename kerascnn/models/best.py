@@ -100,6 +100,7 @@ def best(
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
+    tta=0,
 ):
     """Augmented, batch-normalised CNNs in a softmax-averaging ensemble.
 
@@ -119,4 +120,4 @@ def best(
         )
     else:
         raise ModelError(f"`member` must be one of {list(MEMBERS)}. Received: member={member!r}")
-    return build_ensemble(make, members, "best", shape)
+    return build_ensemble(make, members, "best", shape, tta)

@@ -7,6 +7,11 @@ couple the members). With Adam, whose steps do not depend on the scale of
 the loss, the mean gives each member the update it would get alone.
 Evaluation, `predict()` and the accuracy metric use the averaged output.
 
+With `tta` (pixels), inference also averages over shifted copies of each
+image (test-time augmentation): the image and its copies moved `tta` pixels
+up, down, left and right, each through every member. Training sees the
+images unshifted; the augmentation layers inside the members do that job.
+
 Example:
 
 >>> from kerascnn.models import create_model
@@ -19,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerascnn.layers import DIGIT_CLASSES, DIGIT_SHAPE, PACKAGE, model_input_shape
+from kerascnn.layers import DIGIT_CLASSES, DIGIT_SHAPE, PACKAGE, model_input_shape, shift_images, shift_views
 from kerascnn.models.lecture import LectureCNN, front
 from kerascnn.models.registry import register_model
 
@@ -31,13 +36,17 @@ class Ensemble(keras.Model):
     Args:
         members: list of `keras.Model`, each mapping images to class
             probabilities of the same shape.
+        tta: int, pixels: at inference, also average over the images
+            shifted this far up, down, left and right (0: off, the default).
     """
 
-    def __init__(self, members, **kwargs):
+    def __init__(self, members, tta=0, **kwargs):
         super().__init__(**kwargs)
         if not members:
             raise ValueError(f"`members` must be a non-empty list of models. Received: members={members!r}")
         self.members = list(members)
+        self.tta = tta
+        self.views = tuple(shift_views(tta))
         self._clear_member_outputs()
 
     def _clear_member_outputs(self):
@@ -52,9 +61,12 @@ class Ensemble(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
-        outputs = [member(inputs, training=training) for member in self.members]
         if training:
+            outputs = [member(inputs, training=training) for member in self.members]
             object.__setattr__(self, "_member_outputs", outputs)
+        else:
+            views = [shift_images(inputs, dy, dx) if dy or dx else inputs for dy, dx in self.views]
+            outputs = [member(view, training=training) for view in views for member in self.members]
         return ops.mean(ops.stack(outputs, axis=0), axis=0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -67,7 +79,7 @@ class Ensemble(keras.Model):
 
     def get_config(self):
         members = [keras.saving.serialize_keras_object(m) for m in self.members]
-        return {**super().get_config(), "members": members}
+        return {**super().get_config(), "members": members, "tta": self.tta}
 
     @classmethod
     def from_config(cls, config):
@@ -110,9 +122,9 @@ class MemberPredictor:
         return np.asarray(probabilities, np.float32).transpose(1, 0, 2)
 
 
-def build_ensemble(member_fn, members, name, shape=DIGIT_SHAPE):
+def build_ensemble(member_fn, members, name, shape=DIGIT_SHAPE, tta=0):
     """An `Ensemble` of `members` models `member_fn(name=...)`, built for inputs of `shape`."""
-    model = Ensemble([member_fn(name=f"member_{i}") for i in range(members)], name=name)
+    model = Ensemble([member_fn(name=f"member_{i}") for i in range(members)], tta=tta, name=name)
     model.build((None, *shape))
     return model
 
@@ -128,6 +140,7 @@ def ensemble(
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
+    tta=0,
 ):
     """The lecture's ensemble: `members` subclassed CNNs, softmax averaged.
 
@@ -139,4 +152,4 @@ def ensemble(
         filters, kernel_size, dense_units, dropout, num_classes=num_classes, image_size=image_size, rescale=rescale,
         name=name,
     )
-    return build_ensemble(member, members, "ensemble", shape)
+    return build_ensemble(member, members, "ensemble", shape, tta)
