@@ -2,7 +2,7 @@
 
 import json
 
-from tools.accuracy_frontier import chosen, frontier_points, pareto, read_runs
+from tools.accuracy_frontier import RELATIVE_COST, chosen, frontier_points, pareto, read_runs
 
 
 def write_run(f, label, members, val, test):
@@ -37,3 +37,18 @@ def test_runs_group_by_recipe_over_seeds_and_incomplete_runs_are_left_out(tmp_pa
     assert list(names) == ["a, 2 members"] and [r["seed"] for r in names["a, 2 members"]] == ["1", "2"]
     k2e2 = [p for p in frontier_points(names["a, 2 members"]) if p[:2] == (2, 2)][0]
     assert abs(k2e2[3] - 0.965) < 1e-9 and abs(k2e2[4] - 0.955) < 1e-9  # means over the two seeds
+
+
+def test_a_run_with_tta_also_counts_as_its_own_recipe_read_from_the_tta_scores(tmp_path):
+    path = tmp_path / "sweep.jsonl"
+    with open(path, "w") as f:
+        for e, (v, t, vt, tt) in enumerate([(0.95, 0.94, 0.97, 0.93), (0.96, 0.95, 0.96, 0.96)], start=1):
+            f.write(json.dumps({"label": "a seed=1", "epoch": e, "train_seconds": 60.0 * e, "val_prefix": [v],
+                                "test_prefix": [t], "val_prefix_tta": [vt], "test_prefix_tta": [tt]}) + "\n")
+        f.write(json.dumps({"label": "a seed=1", "summary": True, "members": 1,
+                            "config": {"member": "strided"}}) + "\n")
+    names = read_runs([str(path)])
+    assert list(names) == ["a", "a +TTA"]
+    assert chosen(names["a"][0], 1) == (2, 0.96, 0.95)
+    assert chosen(names["a +TTA"][0], 1) == (1, 0.97, 0.93)  # the TTA reading chooses its own epoch
+    assert names["a"][0]["cost"] == RELATIVE_COST["strided"] > 1.9  # twice the lecture member's compute

@@ -6,7 +6,9 @@ Each input line comes from `python tools/sweep.py ... --label "NAME seed=S"
 --out FILE`. Runs are grouped by NAME across seeds. For every run it finds
 the epoch `ModelCheckpoint` would keep (highest validation accuracy, the
 first on ties) and reads the test accuracy there; the test numbers choose
-nothing.
+nothing. A run that recorded test-time augmentation (`--tta`) counts twice:
+as NAME, and as "NAME +TTA", whose scores (checkpoint choice included) are
+the TTA ones.
 
 It prints two Markdown tables and writes `docs/accuracy_frontier.png`:
 
@@ -38,6 +40,8 @@ GOAL = 0.9970
 # Training compute of one lecture member for one epoch: 55,000 images x 7.98M
 # multiply-adds forward x 3 (forward and backward) x 2 FLOP, in PFLOP.
 PFLOP_PER_MEMBER_EPOCH = 55_000 * 7.98e6 * 3 * 2 / 1e15
+# Each member design's forward multiply-adds per image, relative to the lecture member's (15.3M / 7.98M).
+RELATIVE_COST = {"lecture": 1.0, "strided": 15.3 / 7.98}
 # Minutes per member-epoch on a quiet machine: `python train.py --model best`
 # (5 members x 15 epochs) trained in 18.4 min on the 2-core AVX-512-BF16 VM.
 QUIET_MINUTES_PER_MEMBER_EPOCH = 18.4 / 75
@@ -59,8 +63,14 @@ def read_runs(paths):
         name, _, seed = label.partition(" seed=")
         members = summary[-1]["members"]
         epochs = [r for r in records if not r.get("summary")]
-        key = name if members == 1 else f"{name}, {members} members"
-        names.setdefault(key, []).append({"seed": seed, "epochs": epochs, "summary": summary[-1]})
+        cost = RELATIVE_COST[(summary[-1].get("config") or {}).get("member") or "lecture"]
+        readings = [("", epochs)]
+        if all("val_prefix_tta" in r for r in epochs):
+            readings.append((" +TTA", [{**r, "val_prefix": r["val_prefix_tta"], "test_prefix": r["test_prefix_tta"]}
+                                       for r in epochs]))
+        for suffix, reading in readings:
+            key = name + suffix if members == 1 else f"{name}{suffix}, {members} members"
+            names.setdefault(key, []).append({"seed": seed, "epochs": reading, "summary": summary[-1], "cost": cost})
     return names
 
 
@@ -108,7 +118,8 @@ def frontier_points(runs):
         for e in range(1, n_epochs + 1):
             picks = [chosen(run, k, e) for run in runs]
             tests = [p[2] for p in picks]
-            points.append((k, e, k * e * PFLOP_PER_MEMBER_EPOCH, np.mean([p[1] for p in picks]), np.mean(tests), sd(tests)))
+            compute = k * e * PFLOP_PER_MEMBER_EPOCH * runs[0]["cost"]
+            points.append((k, e, compute, np.mean([p[1] for p in picks]), np.mean(tests), sd(tests)))
     return points
 
 
@@ -131,10 +142,11 @@ def draw(names, path):
     for i, (name, runs) in enumerate(names.items()):
         if runs[0]["summary"]["members"] == 1:
             picks = [chosen(run, 1) for run in runs]
-            compute = len(runs[0]["epochs"]) * PFLOP_PER_MEMBER_EPOCH * (1 + 0.02 * i)  # apart, to be seen
+            epochs = len(runs[0]["epochs"])
+            compute = epochs * PFLOP_PER_MEMBER_EPOCH * runs[0]["cost"] * (1 + 0.02 * i)  # apart, to be seen
             tests = [100 * p[2] for p in picks]
             ax.errorbar([compute], [np.mean(tests)], yerr=[sd(tests)],
-                        fmt="s", capsize=3, label=f"{name}, 1 member, 15 epochs")
+                        fmt="s", capsize=3, label=f"{name}, 1 member, {epochs} epochs")
             continue
         front = pareto(frontier_points(runs), key=3)  # the frontier is chosen on validation
         ax.errorbar([p[2] for p in front], [100 * p[4] for p in front], yerr=[100 * p[5] for p in front],
@@ -170,7 +182,7 @@ def main(argv=None):
             print("| members x epochs | PFLOP | minutes at the quiet rate | val mean (%) | test mean ± sd (%) |")
             print("|---|---|---|---|---|")
             for k, e, compute, val, test, spread in pareto(frontier_points(runs), key=3):
-                minutes = k * e * QUIET_MINUTES_PER_MEMBER_EPOCH
+                minutes = compute / PFLOP_PER_MEMBER_EPOCH * QUIET_MINUTES_PER_MEMBER_EPOCH
                 print(f"| {k} x {e} | {compute:.3f} | {minutes:.1f} | {100 * val:.2f} | "
                       f"{100 * test:.2f} ± {100 * spread:.2f} |")
     print("\n" + draw(names, os.path.join(DOCS, "accuracy_frontier.png")))
