@@ -58,7 +58,7 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
     """
 
     def __init__(self):
-        self.finding = self.registering = False
+        self.finding = self.registering = self.keras_loaded = False
 
     def find_spec(self, name, path=None, target=None):
         if self.finding or not (name == "keras" or name.startswith("kerascnn.")):
@@ -73,7 +73,8 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
 
             def exec_then_register(module):
                 exec_module(module)
-                if "keras" in sys.modules:
+                self.keras_loaded = self.keras_loaded or name == "keras"
+                if self.keras_loaded:
                     self.register()
 
             spec.loader.exec_module = exec_then_register

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from kerascnn.layers import augmentation, shift_images
 from kerascnn.models import Ensemble, ModelError, create_model, list_models, register_model
+from kerascnn.models.ensemble import MemberPredictor
 from kerascnn.loading import load_model_file
 from kerascnn.assemble import compile_model
 from kerascnn.config import TrainConfig
@@ -100,6 +101,10 @@ def test_tta_averages_shifted_copies_at_inference_and_is_off_in_training(test_ba
     # Training: the members on the unshifted images, exactly as without TTA.
     np.testing.assert_allclose(tta(x, training=True), mean_over([(0, 0)]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tta(x, training=True), plain(x, training=True), rtol=1e-6)
+    # Each member's output over the same views, as `serve` and the sweep read members, averages to the model's.
+    np.testing.assert_allclose(MemberPredictor(tta)(x).mean(axis=0), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(MemberPredictor(tta, tta=0)(x).mean(axis=0), plain.predict(x, verbose=0), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_tta_is_saved_with_the_model_and_refused_where_it_has_no_meaning(test_batch, tmp_path):

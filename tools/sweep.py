@@ -64,14 +64,13 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
 
     With `config.tta` (pixels), each epoch also records `val_prefix_tta` and
     `test_prefix_tta`: the members' softmax averaged over the image and its
-    four shifted copies (`kerascnn.layers.shift_views`), then over members,
-    as the model's own inference does; the plain scores are those without.
+    four shifted copies, then over members, as the model's own inference
+    does; the plain scores are those without.
     """
     import keras
 
     from kerascnn.assemble import assemble
     from kerascnn.data import model_input
-    from kerascnn.layers import shift_images, shift_views
     from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.training import peak_rss_mb
 
@@ -80,15 +79,10 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     (x_train, y_train), (x_val, y_val) = run.train, run.val
     x_test, y_test = model_input(run.splits.x_test, run.splits.spec.raw_pixels), run.splits.y_test
     model, policy = run.model, run.policy
-    members = MemberPredictor(model)
-    tta = config.tta or 0
-    views = shift_views(tta)
+    members = MemberPredictor(model, tta=0)
+    members_tta = MemberPredictor(model) if config.tta else None
     label = label or config.model
     lines = []
-
-    def averaged_over_views(x):
-        views_probs = [members(keras.ops.convert_to_numpy(shift_images(x, dy, dx)), batch_size=1000) for dy, dx in views]
-        return np.mean(views_probs, axis=0)
 
     def emit(record):
         record = {"label": label, **record}
@@ -118,9 +112,9 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
                 "val_prefix": prefix_accuracies(val, y_val),
                 "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), y_test),
             }
-            if tta:
-                record["val_prefix_tta"] = prefix_accuracies(averaged_over_views(x_val), y_val)
-                record["test_prefix_tta"] = prefix_accuracies(averaged_over_views(x_test), y_test)
+            if members_tta:
+                record["val_prefix_tta"] = prefix_accuracies(members_tta(x_val, batch_size=1000), y_val)
+                record["test_prefix_tta"] = prefix_accuracies(members_tta(x_test, batch_size=1000), y_test)
             emit(record)
 
     model.fit(

@@ -105,15 +105,24 @@ class MemberPredictor:
     >>> predictor(np.zeros((3, 28, 28, 1), "float32")).shape
     (2, 3, 10)
 
+    Each member's output is averaged over the views of the model's
+    test-time augmentation, if it has any, so the mean over members is the
+    model's own prediction.
+
     Args:
         model: `keras.Model`, an `Ensemble` or a plain classifier.
+        tta: int, pixels: the test-time augmentation to apply (0: none).
+            Defaults to the model's own.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, tta=None):
         self.source = model
         members = model.members if isinstance(model, Ensemble) else [model]
+        tta = getattr(model, "tta", 0) if tta is None else tta
         inputs = keras.Input(model_input_shape(members[0]))
-        outputs = ops.stack([member(inputs) for member in members], axis=1)  # (N, members, classes)
+        views = [shift_images(inputs, dy, dx) if dy or dx else inputs for dy, dx in shift_views(tta)]
+        per_member = [ops.mean(ops.stack([member(view) for view in views], axis=0), axis=0) for member in members]
+        outputs = ops.stack(per_member, axis=1)  # (N, members, classes)
         self.model = keras.Model(inputs, outputs, name=f"{model.name}_members")
 
     def __call__(self, x, batch_size=256):
