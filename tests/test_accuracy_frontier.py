@@ -2,7 +2,7 @@
 
 import json
 
-from tools.accuracy_frontier import RELATIVE_COST, chosen, frontier_points, pareto, read_runs
+from tools.accuracy_frontier import RELATIVE_COST, chosen, frontier_points, main, pareto, read_runs
 
 
 def write_run(f, label, members, val, test):
@@ -52,3 +52,13 @@ def test_a_run_with_tta_also_counts_as_its_own_recipe_read_from_the_tta_scores(t
     assert chosen(names["a"][0], 1) == (2, 0.96, 0.95)
     assert chosen(names["a +TTA"][0], 1) == (1, 0.97, 0.93)  # the TTA reading chooses its own epoch
     assert names["a"][0]["cost"] == RELATIVE_COST["strided"] > 1.9  # twice the lecture member's compute
+
+
+def test_the_command_prints_the_tables_and_draws_where_it_is_told(tmp_path, capsys):
+    path, plot = tmp_path / "sweep.jsonl", tmp_path / "frontier.png"
+    with open(path, "w") as f:
+        write_run(f, "a seed=1", 2, [[0.99, 0.992], [0.995, 0.997]], [[0.99, 0.991], [0.994, 0.996]])
+    assert main([str(path), "--plot", str(plot)]) is None
+    out = capsys.readouterr().out
+    assert "| a, 2 members | 2 | 1 | 2 | 99.70 ± 0.00 | 99.60 ± 0.00 |" in out
+    assert "| 2 x 2 |" in out and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,8 @@ nothing. A run that recorded test-time augmentation (`--tta`) counts twice:
 as NAME, and as "NAME +TTA", whose scores (checkpoint choice included) are
 the TTA ones.
 
-It prints two Markdown tables and writes `docs/accuracy_frontier.png`:
+It prints two Markdown tables and writes a plot (`--plot`, by default
+`docs/accuracy_frontier.png`):
 
 * one row per recipe and k members (k = 1 for the one-member proxies):
   validation at the chosen epoch, mean and sd over seeds, the test
@@ -174,7 +175,10 @@ def draw(names, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python tools/accuracy_frontier.py", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", metavar="FILE.jsonl", help="the sweep's JSON lines (`sweep.py --out`)")
-    names = read_runs(parser.parse_args(argv).paths)
+    parser.add_argument("--plot", default=os.path.join(DOCS, "accuracy_frontier.png"), metavar="FILE.png",
+                        help="where the plot goes (default: docs/accuracy_frontier.png)")
+    args = parser.parse_args(argv)
+    names = read_runs(args.paths)
     print("\n".join(recipe_rows(names)))
     for name, runs in names.items():
         if runs[0]["summary"]["members"] > 1:
@@ -185,7 +189,7 @@ def main(argv=None):
                 minutes = compute / PFLOP_PER_MEMBER_EPOCH * QUIET_MINUTES_PER_MEMBER_EPOCH
                 print(f"| {k} x {e} | {compute:.3f} | {minutes:.1f} | {100 * val:.2f} | "
                       f"{100 * test:.2f} ± {100 * spread:.2f} |")
-    print("\n" + draw(names, os.path.join(DOCS, "accuracy_frontier.png")))
+    print("\n" + draw(names, args.plot))
 
 
 if __name__ == "__main__":
