@@ -4,7 +4,8 @@ import json
 import os
 
 from conftest import MNIST_DIR
-from tools.stream_bench import BEGIN, END, render, worker, write_doc, write_folder
+from tools.docblock import markers, write_block
+from tools.stream_bench import render, worker, write_folder
 
 
 def test_write_folder_writes_digits_by_class_once(tmp_path):
@@ -35,8 +36,9 @@ def test_the_table_goes_between_the_markers_and_replaces_the_last(tmp_path):
     assert "| MNIST, in memory | 55,000 | 1 | 4,000 | 3% | 90,000 | 900 |" in table
     doc = tmp_path / "IMAGES.md"
     doc.write_text("# Images\n\nbefore\n")
-    write_doc("first", str(doc))
-    write_doc(table, str(doc))
+    write_block(str(doc), "stream_bench", "first")
+    write_block(str(doc), "stream_bench", table)
     text = doc.read_text()
     assert text.startswith("# Images\n\nbefore\n") and "first" not in text
-    assert text.count(BEGIN) == text.count(END) == 1 and table in text
+    begin, end = markers("stream_bench")
+    assert text.count(begin) == text.count(end) == 1 and table in text

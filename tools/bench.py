@@ -22,7 +22,7 @@ spells (about 40% slower, for minutes), and a ratio taken within a round
 compares two measurements made close together. Throughput counts model-images per
 second (images times ensemble members) like the lecture script does, and is
 timed after a warm-up that includes graph tracing. The table goes to
-stdout and, unless `--no-write`, into `docs/PERFORMANCE.md`.
+stdout and, unless `--no-write`, into its block of `docs/PERFORMANCE.md`.
 """
 
 import argparse
@@ -35,6 +35,8 @@ import time
 
 # A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.docblock import write_block  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_LOOP = os.path.join(ROOT, "..", "shared", "bench", "seed_loop.py")
@@ -220,9 +222,7 @@ def main(argv=None):
     doc = render(started, versions(), peaks, lecture, rows, aug, unfused, args)
     print(doc)
     if not args.no_write:
-        os.makedirs(os.path.dirname(DOC), exist_ok=True)
-        with open(DOC, "w") as f:
-            f.write(doc)
+        write_block(DOC, "bench", doc)  # the page's other sections are left as they are
         print(f"wrote {DOC}")
     return 0
 
@@ -271,8 +271,6 @@ def step_ratio(config_rounds, label, baseline):
 def render(started, machine, peaks, lecture, rows, aug, unfused, args):
     rounds = args.rounds
     lines = [
-        "# Performance",
-        "",
         f"Measured by `python tools/bench.py` on {started}: {machine}.",
         f"Batch {BATCH}; {args.steps} timed steps per configuration after {args.warmup} warm-up steps, "
         "each configuration in its own process with the full 55,000-image training split in memory. "

@@ -37,10 +37,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.bench import versions  # noqa: E402
+from tools.docblock import write_block  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "IMAGES.md")
-BEGIN, END = "<!-- stream_bench: begin -->", "<!-- stream_bench: end -->"
 BATCH = 100
 
 
@@ -134,18 +134,6 @@ def render(rows, machine, started, args):
     return "\n".join(lines)
 
 
-def write_doc(table, path=DOC):
-    """Puts `table` between the benchmark markers of `path` (appending them if absent)."""
-    text = open(path, encoding="utf-8").read()
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python tools/stream_bench.py", description=__doc__.splitlines()[0])
@@ -182,7 +170,7 @@ def main(argv=None):
     table = render(rows, versions(), started, args)
     print(table)
     if not args.no_write:
-        write_doc(table)
+        write_block(DOC, "stream_bench", table)
     return 0
 
 
