@@ -108,7 +108,7 @@ def test_tta_averages_shifted_copies_at_inference_and_is_off_in_training(test_ba
 
 
 def test_tta_is_saved_with_the_model_and_refused_where_it_has_no_meaning(test_batch, tmp_path):
-    model = create_model("best", members=2, tta=1)
+    model = create_model("best", **TrainConfig(model="best", members=2, tta=1).model_kwargs())  # as train.py builds it
     path = str(tmp_path / "tta.keras")
     model.save(path)
     loaded = load_model_file(path)
