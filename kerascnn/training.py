@@ -190,7 +190,19 @@ def _best_so_far(history_path):
 
 
 def peak_rss_mb():
-    """This process's peak resident memory in MB (`ru_maxrss`), or None without `resource` (Windows)."""
+    """This process's peak resident memory in MB, or None where neither source exists (Windows).
+
+    On Linux, `VmHWM` from /proc/self/status: `ru_maxrss` keeps the parent's
+    resident size at the fork across `exec`, so a worker started by a process
+    that had loaded TensorFlow reported at least the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:

@@ -152,3 +152,16 @@ def test_functional_and_subclass_models_train_save_and_load(model, tmp_path, tes
     best = load_model_file(os.path.join(result.run_dir, "best.keras"))
     x, y = test_batch
     assert (best.predict(x, verbose=0).argmax(axis=1) == y).mean() > 0.5
+
+
+def test_peak_memory_is_the_process_own_not_its_parents():
+    """A worker started by a large process reports its own peak (Linux kept the parent's in `ru_maxrss`)."""
+    from kerascnn.training import peak_rss_mb
+
+    ballast = np.ones(2 * 2**30, np.uint8)  # 2 GiB, touched: resident in this process
+    child = subprocess.run([sys.executable, "-c", "from kerascnn.training import peak_rss_mb; print(peak_rss_mb())"],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert child.returncode == 0, child.stderr[-2000:]
+    own, worker = peak_rss_mb(), float(child.stdout.split()[-1])
+    assert own > 2048 and 0 < worker < own - 1024, (own, worker)  # the worker loads Keras, well under 2 GiB
+    del ballast
