@@ -310,7 +310,8 @@ def shift_images(images, dy, dx):
     """Images moved `dy` pixels down and `dx` right (negative: up, left), filled with 0 like the augmentation.
 
     The views of test-time augmentation (`shift_views`). Works on any backend's
-    tensors and on NumPy arrays, channels last.
+    tensors and on NumPy arrays, channels last, of known or unknown size; no
+    shift returns `images` itself.
 
     Example:
 
@@ -319,11 +320,14 @@ def shift_images(images, dy, dx):
     >>> keras.ops.convert_to_numpy(shift_images(x, 1, -1))[0, :, :, 0].tolist()
     [[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [4.0, 5.0, 0.0]]
     """
+    if not (dy or dx):
+        return images
     height, width = images.shape[1], images.shape[2]
-    check_value(abs(dy) < height and abs(dx) < width, "shift", f"less than the image's side ({height}x{width})", (dy, dx))
+    fits = (height is None or abs(dy) < height) and (width is None or abs(dx) < width)
+    check_value(fits, "shift", f"less than the image's side ({height}x{width})", (dy, dx))
     padded = keras.ops.pad(images, [[0, 0], [abs(dy), abs(dy)], [abs(dx), abs(dx)], [0, 0]])
-    top, left = abs(dy) - dy, abs(dx) - dx
-    return padded[:, top : top + height, left : left + width, :]
+    # Keep the window the image came from, moved: crop |d| - d before and |d| + d after, on each axis.
+    return padded[:, abs(dy) - dy : -(abs(dy) + dy) or None, abs(dx) - dx : -(abs(dx) + dx) or None, :]
 
 
 def shift_views(pixels):

@@ -209,3 +209,9 @@ def test_shift_images_moves_the_digit_and_fills_with_background():
         assert moved[0, 2 + dy, 2 + dx, 0] == 1.0
     with pytest.raises(ConfigError, match="less than the image's side"):
         shift_images(image, 5, 0)
+    assert shift_images(image, 0, 0) is image
+    # In a model that takes any size: the same shifts, sizes known only at run time.
+    inputs = keras.Input((None, None, 1))
+    any_size = keras.Model(inputs, shift_images(inputs, -2, 1))
+    np.testing.assert_array_equal(any_size.predict(image, verbose=0),
+                                  keras.ops.convert_to_numpy(shift_images(image, -2, 1)))

@@ -116,6 +116,9 @@ def test_tta_is_saved_with_the_model_and_refused_where_it_has_no_meaning(test_ba
     np.testing.assert_array_equal(loaded.predict(test_batch[0][:8], verbose=0), model.predict(test_batch[0][:8], verbose=0))
     with pytest.raises(ModelError, match=r"Model 'sequential' does not take \['tta'\]"):
         create_model("sequential", tta=1)
+    # Refused when the model is built (before any run directory), not at the first validation.
+    with pytest.raises(ModelError, match=r"`tta` must be less than the image's side \(28x28\). Received: tta=28"):
+        create_model("best", members=1, tta=28)
     with pytest.raises(ValueError, match=r"`tta` must be an integer number of pixels >= 0. Received: tta=-1"):
         TrainConfig(model="best", tta=-1)
 

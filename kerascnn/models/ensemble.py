@@ -26,7 +26,7 @@ from keras import ops
 
 from kerascnn.layers import DIGIT_CLASSES, DIGIT_SHAPE, PACKAGE, model_input_shape, shift_images, shift_views
 from kerascnn.models.lecture import LectureCNN, front
-from kerascnn.models.registry import register_model
+from kerascnn.models.registry import ModelError, register_model
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -55,6 +55,9 @@ class Ensemble(keras.Model):
         object.__setattr__(self, "_member_outputs", None)
 
     def build(self, input_shape):
+        height, width = input_shape[1:3]
+        if self.tta and any(side is not None and self.tta >= side for side in (height, width)):
+            raise ModelError(f"`tta` must be less than the image's side ({height}x{width}). Received: tta={self.tta}")
         for member in self.members:
             if not member.built:
                 member.build(input_shape)
@@ -65,7 +68,7 @@ class Ensemble(keras.Model):
             outputs = [member(inputs, training=training) for member in self.members]
             object.__setattr__(self, "_member_outputs", outputs)
         else:
-            views = [shift_images(inputs, dy, dx) if dy or dx else inputs for dy, dx in self.views]
+            views = [shift_images(inputs, dy, dx) for dy, dx in self.views]
             outputs = [member(view, training=training) for view in views for member in self.members]
         return ops.mean(ops.stack(outputs, axis=0), axis=0)
 
@@ -120,7 +123,7 @@ class MemberPredictor:
         members = model.members if isinstance(model, Ensemble) else [model]
         tta = getattr(model, "tta", 0) if tta is None else tta
         inputs = keras.Input(model_input_shape(members[0]))
-        views = [shift_images(inputs, dy, dx) if dy or dx else inputs for dy, dx in shift_views(tta)]
+        views = [shift_images(inputs, dy, dx) for dy, dx in shift_views(tta)]
         per_member = [ops.mean(ops.stack([member(view) for view in views], axis=0), axis=0) for member in members]
         outputs = ops.stack(per_member, axis=1)  # (N, members, classes)
         self.model = keras.Model(inputs, outputs, name=f"{model.name}_members")
