@@ -22,6 +22,7 @@ COLOR_MODES = ("grayscale", "rgb")
 STREAMS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/models/best.py)
 
 
 class ConfigError(ValueError):
@@ -50,7 +51,7 @@ class TrainConfig:
     rotation: Optional[float] = None  # augmentation: max rotation, degrees (15)
     shift: Optional[float] = None  # augmentation: max shift, pixels (2)
     zoom: Optional[float] = None  # augmentation: max zoom, a fraction (0.1 = 90-110%)
-    member: Optional[str] = None  # best: the member design, "lecture" or "strided"
+    member: Optional[str] = None  # best: the member design, "lecture", "strided" or "residual"
     tta: Optional[int] = None  # ensembles: at inference, also average over the image shifted N px each way (0: off)
     # Regularisation (None: the model's recipe, see `kerascnn.models.model_recipe`).
     ema: Optional[float] = None  # momentum of an average of the weights used for validation and saving (0: off)

@@ -13,7 +13,12 @@ In one process tree and one sitting it measures:
 * the share of the machine's matmul peak each run reaches;
 * the cost of `best`'s augmentation layers (the same model without them);
 * the peak resident memory of each worker process (full training set in
-  memory, full-size model).
+  memory, full-size model);
+* one row per member design of `best` (`MEMBER_CONFIGS`): one member
+  trained alone at the precision `auto` picks here, with its multiply-adds
+  per image, so that a member is chosen by what it costs in minutes.
+  `--members` runs these rows alone (a few minutes), and prints how many
+  epochs of each fit in the wall time of today's `best` on this machine.
 
 Each configuration runs in its own worker process so that policies, graphs
 and memory do not leak between them. The whole set runs `--rounds` times,
@@ -54,6 +59,18 @@ CONFIGS = [
     ("best mixed_bfloat16, no augmentation", "best", "mixed_bfloat16", {"rotation": 0.0, "shift": 0.0}, None),
     ("best mixed_bfloat16, Keras' unfused batch norm", "best", "mixed_bfloat16", {UNFUSED: True}, None),
 ]
+# One member of `best` alone, per design (label, model, precision, builder kwargs, jit_compile).
+MEMBER_CONFIGS = [
+    ("member lecture", "best", "auto", {"members": 1, "member": "lecture"}, None),
+    ("member strided", "best", "auto", {"members": 1, "member": "strided"}, None),
+    ("member residual 32", "best", "auto", {"members": 1, "member": "residual", "filters": 32}, None),
+    ("member residual 48", "best", "auto", {"members": 1, "member": "residual", "filters": 48}, None),
+    ("member residual 64", "best", "auto", {"members": 1, "member": "residual", "filters": 64}, None),
+]
+# Today's default `best` (5 lecture members x 15 epochs): the wall time a member's epochs are counted against.
+BEST_TODAY = ("best today (5 lecture members)", "best", "auto", {"member": "lecture", "members": 5}, None)
+BEST_EPOCHS = 15
+TRAIN_IMAGES = 55_000
 
 
 def worker(model_name, precision, kwargs, jit, steps, warmup):
@@ -91,29 +108,40 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         "model_images_per_s": images_per_s * members,
         "members": members,
         "step_ms": 1000 * seconds / steps,
-        "train_flops_per_image": 3 * forward_flops(),  # forward + backward (2x forward)
+        "train_flops_per_image": 3 * 2 * multiply_adds(model.members[0] if members > 1 else model),  # fwd + bwd
         "peak_rss_mb": peak_rss_mb() or float("nan"),  # None off Linux
         "jit_compile": jit if jit is not None else jit_compile_setting(),
+        "policy": run.policy,
     }))
 
 
-def forward_flops():
-    """Forward FLOPs per image (2 x multiply-adds) of convs and denses of one member.
+def multiply_adds(model):
+    """Multiply-adds of one image's forward pass through `model`'s convolutions and matmuls.
 
-    Counted on the Sequential form of the lecture CNN, whose layers run in
-    order; every model here is that CNN (batch norm and pooling add little).
+    Read from the TensorFlow graph of an inference call on one image, so it
+    counts any model (Sequential, Functional, subclassed, nested blocks) the
+    way it runs: a conv's output size times its kernel's height x width x
+    input channels, a matmul's m x k x n. Batch norm, pooling, activations
+    and augmentation are left out; they add little.
     """
-    import keras
+    import numpy as np
+    import tensorflow as tf
 
-    from kerascnn.models import create_model
+    from kerascnn.layers import model_input_shape
 
-    flops = 0
-    for layer in create_model("sequential").layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            kernel_flops = 2 * int(keras.ops.size(layer.kernel))
-            spatial = layer.output.shape[1] * layer.output.shape[2] if len(layer.output.shape) == 4 else 1
-            flops += kernel_flops * spatial
-    return flops
+    shape = tuple(28 if side is None else side for side in model_input_shape(model))
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, *shape), tf.float32)).graph
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "MatMul", "BatchMatMulV2"):
+            out, kernel = op.outputs[0].shape, op.inputs[1].shape
+            if op.type == "Conv2D":
+                total += int(np.prod(out[1:])) * int(np.prod(kernel[:3]))
+            else:  # (m, k) @ (k, n), or its transposes: m x n outputs, each a k-long dot product
+                k = kernel[-1] if op.get_attr("transpose_b" if op.type == "MatMul" else "adj_y") else kernel[-2]
+                total += int(np.prod(out)) * int(k)
+    return total
 
 
 def matmul_peak(dtype, n=4096, repeats=10):
@@ -179,6 +207,8 @@ def main(argv=None):
     p.add_argument("--lecture-steps", type=int, default=60, help="timed batches for the lecture loop")
     p.add_argument("--rounds", type=int, default=3, help="times each measurement runs, interleaved; medians reported")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/PERFORMANCE.md alone")
+    p.add_argument("--members", action="store_true",
+                   help="only the member rows (one member of each design alone), with the epochs each affords")
     p.add_argument("--worker", nargs=4, metavar=("MODEL", "PRECISION", "KWARGS", "JIT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.steps, args.warmup, args.rounds) < 1:
@@ -197,6 +227,8 @@ def main(argv=None):
     if not os.path.exists(SEED_LOOP):
         print(f"{SEED_LOOP} not found: no lecture baseline, ratios left out")
 
+    if args.members:
+        return member_table(args, started, peaks)
     # Every measurement runs once per round, in the same order: a slow spell of the
     # machine then hits a round, and each ratio is taken within its round.
     lecture_rounds, config_rounds = [], []
@@ -208,11 +240,7 @@ def main(argv=None):
                 lecture[recipe] = lecture_loop(recipe, steps)
                 print(f"round {r + 1}: lecture loop {recipe}: {lecture[recipe]['model_images_per_s']:.0f} model-images/s")
         results = {}
-        for label, model, precision, kwargs, jit in CONFIGS:
-            out = run_child([os.path.abspath(__file__), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                             "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
-            results[label] = json.loads(out.strip().splitlines()[-1])
-            print(f"round {r + 1}: {label}: {results[label]['model_images_per_s']:.0f} model-images/s", flush=True)
+        results = measure_round(CONFIGS, args, r)
         lecture_rounds.append(lecture)
         config_rounds.append(results)
 
@@ -225,6 +253,83 @@ def main(argv=None):
         write_block(DOC, "bench", doc)  # the page's other sections are left as they are
         print(f"wrote {DOC}")
     return 0
+
+
+def measure_round(configs, args, r):
+    """Runs each configuration in its own worker process; returns their JSON figures by label."""
+    results = {}
+    for label, model, precision, kwargs, jit in configs:
+        out = run_child([os.path.abspath(__file__), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                         "--worker", model, precision, json.dumps(kwargs), json.dumps(jit)])
+        results[label] = json.loads(out.strip().splitlines()[-1])
+        print(f"round {r + 1}: {label}: {results[label]['model_images_per_s']:.0f} model-images/s", flush=True)
+    return results
+
+
+def member_table(args, started, peaks):
+    """The member rows: each design alone against today's `best`, in rounds; writes the `bench-members` block."""
+    rounds = [measure_round([BEST_TODAY, *MEMBER_CONFIGS], args, r) for r in range(args.rounds)]
+    rows = member_rows(rounds, peaks)
+    doc = render_members(started, versions(), peaks, rows, args)
+    print(doc)
+    if not args.no_write:
+        write_block(DOC, "bench-members", doc)
+        print(f"wrote {DOC}")
+    return 0
+
+
+def member_rows(rounds, peaks):
+    """Per design: medians over rounds, and the epochs one member affords in today's `best` wall time.
+
+    Today's `best` trains 5 members x 15 epochs of 55,000 images; at its
+    measured model-images/s that takes `budget_s`. A design whose one member
+    trains at `rate` images/s affords `budget_s * rate / 55,000` epochs of
+    one member (split them among k members for an ensemble of k). Each
+    round's budget and rate are taken together, then the median is reported.
+    """
+    median = lambda values: float(statistics.median(values))
+    budgets = [BEST_EPOCHS * TRAIN_IMAGES * BEST_TODAY[3]["members"] / r[BEST_TODAY[0]]["model_images_per_s"]
+               for r in rounds]
+    rows = []
+    for label in rounds[0]:
+        runs = [r[label] for r in rounds]
+        rates = [run["model_images_per_s"] for run in runs]
+        dtype = "bfloat16" if "bfloat16" in runs[0]["policy"] else "float32"
+        rows.append((label, {
+            "mac": runs[0]["train_flops_per_image"] / 6,
+            "model_images_per_s": median(rates),
+            "range": (min(rates), max(rates)),
+            "peak_share": median(rates) * runs[0]["train_flops_per_image"] / 1e9 / peaks[dtype],
+            "epochs": median([b * rate / TRAIN_IMAGES for b, rate in zip(budgets, rates)]),
+            "budget_s": median(budgets),
+            "policy": runs[0]["policy"],
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+        }))
+    return rows
+
+
+def render_members(started, machine, peaks, rows, args):
+    budget = rows[0][1]["budget_s"]
+    lines = [
+        f"Measured by `python tools/bench.py --members` on {started}: {machine}. Precision `auto` "
+        f"({rows[0][1]['policy']} here); batch {BATCH}; {args.steps} timed steps after {args.warmup} warm-up "
+        f"steps, each row in its own process, {args.rounds} rounds interleaved, medians (lowest-highest round).",
+        "",
+        f"Today's `best` (5 lecture members x {BEST_EPOCHS} epochs) trains in about {budget / 60:.0f} min here at "
+        "the first row's rate; the last column is how many epochs of one member of each design fit in that time "
+        "(divide among k members for an ensemble of k).",
+        "",
+        "| member | multiply-adds / image | model-images/s | share of matmul peak | epochs of one member in "
+        "today's `best` time | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, r in rows:
+        lines.append(f"| {label} | {r['mac'] / 1e6:,.1f}M | {r['model_images_per_s']:,.0f} "
+                     f"({r['range'][0]:,.0f}-{r['range'][1]:,.0f}) | {100 * r['peak_share']:.0f}% | "
+                     f"{r['epochs']:.0f} | {r['peak_rss_mb']:,.0f} |")
+    lines += ["", "Multiply-adds are counted from each member's TensorFlow graph (convolutions and matmuls); "
+              "the share of peak takes training as 3x the forward pass."]
+    return "\n".join(lines) + "\n"
 
 
 def summarize(lecture_rounds, config_rounds, peaks):

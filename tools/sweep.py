@@ -11,7 +11,7 @@ machine where Keras 3 sits on JAX alone, e.g. a GPU box without TensorFlow.
 
 After each epoch it records elapsed training time and, for an ensemble,
 the validation and test accuracy of the average of its first k members for
-every k. Members learn independently (the ensemble's loss is the mean of
+every k, and the validation loss (NLL) of that average. Members learn independently (the ensemble's loss is the mean of
 theirs), so one M-member run also answers "what would k members for e
 epochs give", the grid a time budget is chosen from. Choose on the
 validation numbers; the test numbers are for reporting the choice.
@@ -35,6 +35,17 @@ def prefix_accuracies(probs, labels):
     """Accuracy of the mean of the first k members, for k = 1..M."""
     running = np.cumsum(probs, axis=0)
     return [float(np.mean(running[k].argmax(-1) == labels)) for k in range(len(probs))]
+
+
+def prefix_nll(probs, labels):
+    """Mean negative log-likelihood of the true class under the mean of the first k members, for k = 1..M.
+
+    The loss ranks recipes where accuracy on a saturated validation split
+    moves one image at a time (0.02 pp on 5,000 images).
+    """
+    running = np.cumsum(probs, axis=0) / np.arange(1, len(probs) + 1)[:, None, None]
+    picked = running[:, np.arange(len(labels)), labels]
+    return [float(-np.mean(np.log(np.clip(p, 1e-12, None)))) for p in picked]
 
 
 def main(argv=None):
@@ -110,6 +121,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
                 "loss": float(logs["loss"]),
                 "val_members": [float(np.mean(p.argmax(-1) == y_val)) for p in val],
                 "val_prefix": prefix_accuracies(val, y_val),
+                "val_nll_prefix": prefix_nll(val, y_val),
                 "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), y_test),
             }
             if members_tta:

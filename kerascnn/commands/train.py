@@ -14,7 +14,7 @@ import dataclasses
 import sys
 
 from kerascnn.commands import boolean, dataset_arg, positive_float, positive_int, run_command
-from kerascnn.config import COLOR_MODES, FIELD_TYPES, PRECISIONS, STRATEGIES, STREAMS, TrainConfig
+from kerascnn.config import COLOR_MODES, FIELD_TYPES, MEMBERS, PRECISIONS, STRATEGIES, STREAMS, TrainConfig
 from kerascnn.data import list_datasets
 
 DEFAULTS = TrainConfig()
@@ -71,7 +71,7 @@ def add_config_flags(parser):
     from kerascnn.models import list_models  # the registry's names: no Keras needed
 
     choices = {"model": list_models(), "color_mode": COLOR_MODES, "precision": PRECISIONS, "strategy": STRATEGIES,
-               "stream": STREAMS, "member": ("lecture", "strided")}
+               "stream": STREAMS, "member": MEMBERS}
     for field in dataclasses.fields(TrainConfig):
         name = field.name
         kind = FIELD_TYPES.get(name, type(field.default))
