@@ -196,3 +196,33 @@ def test_the_strided_member_needs_13_pixels():
         create_model("best", member="strided", members=1, input_shape=(12, 12, 1))
     model = create_model("best", member="strided", members=1, input_shape=(13, 13, 1), num_classes=3)
     assert model.predict(np.zeros((1, 13, 13, 1), "float32"), verbose=0).shape == (1, 3)
+
+
+def test_the_residual_member_keeps_its_width_through_three_stages_and_learns(mnist, tmp_path):
+    """32-64-128 channels at 28, 14 and 7 pixels, a skip connection per stage, no dense layer; 24 steps halve its loss."""
+    model = create_model("best", member="residual", members=2, rotation=0.0, shift=0.0)
+    member = model.members[0]
+    adds = [layer for layer in member.layers if isinstance(layer, keras.layers.Add)]
+    assert [tuple(layer.output.shape[1:]) for layer in adds] == [(28, 28, 32), (14, 14, 64), (7, 7, 128)]
+    assert not any(isinstance(layer, (keras.layers.Dropout, keras.layers.Flatten)) for layer in member.layers)
+    assert member.count_params() == 483498 and model.count_params() == 2 * 483498
+
+    x = mnist.x_train[:512].astype("float32")[..., None] / 255.0
+    y = mnist.y_train[:512]
+    model = compile_model(model, TrainConfig(model="best"))
+    losses = model.fit(x, y, batch_size=64, epochs=3, verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+
+    path = str(tmp_path / "residual.keras")
+    model.save(path)
+    np.testing.assert_array_equal(load_model_file(path).predict(x[:32], verbose=0), model.predict(x[:32], verbose=0))
+
+
+def test_the_member_names_are_one_list():
+    from kerascnn.config import MEMBERS
+
+    for member in MEMBERS:
+        assert create_model("best", member=member, members=1).output_shape == (None, 10)
+    with pytest.raises(ModelError, match=r"`member` must be one of \['lecture', 'strided', 'residual'\]. "
+                                          r"Received: member='wide'"):
+        create_model("best", member="wide", members=1)

@@ -42,7 +42,7 @@ GOAL = 0.9970
 # multiply-adds forward x 3 (forward and backward) x 2 FLOP, in PFLOP.
 PFLOP_PER_MEMBER_EPOCH = 55_000 * 7.98e6 * 3 * 2 / 1e15
 # Each member design's forward multiply-adds per image, relative to the lecture member's (15.3M / 7.98M).
-RELATIVE_COST = {"lecture": 1.0, "strided": 15.3 / 7.98}
+RELATIVE_COST = {"lecture": 1.0, "strided": 15.3 / 7.98, "residual": 50.8 / 7.98}  # multiply-adds (bench.py --members)
 # Minutes per member-epoch on a quiet machine: `python train.py --model best`
 # (5 members x 15 epochs) trained in 18.4 min on the 2-core AVX-512-BF16 VM.
 QUIET_MINUTES_PER_MEMBER_EPOCH = 18.4 / 75
