@@ -1,0 +1,205 @@
+"""Augmentation inside the model, ImageDataGenerator-style, and the shifted views of test-time augmentation.
+
+The layers run in training only; at inference images pass through.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from kerascnn import compat
+from kerascnn.config import check_value
+from kerascnn.layers.blocks import PACKAGE
+from kerascnn.layers.preprocessing import DIGIT_SHAPE
+
+
+def affine_matrix(angle, zoom_x, zoom_y, shift_x, shift_y, height, width):
+    """Rows for `keras.ops.image.affine_transform`: rotate, zoom, shift about the centre.
+
+    The transform maps each output pixel back to the input point it is read
+    from: `input = centre + R(-angle) diag(1/zoom) (output - centre - shift)`,
+    with the centre at ((width - 1) / 2, (height - 1) / 2) as in Keras'
+    own image layers. A zoom above 1 enlarges the picture, a positive shift
+    moves it right and down; the angle is in radians.
+
+    Example:
+
+    >>> import numpy as np
+    >>> m = affine_matrix(*np.array([[0.0], [1.0], [1.0], [2.0], [0.0]]), 28, 28)
+    >>> (np.asarray(m).round(3) + 0.0).tolist()  # a pure shift of 2 px to the right
+    [[1.0, 0.0, -2.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
+
+    Args:
+        angle, zoom_x, zoom_y, shift_x, shift_y: tensors of shape (batch,);
+            shifts in pixels.
+        height, width: int, the image size.
+
+    Returns:
+        A (batch, 8) float32 tensor.
+    """
+    ops = keras.ops
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    a0, a1 = cos / zoom_x, sin / zoom_y
+    b0, b1 = -sin / zoom_x, cos / zoom_y
+    ux, uy = cx + shift_x, cy + shift_y
+    a2 = cx - a0 * ux - a1 * uy
+    b2 = cy - b0 * ux - b1 * uy
+    zeros = ops.zeros_like(angle)
+    return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomAffine(layers.Layer):
+    """Random rotation, zoom and shift in one warp, ImageDataGenerator-style.
+
+    Keras has a layer per transform (`RandomRotation`, `RandomZoom`,
+    `RandomTranslation`), each resampling the whole batch once. This layer
+    draws all three per image and composes them into one affine matrix, so
+    the image is resampled once, however many transforms are on: zoom comes
+    at no extra cost, and each transform's blur is paid once, not three
+    times. Like Keras' layers it acts in training only and fills with
+    `fill_value` (0: MNIST's black background).
+
+    Example:
+
+    >>> aug = RandomAffine(rotation=10, zoom=0.1, shift=2.8)
+    >>> x = keras.ops.ones((2, 28, 28, 1))
+    >>> bool(keras.ops.all(aug(x) == x))  # inference: unchanged
+    True
+    >>> tuple(aug(x, training=True).shape)
+    (2, 28, 28, 1)
+
+    Args:
+        rotation: float, the largest rotation either way, in degrees.
+        zoom: float, the largest zoom either way as a fraction: each axis is
+            scaled by a factor drawn from [1 - zoom, 1 + zoom].
+        shift: float, the largest shift either way, in pixels, per axis.
+        fill_value: float, the value of pixels that come from outside.
+        seed: int or None, for the random draws.
+    """
+
+    def __init__(self, rotation=0.0, zoom=0.0, shift=0.0, fill_value=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value, limit in (("rotation", rotation, 180.0), ("zoom", zoom, 1.0), ("shift", shift, None)):
+            ok = value >= 0 and (limit is None or value < limit)
+            check_value(ok, name, f"a number in [0, {limit})" if limit else "a number >= 0", value, error=ValueError)
+        self.rotation, self.zoom, self.shift = float(rotation), float(zoom), float(shift)
+        self.fill_value, self.seed = float(fill_value), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # TensorFlow's image-transform op has no XLA kernel; JAX's path compiles.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
+
+    def call(self, inputs, training=None):
+        if not training or not (self.rotation or self.zoom or self.shift):
+            return inputs
+        batch = keras.ops.shape(inputs)[0]
+        height, width = inputs.shape[1], inputs.shape[2]
+
+        def draw(limit):
+            return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
+
+        angle = draw(self.rotation * math.pi / 180.0)
+        zoom_x, zoom_y = 1.0 + draw(self.zoom), 1.0 + draw(self.zoom)
+        shift_x, shift_y = draw(self.shift), draw(self.shift)
+        matrix = affine_matrix(angle, zoom_x, zoom_y, shift_x, shift_y, height, width)
+        images = keras.ops.cast(inputs, "float32")  # the warp's kernels are float32
+        out = keras.ops.image.affine_transform(
+            images, matrix, interpolation="bilinear", fill_mode="constant", fill_value=self.fill_value,
+            data_format="channels_last",
+        )
+        return keras.ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "shift": self.shift,
+            "fill_value": self.fill_value,
+            "seed": self.seed,
+        }
+
+
+def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0]):
+    """ImageDataGenerator-style augmentation as Keras layers inside the model.
+
+    Random rotation up to `rotation` degrees either way and shift up to
+    `shift` pixels in each direction, filling with 0 (black, MNIST's
+    background): Keras' `RandomRotation` and `RandomTranslation`. With a
+    `zoom` (a fraction), one `RandomAffine` warp does all three instead,
+    so the zoom costs no extra resampling. The layers run in training only:
+    at inference images pass through unchanged. Inside the model they run
+    in the compiled train step, per batch, with no Python in the input pipeline.
+
+    Args:
+        size: int, the image's side in pixels (the shift is a share of it).
+
+    Returns:
+        A list of layers (empty when all amounts are 0).
+    """
+    if zoom:
+        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift)]
+    out = []
+    if rotation:
+        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0))
+    if shift:
+        out.append(layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0))
+    return out
+
+
+def shift_images(images, dy, dx):
+    """Images moved `dy` pixels down and `dx` right (negative: up, left), filled with 0 like the augmentation.
+
+    The views of test-time augmentation (`shift_views`). Works on any backend's
+    tensors and on NumPy arrays, channels last, of known or unknown size; no
+    shift returns `images` itself.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.arange(9, dtype="float32").reshape(1, 3, 3, 1)
+    >>> keras.ops.convert_to_numpy(shift_images(x, 1, -1))[0, :, :, 0].tolist()
+    [[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [4.0, 5.0, 0.0]]
+    """
+    if not (dy or dx):
+        return images
+    height, width = images.shape[1], images.shape[2]
+    fits = (height is None or abs(dy) < height) and (width is None or abs(dx) < width)
+    check_value(fits, "shift", f"less than the image's side ({height}x{width})", (dy, dx))
+    padded = keras.ops.pad(images, [[0, 0], [abs(dy), abs(dy)], [abs(dx), abs(dx)], [0, 0]])
+    # Keep the window the image came from, moved: crop |d| - d before and |d| + d after, on each axis.
+    return padded[:, abs(dy) - dy : -(abs(dy) + dy) or None, abs(dx) - dx : -(abs(dx) + dx) or None, :]
+
+
+def shift_views(pixels):
+    """The (dy, dx) shifts that test-time augmentation averages over: none, and `pixels` up, down, left, right."""
+    check_value(isinstance(pixels, int) and pixels >= 0, "tta", "an integer number of pixels >= 0", pixels)
+    if not pixels:
+        return [(0, 0)]
+    return [(0, 0), (pixels, 0), (-pixels, 0), (0, pixels), (0, -pixels)]
+
+
+def allow_jit(model):
+    """Lets JAX compile a model that holds the augmentation layers.
+
+    Keras marks `RandomRotation` and `RandomTranslation` `supports_jit =
+    False` because TensorFlow's image-transform op has no XLA kernel. Under
+    the JAX backend that flag makes `fit()` drop `jit_compile` for the whole
+    model and run every train step op by op: `best` trained at 310
+    model-images/s on this CPU that way. Their JAX path (`keras.ops.image`,
+    seeds held as variables) compiles fine, so on JAX the flag is cleared
+    (Keras itself dropped the same flag from `RandomFlip` once it was found
+    jittable: keras-team/keras-core#665).
+    Called by `assemble.compile_model`, so it covers loaded models too.
+    Under TensorFlow the flag stays: there it guards a real XLA gap.
+    """
+    if keras.backend.backend() == "jax":
+        for layer in compat.flatten_layers(model):
+            if isinstance(layer, (layers.RandomRotation, layers.RandomTranslation)):
+                compat.mark_jittable(layer)
+    return model
