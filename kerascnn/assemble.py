@@ -9,7 +9,7 @@ benchmark and the sweep. What differs between them is what they do with the
 2. the data: `config.dataset` (a name, a folder or an `.npz`), split by
    `config.split_seed` (or splits given);
 3. the input: `tf.data` pipelines of uint8 images scaled in the graph
-   (`data.make_dataset`, spread by the distribution `Plan`), or, with
+   (`kerascnn.pipeline`, sized by the distribution `Plan`), or, with
    `arrays=True`, float32 NumPy arrays for a Keras without TensorFlow;
    your own images go in as raw pixels, which the model scales itself;
 4. the model from the registry, created for the data's shape and classes
@@ -31,6 +31,7 @@ import dataclasses
 import keras
 
 from kerascnn import data as data_lib
+from kerascnn import pipeline
 from kerascnn.callbacks import schedule_callbacks
 from kerascnn.distribute import Plan
 from kerascnn.layers import allow_jit
@@ -109,9 +110,9 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
     if arrays:
         train = (data_lib.model_input(splits.x_train, spec.raw_pixels), splits.y_train)
     else:
-        epoch = data_lib.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
-        train = plan.train_dataset(splits.x_train, splits.y_train, config.batch_size, seed=config.seed, epoch=epoch,
-                                   scale=not spec.raw_pixels, cache=config.cache_dir)
+        epoch = pipeline.epoch_variable()  # keys each epoch's order; set by the EpochSeeds callback
+        train = pipeline.train_dataset(splits.x_train, splits.y_train, plan, config.batch_size, seed=config.seed,
+                                       epoch=epoch, scale=not spec.raw_pixels, cache=config.cache_dir)
         splits.x_train = splits.y_train = None  # the pipeline holds its own copy (tf.constant); drop ours
     val = _eval_input(plan, splits.x_val, splits.y_val, config, arrays, spec)
     if model is None:
@@ -121,7 +122,7 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
 
 def load_splits(config):
     """The config's dataset, loaded (`--image-size`, `--color-mode`) and split as the config says."""
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+    dataset = pipeline.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
                                     color_mode=config.color_mode, seed=config.split_seed, stream=config.stream)
     return data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
 
@@ -155,7 +156,7 @@ def _compiled_model(config, plan, compile_overrides, spec):
 def _eval_input(plan, x, y, config, arrays, spec):
     if arrays:
         return data_lib.model_input(x, spec.raw_pixels), y
-    return plan.eval_dataset(x, y, config.batch_size, scale=not spec.raw_pixels, cache=config.cache_dir)
+    return pipeline.eval_dataset(x, y, plan, config.batch_size, scale=not spec.raw_pixels, cache=config.cache_dir)
 
 
 def compile_model(model, config, **overrides):

@@ -66,7 +66,7 @@ class EpochSeeds(keras.callbacks.Callback):
     """Makes every epoch's randomness a function of (seed, epoch) alone.
 
     At the start of each epoch it sets the data-order variable read by
-    `kerascnn.data.make_dataset(..., epoch=...)` and re-seeds every Keras
+    `kerascnn.pipeline.make_dataset(..., epoch=...)` and re-seeds every Keras
     `SeedGenerator` in the model (dropout, augmentation). Keras'
     `BackupAndRestore` saves weights and optimizer state but not these
     random states, so without this a run resumed at epoch 7 would draw the

@@ -1,4 +1,7 @@
-"""Datasets by name, read from the standard distributions, and `tf.data` input.
+"""Datasets by name, read from the standard distributions; the dataset types, the validation split, scaling.
+
+Your own images are `kerascnn.images`'; `kerascnn.pipeline` loads either
+and builds the `tf.data` input from them.
 
 Each dataset is read from the first place that has it:
 
@@ -166,14 +169,14 @@ def search_dirs(name, data_dir=None):
     return within(keras_cache) + list(DATASETS[name]["system_dirs"])
 
 
-def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode=None, seed=777, stream="auto"):
-    """Loads dataset `name` from the first place that has it (see module doc), or your own images.
+def load_dataset(name, data_dir=None, download=True):
+    """Loads dataset `name` from the first place that has it (see module doc).
+
+    Your own images (a folder or an `.npz`) load through
+    `kerascnn.pipeline.load_dataset`, which calls this for a name.
 
     Args:
-        name: str, "mnist" or "fashion_mnist"; or a folder of class
-            subfolders or an `.npz` file (`kerascnn.images.load_images`,
-            which takes `image_size`, `color_mode`, the split's `seed` and
-            `stream`, whether the pictures stay on disk).
+        name: str, "mnist" or "fashion_mnist".
         data_dir: str or None, the directory to read from (and nowhere
             else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
             the standard places.
@@ -187,15 +190,6 @@ def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode
         DataError: nothing found (the message lists the places searched and
             the files expected), or a file found is broken.
     """
-    from kerascnn import images
-
-    if name not in DATASETS and images.is_image_dataset(name):
-        return images.load_images(name, image_size, color_mode, seed, stream=stream)
-    if name not in DATASETS:
-        raise DataError(
-            f"`dataset` must be one of {list_datasets()}, a folder of class subfolders or an .npz file. "
-            f"Received: dataset={name!r}"
-        )
     dirs = search_dirs(name, data_dir)
     user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
     if user_dir and not os.path.isdir(user_dir):
@@ -362,82 +356,6 @@ def name_of(data):
     return f"{data.name!r} ({data.source})"
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=True, cache=None):
-    """A `tf.data.Dataset` of (float32 images in [0, 1], int32 labels) batches.
-
-    Images stay uint8 until a whole batch is cast and scaled inside the
-    graph, so memory holds one byte per pixel and no Python runs per batch.
-    Pictures left on disk (`kerascnn.images.ImageFiles`) are decoded by
-    the pipeline, in parallel, as it needs them.
-
-    Args:
-        shuffle: bool, a new order every pass. Defaults to False.
-        seed: int, seeds the order. Defaults to 777.
-        epoch: a scalar integer `tf.Variable` or None. When given, each pass's
-            order is a function of (seed, epoch value) alone, read when the
-            pass starts, so a run resumed at epoch 7 in a new process sees
-            the same order an uninterrupted run saw at epoch 7
-            (`kerascnn.callbacks.EpochSeeds` sets it). Without it, the order
-            depends on how many passes this process has made.
-        scale: bool, scale to [0, 1]; False feeds raw 0..255 pixels as
-            float32, for a model that scales them itself
-            (`DataSpec.raw_pixels`). Defaults to True.
-        cache: str or None, pictures on disk only: a folder to cache them
-            in, decoded (`ImageFiles.batches`). Defaults to None.
-    """
-    import tensorflow as tf
-
-    if not isinstance(x, np.ndarray):  # pictures on disk
-        ds = x.batches(y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, cache=cache)
-    elif shuffle and epoch is not None:
-        images, labels = tf.constant(x), tf.constant(y)
-        batches = epoch_order(len(x), seed, epoch).batch(batch_size)
-        steps = -(-len(x) // batch_size)  # unbatch hides the length: state it for the progress bar
-        batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
-        ds = batches.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-    ds = ds.map(_scale if scale else _as_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def epoch_order(n, seed, epoch):
-    """A `tf.data.Dataset` of the indices 0..n-1 in each pass's order (see `make_dataset`'s `epoch`)."""
-    import tensorflow as tf
-
-    if epoch is None:
-        return tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
-
-    def order(_):
-        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_key(seed, epoch))
-
-    return tf.data.Dataset.from_tensors(0).map(order).unbatch()
-
-
-def epoch_key(seed, epoch):
-    """The stateless seed (seed, epoch value) of a pass, read when it starts."""
-    import tensorflow as tf
-
-    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
-
-
-def epoch_seed(seed, epoch):
-    """`epoch_key` as one int64, for ops that take a single seed (`Dataset.shuffle`)."""
-    import tensorflow as tf
-
-    return tf.random.stateless_uniform((), epoch_key(seed, epoch), minval=None, maxval=None, dtype=tf.int64)
-
-
-def epoch_variable():
-    """The scalar `tf.Variable` that keys `make_dataset`'s per-epoch order."""
-    import tensorflow as tf
-
-    return tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
-
-
 def scale_images(images):
     """uint8 pixels to float32 in [0, 1]: the one place images are scaled.
 
@@ -458,15 +376,3 @@ def model_input(images, raw_pixels):
     """NumPy uint8 images as a model takes them: raw 0..255 pixels as float32 for a model that scales
     its own (`DataSpec.raw_pixels`, `kerascnn.layers.takes_raw_pixels`), else scaled to [0, 1]."""
     return np.asarray(images, np.float32) if raw_pixels else scale_images(images)
-
-
-def _scale(x, y):
-    import tensorflow as tf
-
-    return scale_images(x), tf.cast(y, tf.int32)
-
-
-def _as_float(x, y):
-    import tensorflow as tf
-
-    return tf.cast(x, tf.float32), tf.cast(y, tf.int32)

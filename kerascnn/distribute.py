@@ -84,7 +84,10 @@ class Cluster:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How one run is spread: its scope, batch sizes and input per process.
+    """How one run is spread: its scope, and the batch sizes each process feeds.
+
+    It places the input and builds none: `kerascnn.pipeline` builds each
+    process's batches from it (`train_dataset`, `eval_dataset`).
 
     Example:
 
@@ -125,58 +128,8 @@ class Plan:
         return per_replica * self.replicas
 
     def eval_batch(self, per_replica):
-        """The batch size of evaluation datasets (see `eval_dataset`)."""
+        """The batch size of evaluation datasets (see `kerascnn.pipeline.eval_dataset`)."""
         return per_replica if self.name == "multiworker" else self.global_batch(per_replica)
-
-    def train_dataset(self, x, y, per_replica, seed, epoch=None, scale=True, cache=None):
-        """This process's training input: shuffled batches of its share of each step.
-
-        One process: all of each global batch (a strategy splits it over
-        replicas). `multiworker`: every process shuffles the same way and takes
-        its slice of each global batch, as `DataParallel.distribute_dataset`
-        does; the last, partial global batch of an epoch is dropped, because
-        every process must run the same steps on batches that split evenly
-        (the data is reshuffled each epoch, so no image is always left out).
-        """
-        from kerascnn.data import make_dataset
-
-        global_batch = self.global_batch(per_replica)
-        ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale, cache=cache)
-        if self.name != "multiworker":
-            return ds
-        import tensorflow as tf
-
-        steps = len(x) // global_batch
-        if steps < 1:
-            raise DistributeError(
-                f"The training split has fewer images than one global batch ({per_replica} per replica "
-                f"x {self.replicas} replicas). Received: train_images={len(x)}, global_batch={global_batch}"
-            )
-        ds = ds.rebatch(global_batch, drop_remainder=True)
-        if self.num_processes > 1:
-            ds = ds.rebatch(per_replica * self.local_replicas).shard(self.num_processes, self.process_id)
-        return ds.apply(tf.data.experimental.assert_cardinality(steps))
-
-    def eval_dataset(self, x, y, per_replica, scale=True, cache=None):
-        """Validation or test input that every replica can evaluate exactly.
-
-        One process: batches of the global batch size. `multiworker`: every
-        process feeds every batch of `per_replica` images, repeated once per
-        local device, so any last batch splits evenly over the devices and each
-        device evaluates the whole set: accuracy and loss are means, which
-        copies do not change. Evaluation does not get faster with more
-        devices; training does.
-        """
-        from kerascnn.data import make_dataset
-
-        ds = make_dataset(x, y, self.eval_batch(per_replica), scale=scale, cache=cache)
-        if self.name != "multiworker" or self.local_replicas == 1:
-            return ds
-        import tensorflow as tf
-
-        copies = self.local_replicas
-        repeat = lambda t: tf.concat([t] * copies, axis=0)
-        return ds.map(lambda images, labels: (repeat(images), repeat(labels)))
 
 
 def cluster_from_environment(environ=None):
@@ -379,7 +332,7 @@ def _setup_multiworker(cluster):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     if not jax.distributed.is_initialized():
         keras.distribution.initialize(cluster.coordinator, cluster.num_processes, cluster.process_id)
-    # Each process feeds its own share (see `Plan.train_dataset`), so Keras must not shard again.
+    # Each process feeds its own share (see `kerascnn.pipeline.train_dataset`), so Keras must not shard again.
     keras.distribution.set_distribution(keras.distribution.DataParallel(auto_shard_dataset=False))
     return Plan(
         "multiworker",

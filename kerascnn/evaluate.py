@@ -104,7 +104,7 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
         dataset: str or None, dataset name; None means the run's dataset,
             or "mnist" for a bare `.keras` file. Defaults to None.
         data_dir: str or None, where the dataset files are (see
-            `kerascnn.data.load_dataset`). Defaults to None.
+            `kerascnn.pipeline.load_dataset`). Defaults to None.
         batch_size: int, prediction batch size. Defaults to 500.
         write_png: bool, save the confusion matrix PNG beside the model.
             Defaults to True.
@@ -160,10 +160,11 @@ def _test_set(loaded, dataset, data_dir):
     """
     from kerascnn import data as data_lib
     from kerascnn.images import check_classes, is_image_dataset
+    from kerascnn.pipeline import load_dataset
     from kerascnn.layers import model_input_shape, takes_raw_pixels
 
     if dataset in data_lib.list_datasets() or not is_image_dataset(dataset):
-        return data_lib.load_dataset(dataset, data_dir)
+        return load_dataset(dataset, data_dir)
     if not takes_raw_pixels(loaded.model):
         raise data_lib.DataError(
             f"{loaded.path} is a digit model (it takes MNIST-style [0, 1] images, not raw pixels); evaluate it on "
@@ -173,7 +174,7 @@ def _test_set(loaded, dataset, data_dir):
     size = record.get("image_size") or [_resized_to(loaded.model)] * 2
     color_mode = "rgb" if model_input_shape(loaded.model)[-1] == 3 else "grayscale"
     seed = (loaded.run_config or {}).get("split_seed", 777)
-    test = data_lib.load_dataset(dataset, image_size=tuple(size), color_mode=color_mode, seed=seed)
+    test = load_dataset(dataset, image_size=tuple(size), color_mode=color_mode, seed=seed)
     check_classes(dataset, test.spec.class_names, loaded.class_names, f"the model {loaded.path}")
     return test
 

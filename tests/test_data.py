@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR, write_idx, write_tiny_mnist
-from kerascnn.data import Dataset, DataError, epoch_variable, load_dataset, make_dataset, search_dirs, split
+from kerascnn.data import Dataset, DataError, load_dataset, search_dirs, split
+from kerascnn.pipeline import epoch_variable, make_dataset
 
 
 def test_real_mnist_matches_its_checksums_and_shapes(mnist):

@@ -138,11 +138,11 @@ def batches(ds):
 
 
 def test_multiworker_processes_feed_disjoint_slices_of_the_same_global_batches():
-    from kerascnn.data import make_dataset
+    from kerascnn.pipeline import make_dataset, train_dataset
 
     x, y = np.arange(14, dtype="uint8").reshape(14, 1), np.arange(14)
     per_replica, seed = 3, 5
-    shards = [batches(Plan("multiworker", replicas=2, process_id=i, num_processes=2).train_dataset(x, y, per_replica, seed))
+    shards = [batches(train_dataset(x, y, Plan("multiworker", replicas=2, process_id=i, num_processes=2), per_replica, seed))
               for i in range(2)]
     # One process with the same seed sees these global batches; the last, partial one is dropped.
     expected = batches(make_dataset(x, y, 2 * per_replica, shuffle=True, seed=seed))[:2]
@@ -151,9 +151,11 @@ def test_multiworker_processes_feed_disjoint_slices_of_the_same_global_batches()
 
 
 def test_multiworker_evaluation_repeats_batches_for_each_local_device():
+    from kerascnn.pipeline import eval_dataset
+
     x, y = np.arange(5, dtype="uint8").reshape(5, 1), np.arange(5)
     plan = Plan("multiworker", replicas=4, local_replicas=2, process_id=1, num_processes=2)
-    assert batches(plan.eval_dataset(x, y, per_replica=3)) == [[0, 1, 2, 0, 1, 2], [3, 4, 3, 4]]
+    assert batches(eval_dataset(x, y, plan, per_replica=3)) == [[0, 1, 2, 0, 1, 2], [3, 4, 3, 4]]
 
 
 # Real runs, in subprocesses ----------------------------------------------------

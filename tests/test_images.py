@@ -16,7 +16,8 @@ from PIL import Image
 import train
 import tune
 from kerascnn.commands.results import main as results_main
-from kerascnn.data import DataError, load_dataset
+from kerascnn.data import DataError
+from kerascnn.pipeline import load_dataset
 from kerascnn.images import load_images, stratified_test_indices
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -265,14 +266,21 @@ def _batches(ds):
 
 
 def test_streamed_pictures_are_the_same_pixels_split_and_batches_as_in_memory(mixed_folder):
-    from kerascnn.data import epoch_variable, make_dataset
+    import keras
+
     from kerascnn.images import ImageFiles
+    from kerascnn.pipeline import epoch_variable, make_dataset
 
     memory = load_images(mixed_folder, stream="off", log=lambda note: None)
     disk = load_images(mixed_folder, stream="on", log=lambda note: None)
     assert isinstance(disk.x_train, ImageFiles) and isinstance(memory.x_train, np.ndarray)
     assert disk.x_train.shape == memory.x_train.shape == (72, 12, 12, 3)
-    np.testing.assert_array_equal(np.asarray(disk.x_train), memory.x_train)  # decoded as Keras' loader decodes
+    np.testing.assert_array_equal(np.asarray(disk.x_train), memory.x_train)
+    # Decoded as Keras' own loader decodes: its float pixels, rounded, in the scan's order.
+    keras_ds = keras.utils.image_dataset_from_directory(
+        mixed_folder, batch_size=None, image_size=(12, 12), color_mode="rgb", shuffle=False, interpolation="bilinear")
+    by_path = dict(zip(keras_ds.file_paths, (np.clip(np.rint(x), 0, 255).astype(np.uint8) for x, _ in keras_ds)))
+    np.testing.assert_array_equal(np.stack([by_path[p] for p in disk.x_train.paths]), memory.x_train)
     np.testing.assert_array_equal(np.asarray(disk.x_test), memory.x_test)
     np.testing.assert_array_equal(disk.y_train, memory.y_train)
     assert disk.spec.record["test_files"] == memory.spec.record["test_files"]
@@ -292,7 +300,7 @@ def test_streamed_pictures_are_the_same_pixels_split_and_batches_as_in_memory(mi
 
 
 def test_the_decoded_cache_is_written_once_and_replays_each_epochs_order(mixed_folder, tmp_path):
-    from kerascnn.data import epoch_variable, make_dataset
+    from kerascnn.pipeline import epoch_variable, make_dataset
 
     disk = load_images(mixed_folder, stream="on", log=lambda note: None)
     cache = tmp_path / "cache"
@@ -316,12 +324,12 @@ def test_the_decoded_cache_is_written_once_and_replays_each_epochs_order(mixed_f
 
 
 def test_stream_auto_reads_into_memory_unless_the_pictures_would_crowd_it():
-    from kerascnn.images import _streams
+    from kerascnn.images import streams_from_disk
 
     notes = []
-    assert not _streams("auto", 2**20, notes.append) and not notes
-    assert _streams("auto", 2**50, notes.append) and "stream from disk" in notes[0]
-    assert _streams("on", 1, notes.append) and not _streams("off", 2**50, notes.append)
+    assert not streams_from_disk("auto", 2**20, notes.append) and not notes
+    assert streams_from_disk("auto", 2**50, notes.append) and "stream from disk" in notes[0]
+    assert streams_from_disk("on", 1, notes.append) and not streams_from_disk("off", 2**50, notes.append)
 
 
 def test_a_streamed_folder_trains_with_a_cache_and_evaluates(mixed_folder, tmp_path, capsys):

@@ -50,9 +50,10 @@ def test_each_epoch(x_test, y_test, verbose=False):
 def measure(config):
     """Trains `config`; returns (RunResult, [(epoch, minutes, test_accuracy, val_accuracy)])."""
     from kerascnn import data as data_lib
+    from kerascnn.pipeline import load_dataset
     from kerascnn.training import train
 
-    dataset = data_lib.load_dataset(config.dataset, config.data_dir)
+    dataset = load_dataset(config.dataset, config.data_dir)
     clock = test_each_epoch(data_lib.scale_images(dataset.x_test), dataset.y_test, verbose=True)
     del dataset
     return train(config, verbose=0, resume=False, callbacks=[clock]), clock.points

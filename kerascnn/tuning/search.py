@@ -14,6 +14,7 @@ from typing import Optional
 import keras
 
 from kerascnn import data as data_lib
+from kerascnn import pipeline
 from kerascnn import rundir
 from kerascnn.config import TrainConfig
 from kerascnn.tuning.config import MEMBERS, SEARCH_FILE, SearchFailed, TuningError
@@ -70,7 +71,7 @@ def run_search(config, verbose=0):
     rundir.check_writable(config.directory)
     splits = None
     if role != "chief":  # the chief only serves the oracle
-        dataset = data_lib.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+        dataset = pipeline.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
                                         color_mode=config.color_mode, seed=config.seed, stream=config.stream)
         splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
         del dataset  # the test set stays out of the search
