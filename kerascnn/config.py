@@ -82,15 +82,16 @@ def flag(default, help, *, choices=None, rule=None, switch=False):
         rule: `Rule` a value must pass.
         switch: bool, a flag that takes no value and sets True (`--residual`).
     """
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "rule": rule, "switch": switch})
+    metadata = {"help": help, "choices": choices, "rule": rule, "switch": switch}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     # What to train.
     model: str = flag("sequential", "the model to train", choices=model_names)
-    dataset: str = flag("mnist", f"{' or '.join(DATASETS)}; or a folder of class subfolders, or an .npz: see docs/IMAGES.md",
-                        rule=DATASET)
+    dataset: str = flag("mnist", f"{' or '.join(DATASETS)}; or a folder of class subfolders, or an .npz: "
+                        "see docs/IMAGES.md", rule=DATASET)
     # Optimisation (the lecture's values).
     epochs: int = flag(15, "passes over the training split", rule=AT_LEAST_1)
     batch_size: int = flag(100, "per replica; a step trains on batch_size x replicas images", rule=AT_LEAST_1)

@@ -106,7 +106,7 @@ def test_tune_has_a_flag_per_search_field_and_shares_train_pys_checks():
     from kerascnn.tuning.config import SearchConfig
 
     parser = tune_parser()
-    assert {f.name for f in dataclasses.fields(SearchConfig)} <= {a.dest for a in parser._actions}
+    assert {f.name for f in dataclasses.fields(SearchConfig)} <= {a.dest for a in parser._actions}  # argparse's list
     args = parser.parse_args(["--overwrite", "--worker-timeout", "30", "--seed", "5", "--image-size", "32"])
     assert (args.overwrite, args.worker_timeout, args.seed, args.image_size) == (True, 30.0, 5, 32)
     train_help = {a.dest: a.help for a in build_parser()._actions}

@@ -196,3 +196,19 @@ def test_the_strided_member_needs_13_pixels():
         create_model("best", member="strided", members=1, input_shape=(12, 12, 1))
     model = create_model("best", member="strided", members=1, input_shape=(13, 13, 1), num_classes=3)
     assert model.predict(np.zeros((1, 13, 13, 1), "float32"), verbose=0).shape == (1, 3)
+
+
+def test_builders_take_keywords_only():
+    """Every argument of a builder is named where it is called: `LectureCNN(32, 3, 256, ...)` needed the signature
+    beside it to be read."""
+    import inspect
+
+    from kerascnn.models import ensemble, lecture
+
+    for fn in (lecture.sequential, lecture.functional, lecture.subclass, ensemble.ensemble, lecture.LectureCNN):
+        kinds = {p.kind for name, p in inspect.signature(fn).parameters.items() if name != "kwargs"}
+        assert kinds == {inspect.Parameter.KEYWORD_ONLY}, fn.__name__
+    assert [p.kind for p in inspect.signature(lecture.front).parameters.values()][:2] == [
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY]
+    with pytest.raises(TypeError, match="positional"):
+        lecture.LectureCNN(32)
