@@ -15,6 +15,10 @@ Example:
 
 import dataclasses
 import json
+import math
+import numbers
+import os
+import typing
 from typing import Optional
 
 # The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
@@ -23,90 +27,129 @@ STREAMS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/models/best.py)
+DATASETS = ("fashion_mnist", "mnist")  # the built-in datasets, sorted: data.py's DATASETS (a test checks)
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
+class Rule(typing.NamedTuple):
+    """What a field's values must be: `ok(value)`, said in words by `expected` ("an integer >= 1").
+
+    `why(value)`, when given, says in a few words why a refused value is
+    refused ("no such file").
+    """
+
+    expected: str
+    ok: typing.Callable
+    why: typing.Optional[typing.Callable] = None
+
+
+AT_LEAST_1 = Rule("an integer >= 1", lambda v: v >= 1)
+AT_LEAST_0 = Rule("an integer >= 0", lambda v: v >= 0)
+POSITIVE = Rule("a finite number > 0", lambda v: 0 < v < math.inf)
+NOT_NEGATIVE = Rule("a number >= 0", lambda v: v >= 0)
+FRACTION = Rule("a number in [0, 1)", lambda v: 0 <= v < 1)
+SEED = Rule("an integer in [0, 2**32)", lambda v: 0 <= v < 2**32)
+DATASET = Rule(
+    f"one of {list(DATASETS)}, a folder of class subfolders or an .npz file",
+    lambda v: v in DATASETS or os.path.isdir(v) or (v.endswith(".npz") and os.path.isfile(v)),
+    lambda v: f"no such {'file' if v.endswith('.npz') else 'folder or dataset name'}",
+)
+
+
+def model_names():
+    """The registry's model names (`kerascnn.models.list_models`; the registry imports no Keras)."""
+    from kerascnn.models.registry import list_models
+
+    return tuple(list_models())
+
+
+def flag(default, help, *, choices=None, rule=None, switch=False):
+    """A config field that carries what its command-line flag needs, as `dataclasses.field` metadata.
+
+    The commands make one flag per field from it (`--lr-period` for
+    `lr_period`, `kerascnn.commands.flags`), and `validate_fields` checks
+    every value against it: the field's type (its annotation), `choices`,
+    `rule`.
+
+    Args:
+        default: the field's default.
+        help: str, the flag's help: what the field means.
+        choices: tuple of the values allowed, or a function returning it
+            (the registry's model names, known only when asked).
+        rule: `Rule` a value must pass.
+        switch: bool, a flag that takes no value and sets True (`--residual`).
+    """
+    metadata = {"help": help, "choices": choices, "rule": rule, "switch": switch}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     # What to train.
-    model: str = "sequential"  # a name from `kerascnn.models.list_models()`
-    dataset: str = "mnist"  # "mnist", "fashion_mnist", a folder of class subfolders or an .npz (docs/IMAGES.md)
+    model: str = flag("sequential", "the model to train", choices=model_names)
+    dataset: str = flag("mnist", f"{' or '.join(DATASETS)}; or a folder of class subfolders, or an .npz: "
+                        "see docs/IMAGES.md", rule=DATASET)
     # Optimisation (the lecture's values).
-    epochs: int = 15  # passes over the training split
-    batch_size: int = 100  # per replica; a step trains on batch_size x replicas images
-    lr: float = 1e-3  # Adam's initial learning rate
-    lr_period: int = 5  # halve ... every `lr_period` epochs
-    lr_factor: float = 0.5  # ... by this factor
+    epochs: int = flag(15, "passes over the training split", rule=AT_LEAST_1)
+    batch_size: int = flag(100, "per replica; a step trains on batch_size x replicas images", rule=AT_LEAST_1)
+    lr: float = flag(1e-3, "Adam's initial learning rate", rule=POSITIVE)
+    lr_period: int = flag(5, "epochs between rate cuts", rule=AT_LEAST_1)
+    lr_factor: float = flag(0.5, "rate multiplier per cut", rule=Rule("a number in (0, 1]", lambda v: 0 < v <= 1))
     # Model shape; None means "the model's own default".
-    members: Optional[int] = None  # ensemble size (ensemble: 3, best: 5)
-    filters: Optional[int] = None  # first stage's filters; doubles per stage (32)
-    kernel_size: Optional[int] = None  # conv kernel size (3)
-    dense_units: Optional[int] = None  # hidden dense units (256)
-    dropout: Optional[float] = None  # dropout before the classifier (0.4)
-    batchnorm: Optional[bool] = None  # ConvBNReLU blocks instead of conv+ReLU
-    residual: Optional[bool] = None  # functional only: residual stages
-    rotation: Optional[float] = None  # augmentation: max rotation, degrees (15)
-    shift: Optional[float] = None  # augmentation: max shift, pixels (2)
-    zoom: Optional[float] = None  # augmentation: max zoom, a fraction (0.1 = 90-110%)
-    member: Optional[str] = None  # best: the member design, "lecture", "strided" or "residual"
-    tta: Optional[int] = None  # ensembles: at inference, also average over the image shifted N px each way (0: off)
+    members: Optional[int] = flag(None, "ensemble members (ensemble: 3, best: 5)", rule=AT_LEAST_1)
+    filters: Optional[int] = flag(None, "first stage's filters, doubled per stage (default: the model's, 32)",
+                                  rule=AT_LEAST_1)
+    kernel_size: Optional[int] = flag(None, "conv kernel size (default: the model's, 3)", rule=AT_LEAST_1)
+    dense_units: Optional[int] = flag(None, "hidden dense units (default: the model's, 256)", rule=AT_LEAST_1)
+    dropout: Optional[float] = flag(None, "dropout before the classifier (default: the model's, 0.4)", rule=FRACTION)
+    batchnorm: Optional[bool] = flag(None, "true or false: batch-norm blocks (default: the model's)")
+    residual: Optional[bool] = flag(None, "functional model: residual stages", switch=True)
+    rotation: Optional[float] = flag(None, "augmentation: max rotation, degrees (default: the model's, 15)",
+                                     rule=NOT_NEGATIVE)
+    shift: Optional[float] = flag(None, "augmentation: max shift, pixels (default: the model's, 2)", rule=NOT_NEGATIVE)
+    zoom: Optional[float] = flag(None, "augmentation: max zoom, a fraction, e.g. 0.1 for 90-110% "
+                                 "(default: the model's)", rule=FRACTION)
+    member: Optional[str] = flag(None, "best: the member design; lecture when not given", choices=MEMBERS)
+    tta: Optional[int] = flag(None, "best, ensemble: test-time augmentation, predictions averaged over the image and "
+                              "its copies shifted N pixels up, down, left and right (default: 0, off)",
+                              rule=Rule("an integer number of pixels >= 0", lambda v: v >= 0))
     # Regularisation (None: the model's recipe, see `kerascnn.models.model_recipe`).
-    ema: Optional[float] = None  # momentum of an average of the weights used for validation and saving (0: off)
-    label_smoothing: Optional[float] = None  # cross-entropy against labels smoothed by this much (0: off)
+    ema: Optional[float] = flag(None, "validate and save an average of the weights with this momentum, e.g. 0.999 "
+                                "(default: the model's, 0: off)", rule=FRACTION)
+    label_smoothing: Optional[float] = flag(None, "cross-entropy against labels smoothed by this much, e.g. 0.1 "
+                                            "(default: 0)", rule=FRACTION)
     # Data.
-    val_size: int = 5000  # validation images carved from the training set
-    subset: Optional[int] = None  # train on the first N training images only
-    data_dir: Optional[str] = None  # where the dataset files are; see data.py
-    image_size: Optional[int] = None  # your own images: the side the model works at (default: the data's)
-    color_mode: Optional[str] = None  # your own images: grayscale | rgb (default: the data's)
-    stream: str = "auto"  # your own images: on (decode from disk as needed) | off (into memory) | auto (by size)
-    cache_dir: Optional[str] = None  # streamed images: cache them here, decoded, after the first epoch
+    val_size: int = flag(5000, "validation images carved from the training set", rule=AT_LEAST_1)
+    subset: Optional[int] = flag(None, "train on the first N training images", rule=AT_LEAST_1)
+    data_dir: Optional[str] = flag(None, "dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
+    image_size: Optional[int] = flag(None, "your own images: the side N (N x N) the model works at (default: the "
+                                     "data's most common size)", rule=AT_LEAST_1)
+    color_mode: Optional[str] = flag(None, "your own images; when not given, grayscale if every picture is grey",
+                                     choices=COLOR_MODES)
+    stream: str = flag("auto", "your own images: on: decode from disk as needed; off: into memory; auto: on when "
+                       "they would take over a quarter of the memory", choices=STREAMS)
+    cache_dir: Optional[str] = flag(None, "streamed images: cache them here, decoded, on the first epoch "
+                                    "(docs/IMAGES.md)")
     # Run.
-    seed: int = 777  # seeds weights, shuffling, dropout and augmentation
-    split_seed: int = 777  # seeds the validation split: fixed apart from `seed`, so seeds compare on one split
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
-    strategy: str = "auto"  # auto | default | mirrored | multiworker (kerascnn/distribute.py)
-    logdir: str = "logs"  # run directories go under here
-    image_every: int = 0  # also write image summaries every N epochs (0: only at the end)
+    seed: int = flag(777, "seeds weights, shuffling, dropout and augmentation", rule=SEED)
+    split_seed: int = flag(777, "seeds the validation split, apart from --seed, so seeds compare on one split",
+                           rule=SEED)
+    precision: str = flag("auto", "auto: bf16 on CPUs with AVX512_BF16/AMX, else float32",
+                          choices=PRECISIONS)
+    strategy: str = flag("auto", "auto: mirrored on 2+ GPUs; multiworker: several processes or machines, "
+                         "see docs/DISTRIBUTED.md", choices=STRATEGIES)
+    logdir: str = flag("logs", "where run directories go")
+    image_every: int = flag(0, "also write TensorBoard images every N epochs (0: at the end only)", rule=AT_LEAST_0)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self):
-        """Raises `ConfigError` naming the first field that is out of range."""
-        check_value(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        for name in ("seed", "split_seed"):
-            value = getattr(self, name)
-            check_value(0 <= value < 2**32, name, "an integer in [0, 2**32)", value)
-        check_value(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
-        check_value(self.lr > 0, "lr", "a number > 0", self.lr)
-        check_value(self.lr_period >= 1, "lr_period", "an integer >= 1", self.lr_period)
-        check_value(0 < self.lr_factor <= 1, "lr_factor", "a number in (0, 1]", self.lr_factor)
-        check_value(self.val_size >= 1, "val_size", "an integer >= 1", self.val_size)
-        check_value(self.subset is None or self.subset >= 1, "subset", "an integer >= 1", self.subset)
-        check_value(self.image_every >= 0, "image_every", "an integer >= 0", self.image_every)
-        check_value(self.members is None or self.members >= 1, "members", "an integer >= 1", self.members)
-        check_value(self.tta is None or self.tta >= 0, "tta", "an integer number of pixels >= 0", self.tta)
-        check_value(
-            self.dropout is None or 0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout
-        )
-        for name in ("filters", "kernel_size", "dense_units"):
-            value = getattr(self, name)
-            check_value(value is None or value >= 1, name, "an integer >= 1", value)
-        for name in ("rotation", "shift"):
-            value = getattr(self, name)
-            check_value(value is None or value >= 0, name, "a number >= 0", value)
-        for name in ("zoom", "ema", "label_smoothing"):
-            value = getattr(self, name)
-            check_value(value is None or 0 <= value < 1, name, "a number in [0, 1)", value)
-        check_value(self.image_size is None or self.image_size >= 1, "image_size", "an integer >= 1", self.image_size)
-        check_value(self.color_mode in (None, *COLOR_MODES), "color_mode", f"one of {COLOR_MODES}", self.color_mode)
-        check_value(self.stream in STREAMS, "stream", f"one of {STREAMS}", self.stream)
-        check_value(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
-        check_value(self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", self.strategy)
+        """Raises `ConfigError` naming the first field whose value is not allowed."""
+        validate_fields(self)
 
     def model_kwargs(self):
         """The builder arguments this config sets (None = the model's default)."""
@@ -138,9 +181,6 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"Unknown config keys {unknown}; expected some of {sorted(known)}.")
-        for f in dataclasses.fields(cls):
-            if f.name in values and values[f.name] is not None:
-                _check_type(f.name, values[f.name], f.default)
         return cls(**values)
 
     @classmethod
@@ -160,26 +200,63 @@ def read_json_file(path, error=ConfigError):
         raise error(f"Config file {path} is not valid JSON: {e}.") from None
 
 
-# The type of each field whose default (None) does not say it; the others are their default's type.
-FIELD_TYPES = {
-    "members": int, "filters": int, "kernel_size": int, "dense_units": int,
-    "subset": int, "dropout": float, "rotation": float, "shift": float, "zoom": float,
-    "ema": float, "label_smoothing": float, "member": str, "tta": int,
-    "batchnorm": bool, "residual": bool, "data_dir": str, "image_size": int, "color_mode": str,
-    "cache_dir": str,
-}
+def field_type(field):
+    """The type a field's values have: its annotation, without `Optional`.
+
+    >>> field_type(dataclasses.fields(TrainConfig)[2]).__name__  # epochs: int
+    'int'
+    """
+    kinds = [t for t in typing.get_args(field.type) if t is not type(None)] or [field.type]
+    return kinds[0]
 
 
-def _check_type(name, value, default):
-    # JSON gives int/float/str/bool; the default (or FIELD_TYPES) says which.
-    kind = FIELD_TYPES.get(name, type(default))
+def is_of_type(value, kind):
+    """Whether `value` is a `kind` (int, float, bool or str); a float field takes an int, no field takes a bool
+    but a bool one."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
     if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    check_value(ok, name, f"of type {kind.__name__}", value)
+        return isinstance(value, numbers.Real)
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    return isinstance(value, kind)
+
+
+def choices_of(field):
+    """The values `field` allows (its metadata's `choices`, called if a function), or None if any of its type."""
+    choices = field.metadata.get("choices")
+    return choices() if callable(choices) else choices
+
+
+def refusal(field, value):
+    """Why `value` is not allowed in `field`: None when it is, else `(expected, why)` in words.
+
+    >>> refusal(dataclasses.fields(TrainConfig)[2], 0)  # epochs
+    ('an integer >= 1', None)
+    """
+    if value is None and field.default is None:
+        return None  # "the model's own default"
+    kind = field_type(field)
+    if not is_of_type(value, kind):
+        return f"of type {kind.__name__}", None
+    choices = choices_of(field)
+    if choices is not None and value not in choices:
+        return f"one of {choices}", None
+    rule = field.metadata.get("rule")
+    if rule is not None and not rule.ok(value):
+        return rule.expected, rule.why(value) if rule.why else None
+    return None
+
+
+def validate_fields(config, error=ConfigError):
+    """Checks every field of the dataclass `config` against its `flag` metadata; raises `error` naming the first
+    whose value is not allowed, what was expected and what was received."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        refused = refusal(field, value)
+        if refused is not None:
+            expected, why = refused
+            check_value(False, field.name, expected + (f" ({why})" if why else ""), value, error=error)
 
 
 def check_value(ok, name, expected, received, error=ConfigError):

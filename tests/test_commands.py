@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 from kerascnn.commands import run_command
 from kerascnn.commands.train import build_parser
-from kerascnn.config import TrainConfig
+from kerascnn.config import ConfigError, TrainConfig
 
 # Runs a command's main(["--help"]) and reports which heavy packages it imported.
 HELP_IMPORTS = """
@@ -78,3 +78,53 @@ def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
         tune_main(["--config", str(path), "--directory", str(tmp_path / "tune")])
     assert e.value.code == 2 and "Unknown search config keys ['bogus']" in capsys.readouterr().err
     assert not (tmp_path / "tune").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_help_lists_the_allowed_values(command, capsys):
+    """Every choice a flag takes is in `--help`: the registry's model names, the datasets, the precisions..."""
+    import importlib
+
+    from kerascnn.config import COLOR_MODES, DATASETS, MEMBERS, PRECISIONS, STRATEGIES, STREAMS
+    from kerascnn.models import list_models
+    from kerascnn.tuning.config import TUNERS
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"kerascnn.commands.{command}").main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    listed = {"train": [*list_models(), *MEMBERS, *STRATEGIES], "tune": [*TUNERS]}[command]
+    for name in [*listed, *PRECISIONS, *DATASETS, *COLOR_MODES, *STREAMS]:
+        assert name in text, name
+    if command == "train":
+        assert "--model MODEL the model to train (one of: best, ensemble, functional, sequential, subclass; " \
+               "default: sequential)" in text
+
+
+def test_tune_has_a_flag_per_search_field_and_shares_train_pys_checks():
+    from kerascnn.commands.tune import build_parser as tune_parser
+    from kerascnn.tuning.config import SearchConfig
+
+    parser = tune_parser()
+    assert {f.name for f in dataclasses.fields(SearchConfig)} <= {a.dest for a in parser._actions}  # argparse's list
+    args = parser.parse_args(["--overwrite", "--worker-timeout", "30", "--seed", "5", "--image-size", "32"])
+    assert (args.overwrite, args.worker_timeout, args.seed, args.image_size) == (True, 30.0, 5, 32)
+    train_help = {a.dest: a.help for a in build_parser()._actions}
+    assert {a.dest: a.help for a in parser._actions}["stream"] == train_help["stream"]
+
+
+@pytest.mark.parametrize("flag,text,value,message", [
+    ("--lr-factor", "2", 2.0, "expected a number in (0, 1], received '2'"),
+    ("--dropout", "1", 1.0, "expected a number in [0, 1), received '1'"),
+    ("--seed", "-1", -1, "expected an integer in [0, 2**32), received '-1'"),
+    ("--batchnorm", "maybe", "maybe", "expected true or false, received 'maybe'"),
+    ("--member", "wide", "wide", "invalid choice: 'wide' (choose from 'lecture', 'strided', 'residual')"),
+])
+def test_a_bad_flag_is_refused_by_the_configs_own_check(flag, text, value, message, capsys):
+    """The parser checks each value as the config does, and its message names the flag."""
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([flag, text])
+    assert e.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
+    field = flag[2:].replace("-", "_")
+    with pytest.raises(ConfigError, match=f"`{field}` must be .*Received: {field}="):
+        TrainConfig(**{field: value})

@@ -1,5 +1,6 @@
 """TrainConfig: defaults, validation, JSON files."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,8 @@ def test_defaults_are_the_lectures():
 @pytest.mark.parametrize("field,value,expected", [
     ("epochs", 0, "`epochs` must be an integer >= 1. Received: epochs=0"),
     ("batch_size", -1, "batch_size"),
-    ("lr", 0.0, "`lr` must be a number > 0"),
+    ("lr", 0.0, "`lr` must be a finite number > 0"),
+    ("lr", float("inf"), "`lr` must be a finite number > 0. Received: lr=inf"),
     ("dropout", 1.0, r"`dropout` must be a number in \[0, 1\)"),
     ("precision", "fp8", "`precision` must be one of"),
     ("lr_factor", 2.0, "lr_factor"),
@@ -54,25 +56,60 @@ def test_json_round_trip_and_errors(tmp_path):
 
 
 CONFIG_ALONE = """
-import importlib.util, sys
+import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("config_alone", sys.argv[1])
 config = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(config)
 config.TrainConfig(precision="mixed_bfloat16", strategy="mirrored")
-try:
-    config.TrainConfig(precision="fp8")
-except config.ConfigError as e:
-    print(e)
-print(sorted(m for m in ("keras", "tensorflow", "jax", "kerascnn") if m in sys.modules))
+for bad in ({"precision": "fp8"}, {"model": "resnet"}):
+    try:
+        config.TrainConfig(**bad)
+    except config.ConfigError as e:
+        print(e)
+print(sorted(m for m in ("keras", "tensorflow", "jax") if m in sys.modules))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("kerascnn"))))
 """
 
 
 def test_config_is_a_leaf_that_validates_without_keras():
-    """config.py, run alone: it validates every field without importing Keras, TensorFlow or kerascnn."""
+    """config.py, run alone, validates every field without importing Keras or TensorFlow: of kerascnn it needs
+    only the model registry's names (`kerascnn.models.registry`, which imports no Keras)."""
     done = subprocess.run([sys.executable, "-c", CONFIG_ALONE, os.path.join(ROOT, "kerascnn", "config.py")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == [
+    lines = done.stdout.splitlines()
+    assert lines[:3] == [
         "`precision` must be one of ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16'). Received: precision='fp8'",
+        "`model` must be one of ('best', 'ensemble', 'functional', 'sequential', 'subclass'). Received: model='resnet'",
         "[]",
     ]
+    assert set(json.loads(lines[3])) <= {"kerascnn", "kerascnn.config", "kerascnn.models", "kerascnn.models.registry"}
+
+
+def test_numbers_of_any_kind_are_taken_and_bools_are_not_numbers():
+    import numpy as np
+
+    assert TrainConfig(epochs=np.int64(3), lr=np.float32(0.5), dropout=0).epochs == 3
+    with pytest.raises(ConfigError, match="`epochs` must be of type int. Received: epochs=True"):
+        TrainConfig(epochs=True)
+    with pytest.raises(ConfigError, match="`batchnorm` must be of type bool. Received: batchnorm=1"):
+        TrainConfig(batchnorm=1)
+    with pytest.raises(ConfigError, match="`stream` must be of type str. Received: stream=None"):
+        TrainConfig(stream=None)  # None means "the model's default" only where the default is None
+
+
+def test_datasets_are_data_pys_and_a_missing_one_is_refused(tmp_path):
+    from kerascnn.config import DATASETS
+    from kerascnn.data import list_datasets
+
+    assert list(DATASETS) == list_datasets()
+    assert TrainConfig(dataset=str(tmp_path)).dataset == str(tmp_path)  # a folder of class subfolders
+    with pytest.raises(ConfigError, match=r"an \.npz file \(no such file\)\. Received: dataset='.*none\.npz'"):
+        TrainConfig(dataset=str(tmp_path / "none.npz"))
+    with pytest.raises(ConfigError, match=r"`dataset` must be one of \['fashion_mnist', 'mnist'\]"):
+        TrainConfig(dataset="cifar10")
+
+
+def test_every_field_says_what_it_is_for():
+    for field in dataclasses.fields(TrainConfig):
+        assert len(field.metadata["help"]) >= 10, field.name

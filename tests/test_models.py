@@ -226,3 +226,20 @@ def test_the_member_names_are_one_list():
     with pytest.raises(ModelError, match=r"`member` must be one of \['lecture', 'strided', 'residual'\]. "
                                           r"Received: member='wide'"):
         create_model("best", member="wide", members=1)
+
+
+def test_builders_take_keywords_only():
+    """Every argument of a builder is named where it is called: `LectureCNN(32, 3, 256, ...)` needed the signature
+    beside it to be read."""
+    import inspect
+
+    from kerascnn.models import best, ensemble, lecture
+
+    for fn in (lecture.sequential, lecture.functional, lecture.subclass, ensemble.ensemble, lecture.LectureCNN,
+               best.best, best.strided_cnn, best.residual_cnn):
+        kinds = {p.kind for name, p in inspect.signature(fn).parameters.items() if name != "kwargs"}
+        assert kinds == {inspect.Parameter.KEYWORD_ONLY}, fn.__name__
+    assert [p.kind for p in inspect.signature(lecture.front).parameters.values()][:2] == [
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY]
+    with pytest.raises(TypeError, match="positional"):
+        lecture.LectureCNN(32)

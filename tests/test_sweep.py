@@ -39,7 +39,7 @@ def test_prefix_accuracies_average_the_first_k_members():
     (["--members", "0"], "argument --members: expected an integer >= 1, received '0'"),
     (["--nope", "1"], "unrecognized arguments: --nope 1"),
     (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
-    (["--dropout", "1.5"], "`dropout` must be a number in [0, 1). Received: dropout=1.5"),
+    (["--dropout", "1.5"], "argument --dropout: expected a number in [0, 1), received '1.5'"),
     (["--data-dir", "/no/such/dir"], "/no/such/dir"),
 ])
 def test_a_bad_setting_exits_2_naming_it(flags, message, capsys):

@@ -102,7 +102,7 @@ def test_build_sets_the_precision_after_keras_tuner_clears_the_session():
     (["--tuner", "grid"], "argument --tuner: invalid choice: 'grid' (choose from "),
     (["--max-trials", "0"], "argument --max-trials: expected an integer >= 1, received '0'"),
     (["--max-epochs", "-2"], "argument --max-epochs: expected an integer >= 1, received '-2'"),
-    (["--project-name", "a/b"], "`project_name` must be a folder name (no path separators). Received: project_name='a/b'"),
+    (["--project-name", "a/b"], "argument --project-name: expected a folder name (no path separators), received 'a/b'"),
     (["--subset", "60000"], "subset=60000 is larger than the 55000 training images"),
     (["--worker-timeout", "0"], "argument --worker-timeout: expected a finite number > 0, received '0'"),
 ])

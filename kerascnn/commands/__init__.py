@@ -94,32 +94,9 @@ def positive_int(text):
     return value
 
 
-def positive_float(text):
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, received {text!r}")
-    return value
-
-
 def dataset_arg(text):
-    """argparse type: a dataset name, a folder (of class subfolders) or an `.npz` file."""
-    from kerascnn.data import list_datasets
+    """argparse type: a dataset name, a folder (of class subfolders) or an `.npz` file, as `TrainConfig.dataset`."""
+    from kerascnn.commands.flags import flag_type
+    from kerascnn.config import TrainConfig
 
-    if text in list_datasets() or os.path.isdir(text) or (text.endswith(".npz") and os.path.isfile(text)):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"expected one of {list_datasets()}, a folder of class subfolders or an .npz file, received {text!r} "
-        f"(no such {'file' if text.endswith('.npz') else 'folder or dataset name'})"
-    )
-
-
-def boolean(text):
-    """argparse type: true/false (also 1/0, yes/no)."""
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
-    return value
+    return flag_type(TrainConfig.__dataclass_fields__["dataset"])(text)

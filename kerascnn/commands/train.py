@@ -10,89 +10,11 @@ whose loss diverges exits with status 1 (`kerascnn.commands.run_command`).
 """
 
 import argparse
-import dataclasses
 import sys
 
-from kerascnn.commands import boolean, dataset_arg, positive_float, positive_int, run_command
-from kerascnn.config import COLOR_MODES, FIELD_TYPES, MEMBERS, PRECISIONS, STRATEGIES, STREAMS, TrainConfig
-from kerascnn.data import list_datasets
-
-DEFAULTS = TrainConfig()
-# Flags that say more than "the config's field": choices, a type that refuses bad input early, help.
-HELP = {
-    "epochs": "passes over the training split",
-    "batch_size": "per replica",
-    "lr": "initial learning rate",
-    "lr_period": "epochs between rate cuts",
-    "lr_factor": "rate multiplier per cut",
-    "members": "ensemble members (ensemble: 3, best: 5)",
-    "filters": "first stage's filters, doubled per stage (default: the model's, 32)",
-    "kernel_size": "conv kernel size (default: the model's, 3)",
-    "dense_units": "hidden dense units (default: the model's, 256)",
-    "dropout": "dropout before the classifier (default: the model's, 0.4)",
-    "batchnorm": "true or false: batch-norm blocks (default: the model's)",
-    "residual": "functional model: residual stages",
-    "rotation": "augmentation: max rotation, degrees (default: the model's, 15)",
-    "shift": "augmentation: max shift, pixels (default: the model's, 2)",
-    "zoom": "augmentation zoom, a fraction, e.g. 0.1 (default: the model's)",
-    "member": "best: the member design (default: lecture)",
-    "tta": "best, ensemble: test-time augmentation, predictions averaged over the image and its copies shifted N "
-           "pixels up, down, left and right (default: 0, off)",
-    "ema": "validate and save an average of the weights, e.g. 0.999 (default: the model's, 0: off)",
-    "label_smoothing": "e.g. 0.1 (default: 0)",
-    "val_size": "validation images carved from the training set",
-    "subset": "train on the first N training images",
-    "dataset": f"{' or '.join(list_datasets())}; or a folder of class subfolders, or an .npz (docs/IMAGES.md)",
-    "image_size": "your own images: the side N (N x N) the model works at (default: the data's most common size)",
-    "color_mode": "your own images: grayscale or rgb (default: grayscale if every picture is grey)",
-    "stream": "your own images: on: decode from disk as needed; off: into memory; auto: on when they would take over "
-              "a quarter of the memory",
-    "cache_dir": "streamed images: cache them here, decoded, on the first epoch (docs/IMAGES.md)",
-    "data_dir": "dataset directory (default: $KERASCNN_DATA_DIR, then caches)",
-    "logdir": "where run directories go",
-    "seed": "seeds weights, shuffling, dropout and augmentation",
-    "split_seed": "seeds the validation split, apart from --seed",
-    "precision": "auto: bf16 on CPUs with AVX512_BF16/AMX",
-    "strategy": "auto: mirrored on 2+ GPUs; multiworker: several processes or machines (docs/DISTRIBUTED.md)",
-    "image_every": "also write TensorBoard images every N epochs (0: at the end only)",
-}
-TYPES = {int: int, float: float, str: str, bool: boolean}
-POSITIVE = {"image_size", "epochs", "batch_size", "lr_period", "members", "filters", "kernel_size", "dense_units", "subset",
-            "val_size"}
-
-
-def add_config_flags(parser):
-    """One flag per `TrainConfig` field (`--lr-period` for `lr_period`), none with a default of its own.
-
-    Unset flags leave the field to the config file or the default
-    (`argument_default=SUPPRESS`), so `resolve_config` can layer them.
-    Returns `parser`.
-    """
-    from kerascnn.models import list_models  # the registry's names: no Keras needed
-
-    choices = {"model": list_models(), "color_mode": COLOR_MODES, "precision": PRECISIONS, "strategy": STRATEGIES,
-               "stream": STREAMS, "member": MEMBERS}
-    for field in dataclasses.fields(TrainConfig):
-        name = field.name
-        kind = FIELD_TYPES.get(name, type(field.default))
-        flag = "--" + name.replace("_", "-")
-        help_text = HELP.get(name, "")
-        if field.default is not None and "default" not in help_text:
-            help_text = f"{help_text} (default: {field.default})".strip()
-        if name == "residual":
-            parser.add_argument(flag, dest=name, action="store_const", const=True, help=help_text)
-            continue
-        if name in POSITIVE:
-            type_ = positive_int
-        elif name == "dataset":
-            type_ = dataset_arg
-        elif name == "lr" or name == "lr_factor":
-            type_ = positive_float
-        else:
-            type_ = TYPES[kind]
-        parser.add_argument(flag, dest=name, type=type_, choices=choices.get(name), help=help_text,
-                            metavar=name.upper() if name in choices else None)
-    return parser
+from kerascnn.commands import run_command
+from kerascnn.commands.flags import add_config_flags
+from kerascnn.config import TrainConfig
 
 
 def build_parser():
@@ -101,7 +23,7 @@ def build_parser():
         description="Train a CNN image classifier with Keras (the lecture's models and recipe).",
         argument_default=argparse.SUPPRESS,  # unset flags don't override the config file
     )
-    add_config_flags(parser)
+    add_config_flags(parser, TrainConfig)  # one per field, its help and checks from the field (kerascnn/config.py)
     parser.add_argument(
         "--config", "--hparams", dest="config_file", metavar="FILE",
         help="JSON of config values, e.g. tune.py's best_hparams.json; flags override it",

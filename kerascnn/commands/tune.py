@@ -15,45 +15,20 @@ and leaves what is on disk as it was; a search that fails exits with 1.
 import argparse
 import shlex
 
-from kerascnn.commands import dataset_arg, positive_float, positive_int, run_command
-from kerascnn.commands.train import HELP as TRAIN_HELP
-from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, read_json_file
-from kerascnn.data import list_datasets
-from kerascnn.tuning.config import TUNERS, SearchConfig, TuningError
+from kerascnn.commands import run_command
+from kerascnn.commands.flags import add_config_flags
+from kerascnn.config import read_json_file
+from kerascnn.tuning.config import SearchConfig, TuningError
 
 
 def build_parser():
-    d = SearchConfig()
     p = argparse.ArgumentParser(
         prog="tune.py",
         description="Search the hyperparameters of the `best` CNN with keras-tuner; "
         "prints the train.py command that trains the final model with the best of them.",
         argument_default=argparse.SUPPRESS,  # unset flags don't override the config file
     )
-    p.add_argument("--tuner", choices=TUNERS, help=f"search algorithm (default: {d.tuner})")
-    p.add_argument("--max-trials", dest="max_trials", type=positive_int, help=f"trials in all (default: {d.max_trials})")
-    p.add_argument("--max-epochs", dest="max_epochs", type=positive_int,
-                   help=f"epochs per trial, at most (default: {d.max_epochs})")
-    p.add_argument("--dataset", type=dataset_arg,
-                   help=f"{' or '.join(list_datasets())}, a folder of class subfolders or an .npz (default: {d.dataset})")
-    # The data flags train.py has too: the same help.
-    p.add_argument("--image-size", dest="image_size", type=positive_int, help=TRAIN_HELP["image_size"])
-    p.add_argument("--color-mode", dest="color_mode", choices=COLOR_MODES, help=TRAIN_HELP["color_mode"])
-    p.add_argument("--stream", choices=STREAMS, help=f"{TRAIN_HELP['stream']} (default: auto)")
-    p.add_argument("--cache-dir", dest="cache_dir", help=TRAIN_HELP["cache_dir"])
-    p.add_argument("--subset", type=positive_int, help="search on the first N training images (default: all)")
-    p.add_argument("--val-size", dest="val_size", type=positive_int,
-                   help=f"validation images, scored (default: {d.val_size})")
-    p.add_argument("--data-dir", dest="data_dir", help="dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
-    p.add_argument("--directory", help=f"where searches live (default: {d.directory})")
-    p.add_argument("--project-name", dest="project_name", help="this search's folder in --directory (default: <dataset>-best)")
-    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
-    p.add_argument("--seed", type=int, help=f"default: {d.seed}")
-    p.add_argument("--precision", choices=PRECISIONS, help="default: auto")
-    p.add_argument(
-        "--worker-timeout", dest="worker_timeout", type=positive_float, metavar="SECONDS",
-        help=f"distributed: a worker silent this long is lost, its trial goes to another (default: {d.worker_timeout:g})",
-    )
+    add_config_flags(p, SearchConfig)  # one per field, its help and checks from the field (kerascnn/tuning/config.py)
     p.add_argument("--config", dest="config_file", metavar="FILE",
                    help="JSON of search-config values (the flags' names with underscores); flags override it")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0, help="Keras output in trials (default: 0)")

@@ -38,6 +38,7 @@ from kerascnn.models.registry import ModelError, register_model
 
 
 def strided_cnn(
+    *,
     filters=32,
     dense_units=128,
     dropout=0.4,
@@ -87,6 +88,7 @@ def strided_cnn(
 
 
 def residual_cnn(
+    *,
     filters=32,
     rotation=10.0,
     shift=2.8,
@@ -135,6 +137,7 @@ def residual_cnn(
 
 @register_model("best")
 def best(
+    *,
     members=5,
     member="lecture",
     filters=32,
@@ -160,19 +163,21 @@ def best(
     """
     pixels = {"num_classes": num_classes, "image_size": image_size, "rescale": rescale}
     if member == "lecture":
-        shape, _ = front(input_shape, image_size, rescale, 0, 0, 0)
+        shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
         make = lambda name: LectureCNN(
-            filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, **pixels, name=name
+            filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
+            rotation=rotation, shift=shift, zoom=zoom, **pixels, name=name,
         )
     elif member == "strided":
         shape, _ = pixel_input(input_shape, image_size, rescale)
         make = lambda name: strided_cnn(
-            filters, dense_units, dropout, rotation, shift, zoom, input_shape, **pixels, name=name
+            filters=filters, dense_units=dense_units, dropout=dropout, rotation=rotation, shift=shift, zoom=zoom,
+            input_shape=input_shape, **pixels, name=name,
         )
     elif member == "residual":
         shape, _ = pixel_input(input_shape, image_size, rescale)
         make = lambda name: residual_cnn(
-            filters, rotation, shift, zoom, input_shape, **pixels, name=name
+            filters=filters, rotation=rotation, shift=shift, zoom=zoom, input_shape=input_shape, **pixels, name=name
         )
     else:
         raise ModelError(f"`member` must be one of {list(MEMBERS)}. Received: member={member!r}")

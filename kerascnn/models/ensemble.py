@@ -143,6 +143,7 @@ def build_ensemble(member_fn, members, name, shape=DIGIT_SHAPE, tta=0):
 
 @register_model("ensemble")
 def ensemble(
+    *,
     members=3,
     filters=32,
     kernel_size=3,
@@ -159,9 +160,9 @@ def ensemble(
     Each member resizes and rescales its own input when `image_size` and
     `rescale` are given (see `kerascnn.layers.pixel_input`).
     """
-    shape, _ = front(input_shape, image_size, rescale, 0, 0, 0)
+    shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
     member = lambda name: LectureCNN(
-        filters, kernel_size, dense_units, dropout, num_classes=num_classes, image_size=image_size, rescale=rescale,
-        name=name,
+        filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, num_classes=num_classes,
+        image_size=image_size, rescale=rescale, name=name,
     )
     return build_ensemble(member, members, "ensemble", shape, tta)

@@ -37,8 +37,8 @@ from kerascnn.models.registry import ModelError, register_model
 STAGES = 3  # conv stages; filters double at each
 
 
-def front(input_shape, image_size, rescale, rotation, shift, zoom):
-    """The input shape and the layers before the first conv: preprocessing, then augmentation.
+def front(input_shape, *, image_size=None, rescale=None, rotation=0.0, shift=0.0, zoom=0.0):
+    """The input shape and the layers before the first conv: preprocessing, then augmentation (none by default).
 
     Checks first that the working size passes the three pooling stages
     (`kerascnn.layers.check_stages`).
@@ -50,6 +50,7 @@ def front(input_shape, image_size, rescale, rotation, shift, zoom):
 
 @register_model("sequential")
 def sequential(
+    *,
     filters=32,
     kernel_size=3,
     dense_units=256,
@@ -68,7 +69,8 @@ def sequential(
     `input_shape` and `num_classes` default to MNIST's; `image_size` and
     `rescale` add the preprocessing layers of `kerascnn.layers.pixel_input`.
     """
-    shape, first = front(input_shape, image_size, rescale, rotation, shift, zoom)
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom}
+    shape, first = front(input_shape, image_size=image_size, rescale=rescale, **augment)
     stack = [keras.Input(shape), *first]
     for stage in range(STAGES):
         stack += [conv_block(filters * 2**stage, kernel_size, batchnorm), pool()]
@@ -78,6 +80,7 @@ def sequential(
 
 @register_model("functional")
 def functional(
+    *,
     filters=32,
     kernel_size=3,
     dense_units=256,
@@ -98,7 +101,8 @@ def functional(
     back to its input (`x + conv(x)`, then ReLU): the residual block the
     lecture shows as something `Sequential` cannot express.
     """
-    shape, first = front(input_shape, image_size, rescale, rotation, shift, zoom)
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom}
+    shape, first = front(input_shape, image_size=image_size, rescale=rescale, **augment)
     inputs = keras.Input(shape)
     x = inputs
     for layer in first:
@@ -142,6 +146,7 @@ class LectureCNN(keras.Model):
 
     def __init__(
         self,
+        *,
         filters=32,
         kernel_size=3,
         dense_units=256,
@@ -217,6 +222,7 @@ class LectureCNN(keras.Model):
 
 @register_model("subclass")
 def subclass(
+    *,
     filters=32,
     kernel_size=3,
     dense_units=256,
@@ -231,8 +237,11 @@ def subclass(
     rescale=None,
 ):
     """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
-    shape, _ = front(input_shape, image_size, rescale, 0, 0, 0)
-    model = LectureCNN(filters, kernel_size, dense_units, dropout, batchnorm, rotation, shift, zoom, num_classes,
-                       image_size, rescale, name="subclass_cnn")
+    shape, _ = front(input_shape, image_size=image_size, rescale=rescale)  # the member augments in `call`
+    model = LectureCNN(
+        filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
+        rotation=rotation, shift=shift, zoom=zoom, num_classes=num_classes, image_size=image_size, rescale=rescale,
+        name="subclass_cnn",
+    )
     model.build((None, *shape))
     return model

@@ -12,13 +12,11 @@ Example:
 """
 
 import dataclasses
-import functools
 import os
 from typing import Optional
 
-from kerascnn import data as data_lib
-from kerascnn.images import dataset_label, is_image_dataset
-from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, check_value
+from kerascnn.config import AT_LEAST_1, POSITIVE, Rule, TrainConfig, flag, validate_fields
+from kerascnn.images import dataset_label
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set
@@ -36,27 +34,45 @@ class SearchFailed(RuntimeError):
     """The search ran but could not produce a result (every trial failed, say)."""
 
 
+def is_folder_name(name):
+    """Whether `name` names a folder inside another (not ".", "..", nor a path)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and os.sep not in name
+
+
+def as_in_train(name, help=None):
+    """`TrainConfig`'s field `name` (default, help, checks) as a search-config field: a setting `tune.py` shares
+    with `train.py`. `help`, when given, is the search's own."""
+    field = TrainConfig.__dataclass_fields__[name]
+    return dataclasses.field(default=field.default, metadata={**field.metadata, "help": help or field.metadata["help"]})
+
+
 @dataclasses.dataclass
 class SearchConfig:
-    """What to search and where; `tune.py`'s flags, one per field."""
+    """What to search and where; `tune.py`'s flags, one per field (`kerascnn.config.flag`)."""
 
-    tuner: str = "hyperband"  # hyperband | random | bayesian
-    max_trials: int = 30  # trials in all (Hyperband at max_epochs=10: one full set of brackets)
-    max_epochs: int = 10  # epochs per trial (Hyperband: the most any trial gets)
-    dataset: str = "mnist"
-    subset: Optional[int] = None  # search on the first N training images; train.py then uses all
-    val_size: int = 5000  # validation images carved from the training set: the objective
-    data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # your own images: the side the model works at (default: the data's)
-    color_mode: Optional[str] = None  # your own images: grayscale | rgb (default: the data's)
-    stream: str = "auto"  # your own images: on (decode from disk as needed) | off (into memory) | auto (by size)
-    cache_dir: Optional[str] = None  # streamed images: cache them here, decoded, after the first epoch
-    directory: str = os.path.join("logs", "tune")
-    project_name: Optional[str] = None  # the search's folder in `directory`; "<dataset>-best"
-    overwrite: bool = False  # start afresh instead of resuming
-    seed: int = 777  # the oracle's sampling, and every trial's weights and shuffling
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
-    worker_timeout: float = 60.0  # distributed: seconds of silence before a worker is lost
+    tuner: str = flag("hyperband", "search algorithm", choices=TUNERS)
+    max_trials: int = flag(30, "trials in all (Hyperband at max_epochs=10: one full set of brackets)", rule=AT_LEAST_1)
+    max_epochs: int = flag(10, "epochs per trial, at most (Hyperband: the most any trial gets)", rule=AT_LEAST_1)
+    # The data, as train.py reads it.
+    dataset: str = as_in_train("dataset")
+    subset: Optional[int] = as_in_train("subset", help="search on the first N training images; train.py then uses "
+                                        "all (default: all)")
+    val_size: int = as_in_train("val_size", help="validation images carved from the training set: the objective")
+    data_dir: Optional[str] = as_in_train("data_dir")
+    image_size: Optional[int] = as_in_train("image_size")
+    color_mode: Optional[str] = as_in_train("color_mode")
+    stream: str = as_in_train("stream")
+    cache_dir: Optional[str] = as_in_train("cache_dir")
+    # Where the search lives.
+    directory: str = flag(os.path.join("logs", "tune"), "where searches live")
+    project_name: Optional[str] = flag(None, "this search's folder in --directory (default: <dataset>-best)",
+                                       rule=Rule("a folder name (no path separators)", is_folder_name))
+    overwrite: bool = flag(False, "start afresh instead of resuming", switch=True)
+    # How trials run.
+    seed: int = as_in_train("seed", help="seeds the oracle's sampling, and every trial's weights and shuffling")
+    precision: str = as_in_train("precision")
+    worker_timeout: float = flag(60.0, "distributed: seconds of silence after which a worker is lost and its trial "
+                                 "goes to another", rule=POSITIVE)
 
     def __post_init__(self):
         if self.project_name is None:
@@ -64,25 +80,8 @@ class SearchConfig:
         self.validate()
 
     def validate(self):
-        """Raises `TuningError` naming the first field that is out of range."""
-        _check(self.tuner in TUNERS, "tuner", f"one of {TUNERS}", self.tuner)
-        for name in ("max_trials", "max_epochs", "val_size"):
-            value = getattr(self, name)
-            _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
-        subset_ok = self.subset is None or (_is_int(self.subset) and self.subset >= 1)
-        _check(subset_ok, "subset", "an integer >= 1", self.subset)
-        datasets = data_lib.list_datasets()
-        ok = self.dataset in datasets or is_image_dataset(self.dataset)
-        _check(ok, "dataset", f"one of {datasets}, a folder of class subfolders or an .npz", self.dataset)
-        _check(self.image_size is None or (_is_int(self.image_size) and self.image_size >= 1), "image_size",
-               "an integer >= 1", self.image_size)
-        _check(self.color_mode in (None, *COLOR_MODES), "color_mode", f"one of {COLOR_MODES}", self.color_mode)
-        _check(self.stream in STREAMS, "stream", f"one of {STREAMS}", self.stream)
-        _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
-        _check(self.worker_timeout > 0, "worker_timeout", "a number of seconds > 0", self.worker_timeout)
-        name = self.project_name
-        ok = bool(name) and name not in (".", "..") and "/" not in name and os.sep not in name
-        _check(ok, "project_name", "a folder name (no path separators)", name)
+        """Raises `TuningError` naming the first field whose value is not allowed."""
+        validate_fields(self, TuningError)
 
     @property
     def project_dir(self):
@@ -98,10 +97,3 @@ class SearchConfig:
         """The settings a resumed search must share with the one that started it."""
         keys = ("tuner", "dataset", "subset", "val_size", "max_epochs", "seed")
         return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in keys}}
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-_check = functools.partial(check_value, error=TuningError)
