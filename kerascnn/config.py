@@ -17,6 +17,8 @@ import dataclasses
 import json
 from typing import Optional
 
+from kerascnn.errors import UsageError
+
 # The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
 COLOR_MODES = ("grayscale", "rgb")
 STREAMS = ("auto", "on", "off")
@@ -25,7 +27,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/models/best.py)
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 

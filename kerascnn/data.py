@@ -38,6 +38,8 @@ import zlib
 
 import numpy as np
 
+from kerascnn.errors import UsageError
+
 IMAGE_SHAPE = (28, 28, 1)  # MNIST's and Fashion-MNIST's; a model knows no dataset (kerascnn.layers.DIGIT_SHAPE)
 NUM_CLASSES = 10
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -69,7 +71,7 @@ _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """A dataset is missing or its files are not what they should be."""
 
 

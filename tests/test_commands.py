@@ -11,6 +11,8 @@ from conftest import ROOT
 from kerascnn.commands import run_command
 from kerascnn.commands.train import build_parser
 from kerascnn.config import TrainConfig
+from kerascnn.errors import RunFailed, UsageError
+from kerascnn.training import TrainingDiverged
 
 # Runs a command's main(["--help"]) and reports which heavy packages it imported.
 HELP_IMPORTS = """
@@ -37,6 +39,41 @@ def test_help_answers_without_importing_tensorflow_or_keras(script):
     assert result["heavy"] == []
 
 
+# Loads a command (what `--help` imports), then runs its main(argv) and reports the exit status, the seconds main()
+# took and which heavy packages were imported.
+USAGE_ERROR = """
+import contextlib, io, json, sys, runpy, time
+main = runpy.run_path(sys.argv[1])["main"]
+err = io.StringIO()
+start = time.perf_counter()
+with contextlib.redirect_stderr(err):
+    try:
+        main(sys.argv[2:])
+    except SystemExit as e:
+        code = e.code
+seconds = time.perf_counter() - start
+heavy = sorted(m for m in ("tensorflow", "keras", "jax", "keras_tuner") if m in sys.modules)
+print(json.dumps({"code": code, "seconds": seconds, "heavy": heavy, "error": err.getvalue().splitlines()[-1]}))
+"""
+
+
+@pytest.mark.parametrize("script", ["train.py", "tune.py"])
+@pytest.mark.parametrize("content,message", [
+    ("{broken", "is not valid JSON"),
+    ('{"bogus": 1}', "['bogus']"),
+])
+def test_a_bad_config_file_exits_2_at_once_without_importing_tensorflow(tmp_path, script, content, message):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    done = subprocess.run([sys.executable, "-c", USAGE_ERROR, script, "--config", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 2 and result["error"].startswith(f"{script}: error: ") and message in result["error"]
+    assert result["heavy"] == []
+    assert result["seconds"] < 1.0  # the issue's bound; main() takes about 0.02 s (importing TensorFlow, 10 s or more)
+
+
 def test_every_config_field_has_its_flag():
     flags = {a.dest for a in build_parser()._actions}  # argparse's own list of what it parses
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
@@ -57,10 +94,37 @@ def test_bad_usage_exits_2_naming_the_thing_and_a_failure_exits_1(capsys):
     assert e.value.code == 2 and "train.py: error: `lr` must be a number > 0. Received: lr=-1" in capsys.readouterr().err
 
     def fail(args):
-        raise RuntimeError("the loss became NaN")
+        raise TrainingDiverged("the loss became NaN")
 
-    assert run_command(parser, fail, [], failures=lambda: (RuntimeError,)) == 1
+    assert run_command(parser, fail, []) == 1
     assert "train.py: error: the loss became NaN" in capsys.readouterr().err
+
+    def crash(args):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):  # not ours: a traceback, not an exit status
+        run_command(parser, crash, [])
+
+
+def test_every_library_error_is_a_usage_error_or_a_failed_run_and_keeps_its_old_base():
+    from kerascnn.config import ConfigError
+    from kerascnn.data import DataError
+    from kerascnn.distribute import DistributeError
+    from kerascnn.export import ExportError
+    from kerascnn.loading import ModelFileError
+    from kerascnn.models.registry import ModelError
+    from kerascnn.predict import ImageError
+    from kerascnn.rundir import RunDirError
+    from kerascnn.serve import ServeError
+    from kerascnn.tuning.config import SearchFailed, TuningError
+
+    usage = (ConfigError, DataError, DistributeError, ExportError, ModelFileError, ModelError, RunDirError, ServeError,
+             TuningError)
+    assert all(issubclass(cls, UsageError) and cls.exit_status == 2 for cls in usage)
+    assert all(issubclass(cls, RunFailed) and cls.exit_status == 1 for cls in (TrainingDiverged, SearchFailed, ImageError))
+    assert all(issubclass(cls, ValueError) for cls in (ConfigError, DistributeError, ExportError, ModelFileError,
+                                                       ModelError, ServeError, TuningError, ImageError))
+    assert issubclass(TrainingDiverged, RuntimeError) and issubclass(SearchFailed, RuntimeError)
 
 
 def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
@@ -78,3 +142,4 @@ def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
         tune_main(["--config", str(path), "--directory", str(tmp_path / "tune")])
     assert e.value.code == 2 and "Unknown search config keys ['bogus']" in capsys.readouterr().err
     assert not (tmp_path / "tune").exists()
+

@@ -13,7 +13,8 @@ Every command:
 * quiets TensorFlow's C++ logging once (`quiet_tensorflow`);
 * exits 0 when all went well; 2 for bad usage (the thing named, what was
   expected, what was received, an argparse-style message, nothing written);
-  1 when the job ran and failed; 130 when interrupted (`run_command`).
+  1 when the job ran and failed; 130 when interrupted (`run_command`, which
+  catches `kerascnn.errors.UsageError` and `RunFailed`).
 """
 
 import argparse
@@ -21,11 +22,13 @@ import logging
 import os
 import sys
 
+from kerascnn.errors import RunFailed, UsageError
+
 
 def quiet_tensorflow():
     """TensorFlow's C++ INFO and WARNING lines off, and its retracing warning dropped.
 
-    Call before TensorFlow is imported (the commands do, first thing).
+    Call before TensorFlow is imported (`run_command` does, first thing).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").addFilter(drop_retracing_warning)
@@ -37,49 +40,35 @@ def drop_retracing_warning(record):
     return "triggered tf.function retracing" not in record.getMessage()
 
 
-def usage_errors():
-    """The exceptions that mean bad usage (exit 2): a config, data, model, strategy, directory or file refused."""
-    from kerascnn.config import ConfigError
-    from kerascnn.data import DataError
-    from kerascnn.distribute import DistributeError
-    from kerascnn.export import ExportError
-    from kerascnn.loading import ModelFileError
-    from kerascnn.models.registry import ModelError
-    from kerascnn.rundir import RunDirError
-    from kerascnn.serve import ServeError
-    from kerascnn.tuning.config import TuningError
-
-    return (ConfigError, DataError, DistributeError, ExportError, ModelError, ModelFileError, RunDirError, ServeError,
-            TuningError)
-
-
-def run_command(parser, job, argv=None, failures=tuple):
+def run_command(parser, job, argv=None):
     """Parses `argv`, runs `job(args)` and turns what it raises into the exit status.
+
+    `kerascnn.errors.UsageError` (a config, data, model, strategy, directory
+    or file refused) exits 2 through `parser.error` (or the subcommand's,
+    `args.command_parser`); `kerascnn.errors.RunFailed` (the job ran and
+    failed) prints the message and returns 1. Neither needs an import, so
+    bad usage exits as fast as `--help`.
 
     Args:
         parser: the command's `argparse.ArgumentParser`.
         job: function of the parsed arguments returning the exit status.
         argv: list of str. Defaults to `sys.argv[1:]`.
-        failures: function returning the exception classes that mean the
-            job ran and failed (exit 1, the message on stderr); called only
-            after parsing, so `--help` imports nothing heavy. `usage_errors()` exit 2 through
-            `parser.error` (or the subcommand's, `args.command_parser`).
 
     Returns:
         The exit status.
     """
     quiet_tensorflow()
     args = parser.parse_args(argv)
-    prog = getattr(args, "command_parser", parser).prog
+    command_parser = getattr(args, "command_parser", parser)
     try:
         return job(args)
-    except usage_errors() as e:
-        getattr(args, "command_parser", parser).error(str(e))
-    except failures() as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+    except UsageError as e:
+        command_parser.error(str(e))
+    except RunFailed as e:
+        print(f"{command_parser.prog}: error: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
-        print(f"{prog}: stopped. Run the same command again to resume.", file=sys.stderr)
+        print(f"{command_parser.prog}: stopped. Run the same command again to resume.", file=sys.stderr)
         return 130
 
 

@@ -142,9 +142,9 @@ def main(argv=None):
     parser = build_parser()
 
     def job(args):
+        config = resolve_config(args, parser)  # before Keras is imported: bad usage exits at once
         from kerascnn.distribute import check_strategy
 
-        config = resolve_config(args, parser)
         check_strategy(config.strategy)  # before any data is loaded
         from kerascnn.training import train
 
@@ -153,9 +153,4 @@ def main(argv=None):
         print(f"test_accuracy={m['test_accuracy']:.4f} test_loss={m['test_loss']:.4f} run_dir={result.run_dir}")
         return 0
 
-    def failures():
-        from kerascnn.training import TrainingDiverged
-
-        return (TrainingDiverged,)
-
-    return run_command(parser, job, argv, failures=failures)
+    return run_command(parser, job, argv)

@@ -80,20 +80,14 @@ def main(argv=None):
     """Entry point of `tune.py`; returns the exit status."""
 
     def job(args):
+        config = resolve_search_config(args)  # before Keras is imported: bad usage exits at once
         from kerascnn.tuning import run_search
 
-        result = run_search(resolve_search_config(args), verbose=args.verbose)
+        result = run_search(config, verbose=args.verbose)
         report(result)
         return 0
 
-    def failures():
-        import grpc
-
-        from kerascnn.tuning import SearchFailed
-
-        return (SearchFailed, grpc.RpcError)  # grpc: a worker that lost the chief
-
-    return run_command(build_parser(), job, argv, failures=failures)
+    return run_command(build_parser(), job, argv)
 
 
 def report(result):

@@ -19,6 +19,7 @@ from typing import Optional
 from kerascnn import data as data_lib
 from kerascnn.images import dataset_label, is_image_dataset
 from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, check_value
+from kerascnn.errors import RunFailed, UsageError
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set
@@ -28,11 +29,11 @@ PROGRESS_FILE = "progress.jsonl"
 BEST_HPARAMS = "best_hparams.json"
 
 
-class TuningError(ValueError):
+class TuningError(UsageError, ValueError):
     """Bad usage: the search cannot start as asked. Nothing has been written over."""
 
 
-class SearchFailed(RuntimeError):
+class SearchFailed(RunFailed, RuntimeError):
     """The search ran but could not produce a result (every trial failed, say)."""
 
 
