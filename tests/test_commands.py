@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -143,3 +144,28 @@ def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
     assert e.value.code == 2 and "Unknown search config keys ['bogus']" in capsys.readouterr().err
     assert not (tmp_path / "tune").exists()
 
+
+def test_tensorflow_start_up_lines_are_dropped_and_other_stderr_kept(capfd):
+    from kerascnn.commands import _dropping_startup_lines
+
+    with _dropping_startup_lines(True):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1796223521.210509   10049 cudart_stub.cc:31] Could not find cuda drivers on your "
+                    b"machine, GPU will not be used.\n"
+                    b"E0000 00:00:1796223284.710893    5805 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA "
+                    b"error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+                    b"E0000 00:00:1796223284.710893    5805 some_op.cc:12] a real error\n"
+                    b"any other line\n")
+    assert capfd.readouterr().err == "E0000 00:00:1796223284.710893    5805 some_op.cc:12] a real error\nany other line\n"
+
+
+def test_a_log_level_you_set_is_respected(monkeypatch):
+    from kerascnn import commands
+
+    monkeypatch.setattr(commands, "_quiet", False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    commands.quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and commands._quiet is False  # nothing of TensorFlow's dropped
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    commands.quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2" and commands._quiet is True

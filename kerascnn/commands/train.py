@@ -14,6 +14,7 @@ import dataclasses
 import sys
 
 from kerascnn.commands import boolean, dataset_arg, positive_float, positive_int, run_command
+from kerascnn.commands import describe_run, start_tensorflow
 from kerascnn.config import COLOR_MODES, FIELD_TYPES, MEMBERS, PRECISIONS, STRATEGIES, STREAMS, TrainConfig
 from kerascnn.data import list_datasets
 
@@ -142,10 +143,13 @@ def main(argv=None):
     parser = build_parser()
 
     def job(args):
-        config = resolve_config(args, parser)  # before Keras is imported: bad usage exits at once
+        config = resolve_config(args, parser)  # before TensorFlow is imported: bad usage exits at once
+        gpus = start_tensorflow()
         from kerascnn.distribute import check_strategy
+        from kerascnn.precision import resolve_precision
 
         check_strategy(config.strategy)  # before any data is loaded
+        print(describe_run(resolve_precision(config.precision), gpus), flush=True)
         from kerascnn.training import train
 
         result = train(config, verbose=getattr(args, "verbose", default_verbose()), resume=getattr(args, "resume", True))

@@ -16,6 +16,7 @@ import argparse
 import shlex
 
 from kerascnn.commands import dataset_arg, positive_float, positive_int, run_command
+from kerascnn.commands import describe_run, start_tensorflow
 from kerascnn.commands.train import HELP as TRAIN_HELP
 from kerascnn.config import COLOR_MODES, PRECISIONS, STREAMS, read_json_file
 from kerascnn.data import list_datasets
@@ -80,9 +81,12 @@ def main(argv=None):
     """Entry point of `tune.py`; returns the exit status."""
 
     def job(args):
-        config = resolve_search_config(args)  # before Keras is imported: bad usage exits at once
+        config = resolve_search_config(args)  # before TensorFlow is imported: bad usage exits at once
+        gpus = start_tensorflow()
+        from kerascnn.precision import resolve_precision
         from kerascnn.tuning import run_search
 
+        print(describe_run(resolve_precision(config.precision), gpus), flush=True)
         result = run_search(config, verbose=args.verbose)
         report(result)
         return 0
