@@ -12,7 +12,6 @@ from conftest import ROOT
 from kerascnn.commands import run_command
 from kerascnn.commands.train import build_parser
 from kerascnn.config import TrainConfig
-from kerascnn.errors import RunFailed, UsageError
 from kerascnn.training import TrainingDiverged
 
 # Runs a command's main(["--help"]) and reports which heavy packages it imported.
@@ -105,27 +104,6 @@ def test_bad_usage_exits_2_naming_the_thing_and_a_failure_exits_1(capsys):
 
     with pytest.raises(RuntimeError, match="a bug"):  # not ours: a traceback, not an exit status
         run_command(parser, crash, [])
-
-
-def test_every_library_error_is_a_usage_error_or_a_failed_run_and_keeps_its_old_base():
-    from kerascnn.config import ConfigError
-    from kerascnn.data import DataError
-    from kerascnn.distribute import DistributeError
-    from kerascnn.export import ExportError
-    from kerascnn.loading import ModelFileError
-    from kerascnn.models.registry import ModelError
-    from kerascnn.predict import ImageError
-    from kerascnn.rundir import RunDirError
-    from kerascnn.serve import ServeError
-    from kerascnn.tuning.config import SearchFailed, TuningError
-
-    usage = (ConfigError, DataError, DistributeError, ExportError, ModelFileError, ModelError, RunDirError, ServeError,
-             TuningError)
-    assert all(issubclass(cls, UsageError) and cls.exit_status == 2 for cls in usage)
-    assert all(issubclass(cls, RunFailed) and cls.exit_status == 1 for cls in (TrainingDiverged, SearchFailed, ImageError))
-    assert all(issubclass(cls, ValueError) for cls in (ConfigError, DistributeError, ExportError, ModelFileError,
-                                                       ModelError, ServeError, TuningError, ImageError))
-    assert issubclass(TrainingDiverged, RuntimeError) and issubclass(SearchFailed, RuntimeError)
 
 
 def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
