@@ -21,6 +21,8 @@ import os
 import typing
 from typing import Optional
 
+from kerascnn.errors import UsageError
+
 # The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
 COLOR_MODES = ("grayscale", "rgb")
 STREAMS = ("auto", "on", "off")
@@ -30,7 +32,7 @@ MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/
 DATASETS = ("fashion_mnist", "mnist")  # the built-in datasets, sorted: data.py's DATASETS (a test checks)
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 

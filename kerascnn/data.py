@@ -26,11 +26,17 @@ Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
 pipeline scales them to [0, 1] per batch, inside the `tf.data` graph
 (`scale_images`, also used where NumPy arrays are fed).
 
-Example:
+Example, with a tiny MNIST-shaped `.npz` written for it (`load_dataset("mnist")`
+reads the real one from the places above the same way):
 
->>> data = load_dataset("mnist")
->>> data.x_train.shape, data.x_train.dtype
-((60000, 28, 28, 1), dtype('uint8'))
+>>> import tempfile
+>>> images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
+>>> with tempfile.TemporaryDirectory() as folder:
+...     np.savez(os.path.join(folder, "mnist.npz"), x_train=images, y_train=labels, x_test=images[:10],
+...              y_test=labels[:10])
+...     data = load_dataset("mnist", data_dir=folder)
+>>> data.x_train.shape, data.x_train.dtype, data.source.endswith("mnist.npz")
+((20, 28, 28, 1), dtype('uint8'), True)
 """
 
 import dataclasses
@@ -40,6 +46,8 @@ import struct
 import zlib
 
 import numpy as np
+
+from kerascnn.errors import UsageError
 
 IMAGE_SHAPE = (28, 28, 1)  # MNIST's and Fashion-MNIST's; a model knows no dataset (kerascnn.layers.DIGIT_SHAPE)
 NUM_CLASSES = 10
@@ -72,7 +80,7 @@ _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """A dataset is missing or its files are not what they should be."""
 
 

@@ -51,6 +51,7 @@ import shutil
 import tempfile
 
 from kerascnn.config import STRATEGIES  # the names live with the config
+from kerascnn.errors import UsageError
 
 KERAS_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -60,7 +61,7 @@ KERAS_VARIABLES = (
 TF_CONFIG_JOBS = ("chief", "worker")  # in process order: the chief, if any, is process 0
 
 
-class DistributeError(ValueError):
+class DistributeError(UsageError, ValueError):
     """A strategy cannot run as configured (its environment or the backend)."""
 
 

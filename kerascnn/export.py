@@ -37,6 +37,7 @@ import shutil
 import warnings
 
 from kerascnn import loading
+from kerascnn.errors import UsageError
 
 # --format -> (Keras' format name, default artifact suffix)
 FORMATS = {
@@ -46,7 +47,7 @@ FORMATS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(UsageError, ValueError):
     """The export cannot be done: bad format or path, or a missing converter."""
 
 

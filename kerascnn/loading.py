@@ -29,13 +29,15 @@ import os
 import zipfile
 import zlib
 
+from kerascnn.errors import UsageError
+
 RUN_MODEL = "best.keras"
 # Serialized objects that carry Python code. Keras' safe mode refuses the
 # bytecode too; refusing them by name first gives the user a precise message.
 CODE_CLASSES = {"Lambda": "a `Lambda` layer", "__lambda__": "a serialized Python lambda"}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UsageError, ValueError):
     """A model path is missing, not a model, corrupt, or refused as unsafe."""
 
 

@@ -48,6 +48,8 @@ import warnings
 
 import numpy as np
 
+from kerascnn.errors import RunFailed
+
 FRAME = 28  # MNIST's frame, pixels
 BOX = 20  # the longer side of the digit inside it
 CENTRE = 14.0  # MNIST's centre of mass (row, column), pixel indices
@@ -56,7 +58,7 @@ MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of full
 SPECK = 0.2  # ink weaker than this share of the strongest is dropped
 
 
-class ImageError(ValueError):
+class ImageError(RunFailed, ValueError):
     """A picture cannot be classified: missing, empty, not an image, too large or blank."""
 
 

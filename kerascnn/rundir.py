@@ -15,12 +15,14 @@ import shutil
 import tempfile
 import time
 
+from kerascnn.errors import UsageError
+
 CONFIG = "config.json"
 METRICS = "metrics.json"
 DATA = "data.json"  # class names, input size and colours, the test files carved (kerascnn.data.DataSpec)
 
 
-class RunDirError(Exception):
+class RunDirError(UsageError):
     """The log directory cannot be used."""
 
 

@@ -42,6 +42,7 @@ from importlib import resources
 
 import numpy as np
 
+from kerascnn.errors import UsageError
 from kerascnn.predict import ImageError, decode_grey, to_mnist
 
 DEFAULT_HOST = "127.0.0.1"
@@ -53,7 +54,7 @@ CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
        "connect-src 'self'; base-uri 'none'; form-action 'none'")
 
 
-class ServeError(ValueError):
+class ServeError(UsageError, ValueError):
     """The server cannot start: Flask missing, or the address cannot be listened on."""
 
 

@@ -29,13 +29,14 @@ import keras
 from kerascnn import distribute, rundir
 from kerascnn.assemble import assemble
 from kerascnn.callbacks import make_callbacks
+from kerascnn.errors import RunFailed
 from kerascnn.loading import load_model_file
 
 
 ELAPSED = "elapsed.json"  # in the run directory: training seconds and sittings so far
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed, RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
 
 

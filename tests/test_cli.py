@@ -3,10 +3,12 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli, write_tiny_mnist
+from conftest import ROOT, run_cli, write_tiny_mnist
 from kerascnn.commands.train import default_verbose
 from kerascnn.commands.train import main as train_main
 
@@ -98,3 +100,18 @@ def test_piped_train_py_prints_one_line_per_epoch(tmp_path):
     (run,) = os.listdir(tmp_path)
     metrics = json.load(open(tmp_path / run / "metrics.json"))
     assert metrics["sittings"] == 1 and metrics["wall_seconds"] > 0
+
+
+def test_a_training_command_prints_what_the_run_uses_and_no_tensorflow_log_lines(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a new user runs it
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--epochs", "1", "--subset", "200", "--val-size", "100",
+         "--precision", "float32", "--logdir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (done.stderr + done.stdout).splitlines()
+    assert [line for line in lines if re.match(r"[IWEF]\d{4} ", line) or "absl::InitializeLog" in line] == []
+    uses = [line for line in lines if line.startswith("kerascnn: ")]
+    assert len(uses) == 1 and re.fullmatch(r"kerascnn: TensorFlow \S+ backend, float32 precision, (CPU \(no GPU found\)|"
+                                           r"\d+ GPUs? \(.+\))", uses[0]), uses

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from conftest import ROOT
 from kerascnn.commands import run_command
 from kerascnn.commands.train import build_parser
 from kerascnn.config import ConfigError, TrainConfig
+from kerascnn.training import TrainingDiverged
 
 # Runs a command's main(["--help"]) and reports which heavy packages it imported.
 HELP_IMPORTS = """
@@ -37,6 +39,41 @@ def test_help_answers_without_importing_tensorflow_or_keras(script):
     assert result["heavy"] == []
 
 
+# Loads a command (what `--help` imports), then runs its main(argv) and reports the exit status, the seconds main()
+# took and which heavy packages were imported.
+USAGE_ERROR = """
+import contextlib, io, json, sys, runpy, time
+main = runpy.run_path(sys.argv[1])["main"]
+err = io.StringIO()
+start = time.perf_counter()
+with contextlib.redirect_stderr(err):
+    try:
+        main(sys.argv[2:])
+    except SystemExit as e:
+        code = e.code
+seconds = time.perf_counter() - start
+heavy = sorted(m for m in ("tensorflow", "keras", "jax", "keras_tuner") if m in sys.modules)
+print(json.dumps({"code": code, "seconds": seconds, "heavy": heavy, "error": err.getvalue().splitlines()[-1]}))
+"""
+
+
+@pytest.mark.parametrize("script", ["train.py", "tune.py"])
+@pytest.mark.parametrize("content,message", [
+    ("{broken", "is not valid JSON"),
+    ('{"bogus": 1}', "['bogus']"),
+])
+def test_a_bad_config_file_exits_2_at_once_without_importing_tensorflow(tmp_path, script, content, message):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    done = subprocess.run([sys.executable, "-c", USAGE_ERROR, script, "--config", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 2 and result["error"].startswith(f"{script}: error: ") and message in result["error"]
+    assert result["heavy"] == []
+    assert result["seconds"] < 1.0  # the issue's bound; main() takes about 0.02 s (importing TensorFlow, 10 s or more)
+
+
 def test_every_config_field_has_its_flag():
     flags = {a.dest for a in build_parser()._actions}  # argparse's own list of what it parses
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
@@ -57,10 +94,16 @@ def test_bad_usage_exits_2_naming_the_thing_and_a_failure_exits_1(capsys):
     assert e.value.code == 2 and "train.py: error: `lr` must be a number > 0. Received: lr=-1" in capsys.readouterr().err
 
     def fail(args):
-        raise RuntimeError("the loss became NaN")
+        raise TrainingDiverged("the loss became NaN")
 
-    assert run_command(parser, fail, [], failures=lambda: (RuntimeError,)) == 1
+    assert run_command(parser, fail, []) == 1
     assert "train.py: error: the loss became NaN" in capsys.readouterr().err
+
+    def crash(args):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):  # not ours: a traceback, not an exit status
+        run_command(parser, crash, [])
 
 
 def test_tune_reads_its_config_file_and_flags_override_it(tmp_path, capsys):
@@ -128,3 +171,29 @@ def test_a_bad_flag_is_refused_by_the_configs_own_check(flag, text, value, messa
     field = flag[2:].replace("-", "_")
     with pytest.raises(ConfigError, match=f"`{field}` must be .*Received: {field}="):
         TrainConfig(**{field: value})
+
+
+def test_tensorflow_start_up_lines_are_dropped_and_other_stderr_kept(capfd):
+    from kerascnn.commands import _dropping_startup_lines
+
+    with _dropping_startup_lines(True):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1796223521.210509   10049 cudart_stub.cc:31] Could not find cuda drivers on your "
+                    b"machine, GPU will not be used.\n"
+                    b"E0000 00:00:1796223284.710893    5805 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA "
+                    b"error: Failed call to cuInit: UNKNOWN ERROR (303)\n"
+                    b"E0000 00:00:1796223284.710893    5805 some_op.cc:12] a real error\n"
+                    b"any other line\n")
+    assert capfd.readouterr().err == "E0000 00:00:1796223284.710893    5805 some_op.cc:12] a real error\nany other line\n"
+
+
+def test_a_log_level_you_set_is_respected(monkeypatch):
+    from kerascnn import commands
+
+    monkeypatch.setattr(commands, "_quiet", False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    commands.quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and commands._quiet is False  # nothing of TensorFlow's dropped
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    commands.quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2" and commands._quiet is True

@@ -66,16 +66,16 @@ for bad in ({"precision": "fp8"}, {"model": "resnet"}):
         config.TrainConfig(**bad)
     except config.ConfigError as e:
         print(e)
-print(sorted(m for m in ("keras", "tensorflow", "jax") if m in sys.modules))
+print(sorted(m for m in ("keras", "tensorflow", "jax", "numpy") if m in sys.modules))
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("kerascnn"))))
 """
 
 
 def test_config_is_a_leaf_that_validates_without_keras():
-    """config.py, run alone, validates every field without importing Keras or TensorFlow: of kerascnn it needs
-    only the model registry's names (`kerascnn.models.registry`, which imports no Keras)."""
+    """config.py, run alone, validates every field without importing Keras, TensorFlow or NumPy: of kerascnn it needs
+    only its errors (which import nothing) and the model registry's names (`kerascnn.models.registry`, no Keras)."""
     done = subprocess.run([sys.executable, "-c", CONFIG_ALONE, os.path.join(ROOT, "kerascnn", "config.py")],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[:3] == [
@@ -83,7 +83,8 @@ def test_config_is_a_leaf_that_validates_without_keras():
         "`model` must be one of ('best', 'ensemble', 'functional', 'sequential', 'subclass'). Received: model='resnet'",
         "[]",
     ]
-    assert set(json.loads(lines[3])) <= {"kerascnn", "kerascnn.config", "kerascnn.models", "kerascnn.models.registry"}
+    assert set(json.loads(lines[3])) <= {"kerascnn", "kerascnn.config", "kerascnn.errors", "kerascnn.models",
+                                         "kerascnn.models.registry"}
 
 
 def test_numbers_of_any_kind_are_taken_and_bools_are_not_numbers():

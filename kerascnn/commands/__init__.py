@@ -10,24 +10,47 @@ Every command:
   file < flags), one flag per config field;
 * answers `--help` without importing TensorFlow (parsers need only the
   config, the dataset names and the registry's model names);
-* quiets TensorFlow's C++ logging once (`quiet_tensorflow`);
+* quiets TensorFlow's C++ logging (`quiet_tensorflow`, `start_tensorflow`)
+  and, if it trains, says in one line what the run uses (`describe_run`);
 * exits 0 when all went well; 2 for bad usage (the thing named, what was
   expected, what was received, an argparse-style message, nothing written);
-  1 when the job ran and failed; 130 when interrupted (`run_command`).
+  1 when the job ran and failed; 130 when interrupted (`run_command`, which
+  catches `kerascnn.errors.UsageError` and `RunFailed`).
 """
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import sys
+import tempfile
+
+from kerascnn.errors import RunFailed, UsageError
+
+# Set by `quiet_tensorflow` when TF_CPP_MIN_LOG_LEVEL was not in the environment, so the level is ours to choose.
+_quiet = False
+# TensorFlow's C++ start-up lines, which TF_CPP_MIN_LOG_LEVEL does not all reach: absl's notice that it logs before
+# being set up; INFO and WARNING lines (cudart_stub.cc's "Could not find cuda drivers", which absl prints itself);
+# and, on a machine without a GPU, the ERROR-level "failed call to cuInit" that the search for a GPU logs.
+STARTUP_LINE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+    r"|E\d{4} .*failed call to cuInit"
+)
 
 
 def quiet_tensorflow():
     """TensorFlow's C++ INFO and WARNING lines off, and its retracing warning dropped.
 
-    Call before TensorFlow is imported (the commands do, first thing).
+    Call before TensorFlow is imported (`run_command` does, first thing).
+    A `TF_CPP_MIN_LOG_LEVEL` you set yourself is left as it is, and then
+    `start_tensorflow` drops none of TensorFlow's lines either.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    global _quiet
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        _quiet = True
     logging.getLogger("tensorflow").addFilter(drop_retracing_warning)
 
 
@@ -37,49 +60,116 @@ def drop_retracing_warning(record):
     return "triggered tf.function retracing" not in record.getMessage()
 
 
-def usage_errors():
-    """The exceptions that mean bad usage (exit 2): a config, data, model, strategy, directory or file refused."""
-    from kerascnn.config import ConfigError
-    from kerascnn.data import DataError
-    from kerascnn.distribute import DistributeError
-    from kerascnn.export import ExportError
-    from kerascnn.loading import ModelFileError
-    from kerascnn.models.registry import ModelError
-    from kerascnn.rundir import RunDirError
-    from kerascnn.serve import ServeError
-    from kerascnn.tuning.config import TuningError
+def start_tensorflow():
+    """Imports Keras and TensorFlow and finds the GPUs, without TensorFlow's start-up lines.
 
-    return (ConfigError, DataError, DistributeError, ExportError, ModelError, ModelFileError, RunDirError, ServeError,
-            TuningError)
+    A command that trains or loads a model calls this once its usage has
+    been checked (so that bad usage exits before TensorFlow is imported).
+    Unless you set `TF_CPP_MIN_LOG_LEVEL` (see `quiet_tensorflow`), what
+    TensorFlow's C++ code writes to stderr meanwhile is held back, and passed
+    on less the lines `STARTUP_LINE` matches.
+
+    Returns:
+        list of str, the names of the GPUs the backend uses (empty on a CPU).
+    """
+    with _dropping_startup_lines(_quiet):
+        import keras
+        import tensorflow as tf
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            gpus = tf.config.list_physical_devices("GPU")
+            return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+        if backend == "jax":
+            import jax
+
+            return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+        return []
 
 
-def run_command(parser, job, argv=None, failures=tuple):
+def describe_run(precision, gpus):
+    """The one line a training command prints before it starts: backend, precision, device.
+
+    Args:
+        precision: str, the resolved policy name, e.g. "float32".
+        gpus: list of str, from `start_tensorflow`.
+
+    Example:
+
+    >>> describe_run("float32", []).split(" backend, ")[1]
+    'float32 precision, CPU (no GPU found)'
+    >>> describe_run("mixed_float16", ["NVIDIA H200", "NVIDIA H200"]).split(" backend, ")[1]
+    'mixed_float16 precision, 2 GPUs (NVIDIA H200)'
+    """
+    import importlib
+
+    import keras
+
+    backend = keras.backend.backend()
+    name = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch", "numpy": "NumPy"}.get(backend, backend)
+    version = getattr(importlib.import_module(backend), "__version__", "")
+    if gpus:
+        device = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(sorted(set(gpus)))})"
+    else:
+        device = "CPU (no GPU found)"
+    return f"kerascnn: {name} {version} backend, {precision} precision, {device}"
+
+
+@contextlib.contextmanager
+def _dropping_startup_lines(enabled):
+    """While the block runs, file descriptor 2 (where C++ code writes) goes to a temporary file; then its lines
+    go to stderr, less those `STARTUP_LINE` matches. Python's own stderr is flushed around it, so nothing is lost
+    or reordered within stderr."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not STARTUP_LINE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def run_command(parser, job, argv=None):
     """Parses `argv`, runs `job(args)` and turns what it raises into the exit status.
+
+    `kerascnn.errors.UsageError` (a config, data, model, strategy, directory
+    or file refused) exits 2 through `parser.error` (or the subcommand's,
+    `args.command_parser`); `kerascnn.errors.RunFailed` (the job ran and
+    failed) prints the message and returns 1. Neither needs an import, so
+    bad usage exits as fast as `--help`.
 
     Args:
         parser: the command's `argparse.ArgumentParser`.
         job: function of the parsed arguments returning the exit status.
         argv: list of str. Defaults to `sys.argv[1:]`.
-        failures: function returning the exception classes that mean the
-            job ran and failed (exit 1, the message on stderr); called only
-            after parsing, so `--help` imports nothing heavy. `usage_errors()` exit 2 through
-            `parser.error` (or the subcommand's, `args.command_parser`).
 
     Returns:
         The exit status.
     """
     quiet_tensorflow()
     args = parser.parse_args(argv)
-    prog = getattr(args, "command_parser", parser).prog
+    command_parser = getattr(args, "command_parser", parser)
     try:
         return job(args)
-    except usage_errors() as e:
-        getattr(args, "command_parser", parser).error(str(e))
-    except failures() as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+    except UsageError as e:
+        command_parser.error(str(e))
+    except RunFailed as e:
+        print(f"{command_parser.prog}: error: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
-        print(f"{prog}: stopped. Run the same command again to resume.", file=sys.stderr)
+        print(f"{command_parser.prog}: stopped. Run the same command again to resume.", file=sys.stderr)
         return 130
 
 

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from kerascnn.commands import dataset_arg, positive_int, run_command
+from kerascnn.commands import dataset_arg, positive_int, run_command, start_tensorflow
 
 PROG = "python -m kerascnn"
 
@@ -83,6 +83,7 @@ def main(argv=None):
     """Entry point of `python -m kerascnn`; returns the exit status."""
 
     def job(args):
+        start_tensorflow()  # each subcommand loads a model
         return {"evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve}[args.command](args)
 
     return run_command(build_parser(), job, argv)

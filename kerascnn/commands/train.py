@@ -15,6 +15,7 @@ import sys
 from kerascnn.commands import run_command
 from kerascnn.commands.flags import add_config_flags
 from kerascnn.config import TrainConfig
+from kerascnn.commands import describe_run, start_tensorflow
 
 
 def build_parser():
@@ -64,10 +65,13 @@ def main(argv=None):
     parser = build_parser()
 
     def job(args):
+        config = resolve_config(args, parser)  # before TensorFlow is imported: bad usage exits at once
+        gpus = start_tensorflow()
         from kerascnn.distribute import check_strategy
+        from kerascnn.precision import resolve_precision
 
-        config = resolve_config(args, parser)
         check_strategy(config.strategy)  # before any data is loaded
+        print(describe_run(resolve_precision(config.precision), gpus), flush=True)
         from kerascnn.training import train
 
         result = train(config, verbose=getattr(args, "verbose", default_verbose()), resume=getattr(args, "resume", True))
@@ -75,9 +79,4 @@ def main(argv=None):
         print(f"test_accuracy={m['test_accuracy']:.4f} test_loss={m['test_loss']:.4f} run_dir={result.run_dir}")
         return 0
 
-    def failures():
-        from kerascnn.training import TrainingDiverged
-
-        return (TrainingDiverged,)
-
-    return run_command(parser, job, argv, failures=failures)
+    return run_command(parser, job, argv)

@@ -15,7 +15,7 @@ and leaves what is on disk as it was; a search that fails exits with 1.
 import argparse
 import shlex
 
-from kerascnn.commands import run_command
+from kerascnn.commands import describe_run, run_command, start_tensorflow
 from kerascnn.commands.flags import add_config_flags
 from kerascnn.config import read_json_file
 from kerascnn.tuning.config import SearchConfig, TuningError
@@ -55,20 +55,17 @@ def main(argv=None):
     """Entry point of `tune.py`; returns the exit status."""
 
     def job(args):
+        config = resolve_search_config(args)  # before TensorFlow is imported: bad usage exits at once
+        gpus = start_tensorflow()
+        from kerascnn.precision import resolve_precision
         from kerascnn.tuning import run_search
 
-        result = run_search(resolve_search_config(args), verbose=args.verbose)
+        print(describe_run(resolve_precision(config.precision), gpus), flush=True)
+        result = run_search(config, verbose=args.verbose)
         report(result)
         return 0
 
-    def failures():
-        import grpc
-
-        from kerascnn.tuning import SearchFailed
-
-        return (SearchFailed, grpc.RpcError)  # grpc: a worker that lost the chief
-
-    return run_command(build_parser(), job, argv, failures=failures)
+    return run_command(build_parser(), job, argv)
 
 
 def report(result):

@@ -13,6 +13,8 @@ kerascnn.models.registry.ModelError: Unknown model 'nope'; expected one of ['bes
 import importlib
 import inspect
 
+from kerascnn.errors import UsageError
+
 # The built-in models and the module that registers each: known without importing Keras
 # (`train.py --help`); a module is imported when one of its models is first needed.
 BUILTIN_MODELS = {
@@ -29,7 +31,7 @@ _RECIPES = {}
 RECIPE_DEFAULTS = {"ema": 0.0, "label_smoothing": 0.0}
 
 
-class ModelError(ValueError):
+class ModelError(UsageError, ValueError):
     """An unknown model name, or an argument the model does not take."""
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 from kerascnn.config import AT_LEAST_1, POSITIVE, Rule, TrainConfig, flag, validate_fields
 from kerascnn.images import dataset_label
+from kerascnn.errors import RunFailed, UsageError
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set
@@ -26,11 +27,11 @@ PROGRESS_FILE = "progress.jsonl"
 BEST_HPARAMS = "best_hparams.json"
 
 
-class TuningError(ValueError):
+class TuningError(UsageError, ValueError):
     """Bad usage: the search cannot start as asked. Nothing has been written over."""
 
 
-class SearchFailed(RuntimeError):
+class SearchFailed(RunFailed, RuntimeError):
     """The search ran but could not produce a result (every trial failed, say)."""
 
 

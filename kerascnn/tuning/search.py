@@ -11,6 +11,7 @@ import importlib.util
 import os
 from typing import Optional
 
+import grpc
 import keras
 
 from kerascnn import data as data_lib
@@ -58,7 +59,7 @@ def run_search(config, verbose=0):
     Raises:
         TuningError, DataError, RunDirError: bad usage, before anything is written.
         SearchFailed: the search ended without a completed trial, or stopped
-            after too many failed trials in a row.
+            after too many failed trials in a row; or a worker lost the chief.
     """
     config.validate()
     if config.tuner == "bayesian" and importlib.util.find_spec("sklearn") is None:  # its Gaussian process
@@ -80,7 +81,10 @@ def run_search(config, verbose=0):
             print("--overwrite is the chief's to do; this worker joins the search as it is.", flush=True)
         if os.path.exists(os.path.join(config.project_dir, SEARCH_FILE)):
             check_kind(os.path.join(config.project_dir, SEARCH_FILE), config.kind())
-        return _search(config, role, address, splits, verbose)
+        try:
+            return _search(config, role, address, splits, verbose)
+        except grpc.RpcError as e:  # the chief stopped, or cannot be reached
+            raise SearchFailed(f"This worker lost the chief at {address[0]}:{address[1]}: {e}") from e
     check_project(config)  # before the lock file is touched
     with SearchLock(config.project_dir):
         resuming = prepare_project(config)  # again, now that no other search can change it

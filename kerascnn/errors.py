@@ -1,0 +1,34 @@
+"""The two kinds of error a command turns into its exit status, and nothing else.
+
+Every error the library raises derives from one of these (`ConfigError`,
+`DataError`, `ModelError`, ... from `UsageError`; `TrainingDiverged` and
+`SearchFailed` from `RunFailed`), so a command catches two classes
+(`kerascnn.commands.run_command`). This module imports nothing, so catching
+them costs nothing: a bad `--config` exits as fast as `--help`.
+
+Example:
+
+>>> from kerascnn.config import ConfigError
+>>> issubclass(ConfigError, UsageError), ConfigError.exit_status
+(True, 2)
+"""
+
+
+class UsageError(Exception):
+    """Bad usage: the job cannot start as asked, and nothing has been written.
+
+    The message names the argument, says what was expected and ends with
+    `Received: name=value`. A command prints it argparse-style after its
+    usage line and exits with status 2.
+    """
+
+    exit_status = 2
+
+
+class RunFailed(Exception):
+    """The job started but failed (a diverged loss, a search without a result).
+
+    A command prints the message and exits with status 1.
+    """
+
+    exit_status = 1
