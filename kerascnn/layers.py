@@ -279,7 +279,7 @@ class RandomAffine(layers.Layer):
         }
 
 
-def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0]):
+def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=None):
     """ImageDataGenerator-style augmentation as Keras layers inside the model.
 
     Random rotation up to `rotation` degrees either way and shift up to
@@ -292,17 +292,22 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0]):
 
     Args:
         size: int, the image's side in pixels (the shift is a share of it).
+        dtype: the layers' dtype policy. Defaults to None: the global
+            policy. A model that makes them in `__init__` passes its own
+            (see `kerascnn.models.lecture.LectureCNN`).
 
     Returns:
         A list of layers (empty when all amounts are 0).
     """
     if zoom:
-        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift)]
+        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift, dtype=dtype)]
     out = []
     if rotation:
-        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0))
+        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0, dtype=dtype))
     if shift:
-        out.append(layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0))
+        out.append(
+            layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0, dtype=dtype)
+        )
     return out
 
 
@@ -359,29 +364,29 @@ def allow_jit(model):
     return model
 
 
-def conv_block(filters, kernel_size, batchnorm):
+def conv_block(filters, kernel_size, batchnorm, dtype=None):
     """The lecture's conv stage body: conv+ReLU, or ConvBNReLU with batch norm."""
     if batchnorm:
-        return ConvBNReLU(filters, kernel_size)
-    return layers.Conv2D(filters, kernel_size, padding="same", activation="relu")
+        return ConvBNReLU(filters, kernel_size, dtype=dtype)
+    return layers.Conv2D(filters, kernel_size, padding="same", activation="relu", dtype=dtype)
 
 
-def dense_block(units, batchnorm):
+def dense_block(units, batchnorm, dtype=None):
     if batchnorm:
-        return DenseBNReLU(units)
-    return layers.Dense(units, activation="relu")
+        return DenseBNReLU(units, dtype=dtype)
+    return layers.Dense(units, activation="relu", dtype=dtype)
 
 
-def pool():
+def pool(dtype=None):
     """2x2 max-pool, stride 2, SAME: 28 -> 14 -> 7 -> 4."""
-    return layers.MaxPool2D(2, 2, padding="same")
+    return layers.MaxPool2D(2, 2, padding="same", dtype=dtype)
 
 
-def classifier_head(num_classes=DIGIT_CLASSES):
+def classifier_head(num_classes=DIGIT_CLASSES, dtype=None):
     """Dense logits then softmax kept in float32 under mixed precision."""
     check_value(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes,
                 error=ValueError)
-    return [layers.Dense(num_classes), layers.Activation("softmax", dtype="float32")]
+    return [layers.Dense(num_classes, dtype=dtype), layers.Activation("softmax", dtype="float32")]
 
 
 def pixel_input(input_shape=DIGIT_SHAPE, image_size=None, rescale=None):
