@@ -8,9 +8,9 @@ and the "best" recipe (`kerascnn.models`), assembled into a run
 `python -m kerascnn`) are thin users of it (`kerascnn.commands`).
 
 `import kerascnn` is light: Keras (and its backend) loads when first used.
-The package's layers and models are registered with Keras as soon as Keras
-is imported, before or after `kerascnn`, so `keras.saving.load_model` can
-rebuild a saved `.keras` file. The API in two lines:
+The package's layers and models are registered with Keras as soon as both
+are imported, in either order, so `keras.saving.load_model` can rebuild a
+saved `.keras` file. The API in two lines:
 
 >>> import kerascnn
 >>> model = kerascnn.load_model("logs/best-20250101-120000")  # doctest: +SKIP
@@ -25,21 +25,41 @@ import sys
 
 __version__ = "0.1.0"
 
+
+def lazy_attributes(package, modules):
+    """A module `__getattr__` (PEP 562) that imports each name's module on first use.
+
+    Keeps `import kerascnn` and `train.py --help` free of Keras and TensorFlow while
+    `kerascnn.train`, `kerascnn.models.Ensemble` and the like still work.
+
+    Example:
+
+    >>> getattr_ = lazy_attributes("kerascnn", {"TrainConfig": "kerascnn.config"})
+    >>> getattr_("TrainConfig").__name__
+    'TrainConfig'
+
+    Args:
+        package: str, the name of the module that uses it, for the error.
+        modules: dict, public name -> the module that defines it.
+    """
+
+    def __getattr__(name):
+        if name in modules:
+            return getattr(importlib.import_module(modules[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 from kerascnn.config import TrainConfig  # noqa: E402  (a leaf: no Keras)
 
-# Public names that need Keras, and the module each comes from: imported on first use.
-_LAZY = {
+# Public names that need Keras: imported on first use.
+__getattr__ = lazy_attributes(__name__, {
     "RunResult": "kerascnn.training",
     "train": "kerascnn.training",
     "create_model": "kerascnn.models",
     "list_models": "kerascnn.models",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kerascnn' has no attribute {name!r}")
+})
 
 
 def register_with_keras():
@@ -48,17 +68,23 @@ def register_with_keras():
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
-    """Runs `register_with_keras` once Keras is imported, wherever that import happens.
+    """Calls `register_with_keras` once Keras is imported and no kerascnn module is half-way through its import.
 
-    That is right after `import keras` finishes, unless Keras loads half-way
-    through the import of a module the models are built from (say
-    `from kerascnn.layers import ...` first): the models import that module
-    back, so registering fails then, and runs again as each kerascnn module
-    finishes loading, until it succeeds.
+    Why an import hook: `keras.saving.load_model` finds a saved kerascnn
+    layer only if its class was registered in this process (Keras imports no
+    module outside its own packages to find a class), and `import kerascnn`
+    must not import Keras (`train.py --help` stays fast). So when Keras is
+    imported after kerascnn, its import is the moment to register. When a
+    kerascnn module is what imports Keras (`from kerascnn.layers import ...`
+    first), registering must wait until that module has finished, as the
+    models import it back; `depth` counts the kerascnn modules being
+    executed. Python has no post-import hook, so this finder wraps the
+    loaders of `keras` and `kerascnn.*`, and leaves `sys.meta_path` once done.
     """
 
     def __init__(self):
-        self.finding = self.registering = self.keras_loaded = False
+        self.finding = False
+        self.depth = 0  # kerascnn modules now executing
 
     def find_spec(self, name, path=None, target=None):
         if self.finding or not (name == "keras" or name.startswith("kerascnn.")):
@@ -68,31 +94,21 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
             spec = importlib.util.find_spec(name)
         finally:
             self.finding = False
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            exec_module = spec.loader.exec_module
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            exec_module, ours = spec.loader.exec_module, name != "keras"
 
             def exec_then_register(module):
-                exec_module(module)
-                self.keras_loaded = self.keras_loaded or name == "keras"
-                if self.keras_loaded:
-                    self.register()
+                self.depth += ours
+                try:
+                    exec_module(module)
+                finally:
+                    self.depth -= ours
+                if self.depth == 0 and "keras" in sys.modules and self in sys.meta_path:
+                    sys.meta_path.remove(self)
+                    register_with_keras()
 
             spec.loader.exec_module = exec_then_register
         return spec
-
-    def register(self):
-        if self.registering or self not in sys.meta_path:  # under way, or done
-            return
-        self.registering = True
-        try:
-            register_with_keras()
-        except ImportError as error:
-            if "partially initialized module 'kerascnn." not in str(error):
-                raise
-            return  # again when the half-loaded module has finished
-        finally:
-            self.registering = False
-        sys.meta_path.remove(self)
 
 
 if "keras" in sys.modules:

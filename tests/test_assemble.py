@@ -18,7 +18,8 @@ def tiny_config(**overrides):
 def test_a_run_holds_a_compiled_model_scaled_batches_and_the_schedule(mnist):
     run = assemble(tiny_config())
     assert run.policy == "float32" and run.train_images == 300
-    assert run.model.optimizer is not None and run.model.compiled
+    assert type(run.model.optimizer).__name__ == "Adam" and run.model.compiled
+    assert float(run.model.optimizer.learning_rate) == pytest.approx(2e-3)  # the config's lr
     x, y = next(iter(run.train))
     assert tuple(x.shape) == (50, 28, 28, 1) and x.dtype == "float32"
     assert 0.0 <= float(np.min(x)) and float(np.max(x)) <= 1.0 and float(np.max(x)) > 0.9

@@ -136,17 +136,17 @@ def test_weight_average_is_validated_and_saved_while_training_goes_on_from_the_t
     x = (mnist.x_train[:1000].reshape(-1, 28, 28, 1) / 255.0).astype("float32")
     y = mnist.y_train[:1000]
     x_val, y_val = x[:200], y[:200]
-    weights = {"average": [], "trained": [], "epoch_begin": []}
+    weights = {"average": [], "trained": [], "epoch_begin": [], "step": []}
 
     def record(key):
-        return lambda *args: weights[key].append([w.copy() for w in model.get_weights()])
+        return lambda *args, **kwargs: weights[key].append([w.copy() for w in model.get_weights()])
 
     schedule = schedule_callbacks(config)
     swap = [c for c in schedule if isinstance(c, keras.callbacks.SwapEMAWeights)]
     assert len(swap) == 1
     path = str(tmp_path / "best.keras")
     history = model.fit(x, y, batch_size=50, epochs=2, validation_data=(x_val, y_val), verbose=0, callbacks=[
-        keras.callbacks.LambdaCallback(on_epoch_begin=record("epoch_begin")),
+        keras.callbacks.LambdaCallback(on_epoch_begin=record("epoch_begin"), on_train_batch_end=record("step")),
         *schedule,
         keras.callbacks.LambdaCallback(on_epoch_end=record("average")),
         SafeModelCheckpoint(path, monitor="val_accuracy", mode="max", save_best_only=False),
@@ -154,7 +154,14 @@ def test_weight_average_is_validated_and_saved_while_training_goes_on_from_the_t
         keras.callbacks.LambdaCallback(on_epoch_end=record("trained")),
     ])
     average, trained = weights["average"][0], weights["trained"][0]
-    assert max(np.abs(a - t).max() for a, t in zip(average, trained)) > 1e-3  # two different sets
+    # Validation scored the moving average of epoch 1's 20 steps (Keras' EMA: the first step's weights, then
+    # 0.9 x the average + 0.1 x each step's), and training went on from the last step's weights.
+    expected = weights["step"][0]
+    for step in weights["step"][1:20]:
+        expected = [0.9 * e + 0.1 * w for e, w in zip(expected, step)]
+    for a, e, t, last in zip(average, expected, trained, weights["step"][19]):
+        np.testing.assert_allclose(a, e, atol=1e-5)
+        np.testing.assert_allclose(t, last, atol=1e-6)  # the swap back adds and subtracts: float rounding
     # The second epoch starts from the trained weights, not from the average.
     for begin, t in zip(weights["epoch_begin"][1], trained):
         np.testing.assert_array_equal(begin, t)

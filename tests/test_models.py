@@ -17,6 +17,16 @@ def test_registry_lists_the_lecture_models():
     assert list_models() == ["best", "ensemble", "functional", "sequential", "subclass"]
 
 
+def test_the_static_model_names_are_the_ones_their_modules_register():
+    """`--help` lists `BUILTIN_MODELS` without importing Keras; importing the modules must register exactly those."""
+    from kerascnn.models import registry
+
+    registry.load_builtin_models()
+    registered = {name: builder.__module__ for name, builder in registry._REGISTRY.items()
+                  if builder.__module__.startswith("kerascnn.models.")}
+    assert registered == registry.BUILTIN_MODELS
+
+
 def test_registry_errors_name_the_choices():
     with pytest.raises(ModelError, match=r"Unknown model 'resnet'; expected one of \['best', 'ensemble'"):
         create_model("resnet")

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 
 import pytest
@@ -38,6 +40,21 @@ def test_unwritable_and_file_paths_are_named(tmp_path):
         check_writable("/proc/logs")
     check_writable(str(tmp_path / "new" / "logs"))  # missing parents are fine
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_larger_than_the_free_space_is_refused_and_nothing_is_written(tmp_path):
+    """The free-space check on this machine's own disk, with no mount needed: a run asking for 1 GiB more than
+    the disk has free is refused, naming the directory and both sizes; one asking for 1 MB goes ahead."""
+    logdir = tmp_path / "logs"
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(RunDirError, match=rf"Log directory {re.escape(str(logdir))} has (\d+) MB free; this run "
+                                          r"needs about (\d+) MB \(best.keras, backup, logs\)") as error:
+        check_writable(str(logdir), free + 2**30)
+    reported_free, reported_need = map(int, re.search(r"has (\d+) MB.*about (\d+) MB", str(error.value)).groups())
+    assert abs(reported_free - free / 2**20) < 64  # other processes write too: a loose bound on the same reading
+    assert abs(reported_need - (free + 2**30) / 2**20) < 1
+    assert os.listdir(tmp_path) == []
+    check_writable(str(logdir), 2**20)
 
 
 @pytest.fixture

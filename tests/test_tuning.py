@@ -237,23 +237,41 @@ def test_bayesian_tuner_runs(tmp_path):
 # --- Resume after a kill; the lock; --overwrite -----------------------------------
 
 
-def start(args, env=None):
-    """Starts `python tune.py args` with its output, line by line, in `proc.lines`."""
+# Only a hung process reaches this: every wait below is for an event (a line printed, a file written, a
+# process exiting), however long a loaded machine takes to get there.
+HANG_GUARD = 1800  # seconds
+
+
+def start(args, env=None, on_line=None):
+    """Starts `python tune.py args` with its output, line by line, in `proc.lines`.
+
+    `on_line(proc, line)`, if given, is called for each line as soon as it is read.
+    """
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tune.py"), *args], cwd=ROOT, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     proc.lines = []
-    threading.Thread(target=lambda: proc.lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+
+    def read():
+        for line in iter(proc.stdout.readline, ""):
+            proc.lines.append(line)
+            if on_line is not None:
+                on_line(proc, line)
+
+    threading.Thread(target=read, daemon=True).start()
     return proc
 
 
-def wait_for(condition, timeout, what, procs=()):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        dead = [p for p in procs if p.poll() is not None]
+def wait_for(condition, what, procs=()):
+    """Waits until `condition()` holds; fails at once if one of `procs` exits first."""
+    deadline = time.monotonic() + HANG_GUARD
+    while True:
+        dead = [p for p in procs if p.poll() is not None]  # before the condition: a process may end on the event
+        if condition():
+            return
         assert not dead, f"exited while waiting for {what}: " + "".join(dead[0].lines)
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"hung: no {what} after {HANG_GUARD} s"
         time.sleep(0.2)
 
 
@@ -264,7 +282,7 @@ def test_a_killed_search_resumes_without_rerunning_trials(tmp_path):
     project = tmp_path / "mnist-best"
     first = start(args)
     try:
-        wait_for(lambda: (project / "progress.jsonl").exists(), 180, "the first trial", [first])
+        wait_for(lambda: (project / "progress.jsonl").exists(), "the first trial", [first])
         status, _, err = call_main(args)  # a second search on the same folder
         assert status == 2 and f"is in use by another tune.py (pid {first.pid} on" in err, err
     finally:
@@ -293,24 +311,35 @@ def test_a_killed_search_resumes_without_rerunning_trials(tmp_path):
 
 
 def test_chief_and_two_workers_finish_even_when_a_worker_dies(tmp_path):
+    # The worker timeout is the one duration left: the chief gives a worker up after that much silence. 30 s is
+    # the heartbeat (a sixth of it) missed six times over, which a loaded machine does not do to a live worker.
     port = free_port()
-    args = ["--tuner", "random", "--max-trials", "6", *TINY, "--directory", str(tmp_path), "--worker-timeout", "8"]
+    args = ["--tuner", "random", "--max-trials", "6", *TINY, "--directory", str(tmp_path), "--worker-timeout", "30"]
     env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    begun = []  # the trials tuner1 has begun, in order
+
+    def kill_in_second_trial(victim, line):
+        if "running trial" in line:
+            begun.append(line.split()[-1])
+            if len(begun) == 2:
+                # From the thread that read the line, at once: the trial has just begun (it was created for
+                # tuner1 before tuner1 printed this), and there is a model to build and train before it ends.
+                victim.kill()
+
     chief = start(args, {**env, "KERASTUNER_TUNER_ID": "chief"})
-    victim = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner1"})
+    victim = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner1"}, on_line=kill_in_second_trial)
     procs = [chief, victim]
     try:
-        started = lambda: [line.split()[-1] for line in victim.lines if "running trial" in line]
-        # tuner0 joins once tuner1 is training, so tuner1 surely gets a second trial.
-        wait_for(lambda: started(), 240, "tuner1's first trial", procs)
+        # tuner0 joins once tuner1 is training: it starts Python, TensorFlow and the data while tuner1 trains,
+        # and tuner1 asks for its second trial long before tuner0 could have run the five left.
+        wait_for(lambda: begun, "tuner1's first trial", procs)
         survivor = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner0"})
         procs.append(survivor)
-        wait_for(lambda: len(started()) >= 2, 240, "tuner1's second trial", procs)
-        victim.send_signal(signal.SIGKILL)  # mid-trial
-        victim.wait()
-        lost = started()[-1]
-        assert chief.wait(timeout=240) == 0, "".join(chief.lines)
-        assert survivor.wait(timeout=60) == 0, "".join(survivor.lines)
+        wait_for(lambda: len(begun) == 2, "tuner1's second trial", procs)
+        lost = begun[1]
+        assert victim.wait(timeout=HANG_GUARD) == -signal.SIGKILL
+        assert chief.wait(timeout=HANG_GUARD) == 0, "".join(chief.lines)
+        assert survivor.wait(timeout=HANG_GUARD) == 0, "".join(survivor.lines)
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -125,7 +125,7 @@ class RandomAffine(layers.Layer):
         }
 
 
-def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0]):
+def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=None):
     """ImageDataGenerator-style augmentation as Keras layers inside the model.
 
     Random rotation up to `rotation` degrees either way and shift up to
@@ -138,17 +138,22 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0]):
 
     Args:
         size: int, the image's side in pixels (the shift is a share of it).
+        dtype: the layers' dtype policy. Defaults to None: the global
+            policy. A model that makes them in `__init__` passes its own
+            (see `kerascnn.models.lecture.LectureCNN`).
 
     Returns:
         A list of layers (empty when all amounts are 0).
     """
     if zoom:
-        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift)]
+        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift, dtype=dtype)]
     out = []
     if rotation:
-        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0))
+        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0, dtype=dtype))
     if shift:
-        out.append(layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0))
+        out.append(
+            layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0, dtype=dtype)
+        )
     return out
 
 

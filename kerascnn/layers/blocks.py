@@ -163,26 +163,26 @@ class DenseBNReLU(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def conv_block(filters, kernel_size, batchnorm):
+def conv_block(filters, kernel_size, batchnorm, dtype=None):
     """The lecture's conv stage body: conv+ReLU, or ConvBNReLU with batch norm."""
     if batchnorm:
-        return ConvBNReLU(filters, kernel_size)
-    return layers.Conv2D(filters, kernel_size, padding="same", activation="relu")
+        return ConvBNReLU(filters, kernel_size, dtype=dtype)
+    return layers.Conv2D(filters, kernel_size, padding="same", activation="relu", dtype=dtype)
 
 
-def dense_block(units, batchnorm):
+def dense_block(units, batchnorm, dtype=None):
     if batchnorm:
-        return DenseBNReLU(units)
-    return layers.Dense(units, activation="relu")
+        return DenseBNReLU(units, dtype=dtype)
+    return layers.Dense(units, activation="relu", dtype=dtype)
 
 
-def pool():
+def pool(dtype=None):
     """2x2 max-pool, stride 2, SAME: 28 -> 14 -> 7 -> 4."""
-    return layers.MaxPool2D(2, 2, padding="same")
+    return layers.MaxPool2D(2, 2, padding="same", dtype=dtype)
 
 
-def classifier_head(num_classes=DIGIT_CLASSES):
+def classifier_head(num_classes=DIGIT_CLASSES, dtype=None):
     """Dense logits then softmax kept in float32 under mixed precision."""
     check_value(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes,
                 error=ValueError)
-    return [layers.Dense(num_classes), layers.Activation("softmax", dtype="float32")]
+    return [layers.Dense(num_classes, dtype=dtype), layers.Activation("softmax", dtype="float32")]

@@ -5,8 +5,7 @@ none); a model's module, and Keras with it, is imported when the model is
 first created. `Ensemble` and `LectureCNN` import on first use too.
 """
 
-import importlib
-
+from kerascnn import lazy_attributes
 from kerascnn.models.registry import (
     BUILTIN_MODELS,
     ModelError,
@@ -18,13 +17,9 @@ from kerascnn.models.registry import (
     resolve_recipe,
 )
 
-_CLASSES = {"Ensemble": "kerascnn.models.ensemble", "LectureCNN": "kerascnn.models.lecture"}
-
-
-def __getattr__(name):
-    if name in _CLASSES:
-        return getattr(importlib.import_module(_CLASSES[name]), name)
-    raise AttributeError(f"module 'kerascnn.models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__, {"Ensemble": "kerascnn.models.ensemble", "LectureCNN": "kerascnn.models.lecture"}
+)
 
 
 __all__ = [

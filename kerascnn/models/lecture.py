@@ -172,15 +172,21 @@ class LectureCNN(keras.Model):
         self.num_classes = num_classes
         self.image_size = None if image_size is None else tuple(image_size)
         self.rescale = rescale
-        self.preprocess = pixel_input(image_size=image_size, rescale=rescale)[1]
+        # The sublayers take this model's dtype policy, not the global one. Only
+        # the model's own policy is saved, so sublayers left to the global policy
+        # would compute in whatever precision the loading process has set:
+        # `evaluate` (float32) scored a mixed_bfloat16 run differently from
+        # the `train()` that saved it.
+        dtype = self.dtype_policy
+        self.preprocess = pixel_input(image_size=image_size, rescale=rescale)[1]  # float32 under any policy
         size = working_size(image_size=image_size)[0]
-        self.augment = augmentation(rotation, shift, zoom, size=size)
-        self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm) for s in range(STAGES)]
-        self.pools = [pool() for _ in range(STAGES)]
-        self.flatten = layers.Flatten()
-        self.hidden = dense_block(dense_units, batchnorm)
-        self.drop = layers.Dropout(dropout)
-        self.logits, self.softmax = classifier_head(num_classes)
+        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype)
+        self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm, dtype=dtype) for s in range(STAGES)]
+        self.pools = [pool(dtype=dtype) for _ in range(STAGES)]
+        self.flatten = layers.Flatten(dtype=dtype)
+        self.hidden = dense_block(dense_units, batchnorm, dtype=dtype)
+        self.drop = layers.Dropout(dropout, dtype=dtype)
+        self.logits, self.softmax = classifier_head(num_classes, dtype=dtype)
 
     def call(self, inputs, training=None):
         x = inputs

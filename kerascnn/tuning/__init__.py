@@ -38,7 +38,7 @@ The modules, one job each (this package re-exports their public names):
     search.py       run_search: the checks, then the search for this process's role
 """
 
-import importlib
+from kerascnn import lazy_attributes
 
 # Every public name of the modules, so that `from kerascnn.tuning import X` works; each module
 # (and keras-tuner with it) is imported on first use, so `tune.py --help` stays light.
@@ -52,13 +52,7 @@ _NAMES = {
     "project": ("SearchLock", "check_kind", "check_project", "prepare_project"),
     "search": ("SearchResult", "run_search"),
 }
-_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
-
-
-def __getattr__(name):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"kerascnn.tuning.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module 'kerascnn.tuning' has no attribute {name!r}")
-
-
-__all__ = sorted(_MODULE_OF)
+__getattr__ = lazy_attributes(
+    __name__, {name: f"{__name__}.{module}" for module, names in _NAMES.items() for name in names}
+)
+__all__ = sorted(name for names in _NAMES.values() for name in names)
