@@ -2,13 +2,44 @@
 
 import pytest
 
-from tools.bench import forward_flops, main, render, step_ratio, summarize
+from tools.bench import BEST_TODAY, main, member_rows, multiply_adds, render, render_members, step_ratio, summarize
 
 
-def test_forward_flops_of_the_lecture_cnn():
-    convs = 2 * 9 * (1 * 32 * 28 * 28 + 32 * 64 * 14 * 14 + 64 * 128 * 7 * 7)
-    denses = 2 * (2048 * 256 + 256 * 10)
-    assert forward_flops() == convs + denses == 15_955_968  # x3 for a training step: the issue's ~48 MFLOP
+def test_multiply_adds_are_read_from_the_graph_of_any_model():
+    from kerascnn.models import create_model
+
+    convs = 9 * (1 * 32 * 28 * 28 + 32 * 64 * 14 * 14 + 64 * 128 * 7 * 7)
+    denses = 2048 * 256 + 256 * 10
+    assert convs + denses == 7_977_984
+    for name in ("sequential", "subclass"):  # a layer list, and a subclassed model whose layers run in call()
+        assert multiply_adds(create_model(name)) == 7_977_984
+    # The residual member: 3x3 convs at 28, 14 and 7 pixels (stem and block, then stride-2 entry and block), the head.
+    member = create_model("best", member="residual", members=1).members[0]
+    side = {32: 28, 64: 14, 128: 7}
+    residual = 9 * 28 * 28 * 1 * 32 + sum(9 * side[w] ** 2 * w * w * 2 for w in side) \
+        + 9 * (14 * 14 * 32 * 64 + 7 * 7 * 64 * 128) + 128 * 10
+    assert multiply_adds(member) == residual == 50_804_480
+
+
+def test_member_rows_count_the_epochs_each_design_affords_in_todays_best_time():
+    run = lambda rate, macs: {"model_images_per_s": rate, "train_flops_per_image": 6 * macs, "policy": "float32",
+                              "peak_rss_mb": 1000.0}
+    rounds = [
+        {BEST_TODAY[0]: run(1000.0, 8e6), "member residual 32": run(250.0, 5e7)},
+        {BEST_TODAY[0]: run(500.0, 8e6), "member residual 32": run(130.0, 5e7)},  # a slow round slows both
+    ]
+    rows = dict(member_rows(rounds, {"float32": 100.0, "bfloat16": 50.0}))
+    # Today's best: 5 members x 15 epochs x 55,000 images at 1,000/s = 4,125 s; 250/s is 18.75 epochs of 55,000.
+    assert rows[BEST_TODAY[0]]["epochs"] == 75.0
+    assert rows["member residual 32"]["epochs"] == pytest.approx((18.75 + 19.5) / 2)
+    assert rows["member residual 32"]["mac"] == 5e7
+    assert rows["member residual 32"]["peak_share"] == pytest.approx(190.0 * 3e8 / 1e9 / 100.0)
+
+    class Args:
+        steps, warmup, rounds = 60, 10, 2
+
+    doc = render_members("today", "this machine", {"float32": 100.0}, list(rows.items()), Args)
+    assert "| member residual 32 | 50.0M | 190 (130-250) | 57% | 19 | 1,000 |" in doc
 
 
 def test_summarize_takes_medians_and_ratios_within_each_round():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tools.sweep import main, prefix_accuracies
+from tools.sweep import main, prefix_accuracies, prefix_nll
 from conftest import ROOT
 
 # Runs `python tools/sweep.py ...` in a process where `import tensorflow`
@@ -33,6 +33,9 @@ def test_prefix_accuracies_average_the_first_k_members():
         [[0.1, 0.9], [0.1, 0.9]],  # member 3: wrong on the first, outvoted by the mean
     ])
     assert prefix_accuracies(probs, labels) == [0.5, 1.0, 1.0]
+    # The loss of the same averages: -mean(log p(true class)); it moves where accuracy does not (k = 2 to 3).
+    expected = [-np.mean(np.log([0.9, 0.4])), -np.mean(np.log([0.85, 0.65])), -np.mean(np.log([0.6, 0.7333333]))]
+    np.testing.assert_allclose(prefix_nll(probs, labels), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -64,7 +67,7 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     assert "support `jit_compile=True`" not in proc.stderr
     epoch, summary = [json.loads(line) for line in out.read_text().splitlines()]
     assert (summary["backend"], summary["members"], summary["train_images"]) == ("jax", 2, 4000)
-    assert len(epoch["val_prefix"]) == len(epoch["test_prefix"]) == 2
+    assert len(epoch["val_prefix"]) == len(epoch["test_prefix"]) == len(epoch["val_nll_prefix"]) == 2
     # 40 steps of real MNIST; chance is 0.1. A member's batch-norm statistics are still settling after
     # so few steps (members seen from 0.40 to 0.79 over seeds), so the pair is held to more than each.
     assert min(epoch["val_members"]) > 0.3 and epoch["val_prefix"][-1] > 0.5
