@@ -37,6 +37,23 @@ from kerascnn.models.registry import ModelError, register_model
 
 
 
+def augmented_input(input_shape, image_size, rescale, rotation, shift, zoom):
+    """A Functional member's `keras.Input` and the tensor after its preprocessing and augmentation layers."""
+    shape, stage = pixel_input(input_shape, image_size, rescale)
+    inputs = keras.Input(shape)
+    x = inputs
+    for layer in stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0]):
+        x = layer(x)
+    return inputs, x
+
+
+def classified(x, num_classes):
+    """`x` through the classifier head: logits, then the float32 softmax."""
+    for layer in classifier_head(num_classes):
+        x = layer(x)
+    return x
+
+
 def strided_cnn(
     *,
     filters=32,
@@ -69,11 +86,7 @@ def strided_cnn(
                 "`image_size` is too small for the strided member's two stages of two VALID 3x3 convs: its "
                 f"smallest side must be at least 13. Received: image_size={working_size(input_shape, image_size)}"
             ) from None
-    shape, stage = pixel_input(input_shape, image_size, rescale)
-    inputs = keras.Input(shape)
-    x = inputs
-    for layer in stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0]):
-        x = layer(x)
+    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom)
     for stage in range(2):
         width = filters * 2**stage
         x = ConvBNReLU(width, 3, padding="valid")(x)
@@ -82,9 +95,7 @@ def strided_cnn(
         x = layers.Dropout(dropout)(x)
     x = DenseBNReLU(dense_units)(layers.Flatten()(x))
     x = layers.Dropout(dropout)(x)
-    for layer in classifier_head(num_classes):
-        x = layer(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, classified(x, num_classes), name=name)
 
 
 def residual_cnn(
@@ -108,20 +119,16 @@ def residual_cnn(
     pooling and the softmax head close it. The design of ttdoucet/mnist's
     99.74% single network (128-256-512 channels) at a quarter of its width
     by default: 32-64-128, 51M multiply-adds per image (the lecture
-    member: 8M), 0.48M parameters. Its wide layers keep the matmul units
-    busier than the lecture member's 1- and 32-channel ones, so it costs
-    less per multiply-add in wall time (`python tools/bench.py --members`).
+    member: 8M), 0.48M parameters. Its wide layers may keep the matmul
+    units busier than the lecture member's 1- and 32-channel ones; what it
+    costs in minutes is measured by `python tools/bench.py --members`.
 
     Example:
 
     >>> residual_cnn().count_params()
     483498
     """
-    shape, stage = pixel_input(input_shape, image_size, rescale)
-    inputs = keras.Input(shape)
-    x = inputs
-    for layer in stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0]):
-        x = layer(x)
+    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom)
     for level in range(3):
         width = filters * 2**level
         x = ConvBNReLU(width, 3, strides=1 if level == 0 else 2)(x)
@@ -130,9 +137,7 @@ def residual_cnn(
         branch = FusedBatchNormalization(momentum=BN_MOMENTUM)(branch)
         x = layers.ReLU()(layers.Add()([x, branch]))
     x = layers.GlobalAveragePooling2D()(x)
-    for layer in classifier_head(num_classes):
-        x = layer(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, classified(x, num_classes), name=name)
 
 
 @register_model("best")
