@@ -22,7 +22,6 @@ true\\pred  0  1  2
 ((520, 520, 3), dtype('uint8'))
 """
 
-import os
 import warnings
 
 import numpy as np
@@ -30,6 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
+
+from kerascnn.rundir import atomic_write
 
 DPI = 100
 BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
@@ -230,12 +231,7 @@ def time_to_accuracy_figure(points, title, target=0.997, size=(720, 420)):
 
 
 def save_png(array, path):
-    """Writes an RGB array as a PNG atomically (a temporary file, then renamed)."""
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    try:
+    """Writes an RGB array as a PNG atomically (see `kerascnn.rundir.atomic_write`); returns `path`."""
+    with atomic_write(path) as tmp:
         Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -1,7 +1,10 @@
 """The pictures: sizes, colours where the numbers say they should be, and readable chart ticks."""
 
+import os
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from kerascnn import figures
 
@@ -59,3 +62,13 @@ def test_time_to_accuracy_chart_has_round_ticks_and_the_target_line():
     assert picture.shape == (420, 720, 3)
     assert reddish(picture).sum(axis=1).max() > 300  # a long red row: the target line
     assert blueish(picture).any()
+
+
+def test_save_png_replaces_a_picture_whole_or_not_at_all(tmp_path):
+    path = str(tmp_path / "cm.png")
+    first = figures.draw_confusion_matrix(np.diag([5, 6]))
+    assert figures.save_png(first, path) == path
+    with pytest.raises(TypeError):  # Pillow cannot write seven channels: the earlier picture stays
+        figures.save_png(np.zeros((4, 4, 7)), path)
+    np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), first)
+    assert os.listdir(tmp_path) == ["cm.png"]
