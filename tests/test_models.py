@@ -133,12 +133,12 @@ def test_tta_averages_shifted_copies_at_inference_and_is_off_in_training(test_ba
     np.testing.assert_allclose(tta.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
     assert np.abs(want - plain.predict(x, verbose=0)).max() > 1e-3  # the shifts change the prediction
     # Training: the members on the unshifted images, exactly as without TTA, each member's output for its loss.
-    trained = keras.ops.convert_to_numpy(tta(x, training=True))
-    assert trained.shape == (32, 2, 10)  # (batch, members, classes)
-    for i, m in enumerate(members):
-        np.testing.assert_allclose(trained[:, i], m.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(trained.mean(axis=1), mean_over([(0, 0)]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(trained, plain(x, training=True), rtol=1e-6)
+    trained = np.stack([keras.ops.convert_to_numpy(out) for out in tta(x, training=True)])
+    assert trained.shape == (2, 32, 10)  # one output a member
+    for out, m in zip(trained, members):
+        np.testing.assert_allclose(out, m.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trained.mean(axis=0), mean_over([(0, 0)]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trained, np.stack(plain(x, training=True)), rtol=1e-6)
     # Each member's output over the same views, as `serve` and the sweep read members, averages to the model's.
     np.testing.assert_allclose(MemberPredictor(tta)(x).mean(axis=0), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(MemberPredictor(tta, tta=0)(x).mean(axis=0), plain.predict(x, verbose=0), rtol=1e-5,

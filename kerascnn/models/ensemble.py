@@ -8,11 +8,14 @@ the loss, the mean gives each member the update it would get alone.
 Evaluation, `predict()` and the accuracy metric use the averaged output.
 
 The members' own outputs reach the loss as the model's output: in training,
-`call` returns them stacked, `(batch, members, classes)`, and the model's
-`compute_loss` takes each member's loss from its slice while
+`call` returns them as a tuple, one `(batch, classes)` tensor a member, and
+the model's `compute_loss` takes each member's loss from its own while
 `compute_metrics` scores their mean. Each member runs once per training
 step, and nothing is kept on the model between `call` and the loss, so the
-same code runs under `fit()` on every backend and strategy.
+same code runs under `fit()` on every backend and strategy. (A tuple, not
+one stacked tensor: on TensorFlow the cross-entropy of a tensor straight
+out of a softmax is computed from its logits, as for a model alone; a slice
+of a stack would lose that and change the numbers.)
 
 With `tta` (pixels), inference also averages over shifted copies of each
 image (test-time augmentation): the image and its copies moved `tta` pixels
@@ -41,7 +44,7 @@ class Ensemble(keras.Model):
     """Averages the softmax outputs of its member models.
 
     Called with `training=True` (as `fit()` calls it), it returns the
-    members' outputs stacked on axis 1, `(batch, members, classes)`, for the
+    members' outputs, a tuple of `(batch, classes)` tensors, for the
     per-member loss; otherwise their average, `(batch, classes)`.
 
     Args:
@@ -69,28 +72,22 @@ class Ensemble(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
-        if training:  # each member once, on the images as they are; axis 0 stays the batch
-            return ops.stack([member(inputs, training=training) for member in self.members], axis=1)
+        if training:  # each member once, on the images as they are
+            return tuple(member(inputs, training=training) for member in self.members)
         views = [shift_images(inputs, dy, dx) for dy, dx in self.views]
         outputs = [member(view, training=training) for view in views for member in self.members]
         return ops.mean(ops.stack(outputs, axis=0), axis=0)
 
-    @staticmethod
-    def _per_member(y_pred):
-        """Whether `y_pred` is the training output, one slice a member (members output rank 2)."""
-        return len(y_pred.shape) == 3
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if y_pred is None or not self._per_member(y_pred):  # evaluation: the loss of the ensemble's own prediction
+        if not isinstance(y_pred, tuple):  # evaluation: the loss of the ensemble's own prediction
             return super().compute_loss(x, y, y_pred, sample_weight, training)
         # Training: the mean of the members' losses, each on its own prediction.
-        losses = [super(Ensemble, self).compute_loss(x, y, y_pred[:, i], sample_weight, training)
-                  for i in range(len(self.members))]
+        losses = [super(Ensemble, self).compute_loss(x, y, out, sample_weight, training) for out in y_pred]
         return ops.mean(ops.stack(losses))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if self._per_member(y_pred):  # training: the metrics score the ensemble's prediction, as in evaluation
-            y_pred = ops.mean(y_pred, axis=1)
+        if isinstance(y_pred, tuple):  # training: the metrics score the ensemble's prediction, as in evaluation
+            y_pred = ops.mean(ops.stack(y_pred, axis=0), axis=0)
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def get_config(self):
