@@ -5,7 +5,8 @@
   `learning_rate`, so TensorBoard charts it.
 * `SafeModelCheckpoint`: Keras' `ModelCheckpoint` keeping the best model by
   validation accuracy in `best.keras`, written atomically and never from
-  an epoch whose loss was NaN.
+  an epoch whose loss was NaN; its epoch and score in `best.json`, which
+  a resumed run's checkpoint starts from.
 * `TensorBoard`: per-epoch scalars, train and validation on the same charts.
 * `BackupAndRestore`: running the same command again after an interruption
   resumes from the last finished epoch instead of starting over.
@@ -27,7 +28,7 @@ import os
 
 import keras
 
-from kerascnn import compat
+from kerascnn import compat, rundir
 from kerascnn.config import check_value
 from kerascnn.models.registry import resolve_recipe
 from kerascnn.summaries import summaries_callback
@@ -92,24 +93,39 @@ class EpochSeeds(keras.callbacks.Callback):
 
 
 class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`ModelCheckpoint` that cannot leave a broken or diverged checkpoint.
+    """`ModelCheckpoint` that cannot leave a broken or diverged checkpoint, and records what it holds.
 
     Keras writes the model to a temporary `.keras` file in the same
-    directory, which is then renamed over `filepath` (an atomic step on
-    POSIX): a process killed mid-save leaves the previous checkpoint
-    intact. An epoch whose loss or monitored value is not finite is never
-    saved, so a run that diverges keeps the model from before.
+    directory, which is then renamed over `filepath`
+    (`kerascnn.rundir.atomic_write`): a process killed mid-save leaves the
+    previous checkpoint intact. An epoch whose loss or monitored value is
+    not finite is never saved, so a run that diverges keeps the model from
+    before.
+
+    After each save, the epoch and its monitored value are recorded in
+    `best_epoch` and `best` and, for the next sitting of a resumed run, in a
+    JSON file beside the checkpoint (`best.json` for `best.keras`). A
+    checkpoint callback created where that record exists starts from it:
+    the earlier sittings' best is the value to beat (Keras'
+    `initial_value_threshold`), and `best_epoch` stays theirs until an epoch
+    beats it. This is where a run's best epoch and value come from.
 
     Example:
 
     >>> cb = SafeModelCheckpoint("/tmp/run/best.keras", monitor="val_accuracy", mode="max")
-    >>> cb.filepath
-    '/tmp/run/.best.keras.partial.keras'
+    >>> cb.filepath, cb.record_path, cb.best_epoch
+    ('/tmp/run/best.keras', '/tmp/run/best.json', None)
 
     Args:
         filepath: str, where the checkpoint ends up; must end in `.keras`.
         **kwargs: passed to `keras.callbacks.ModelCheckpoint`
             (`save_best_only` defaults to True here).
+
+    Attributes:
+        best: float or None, the monitored value of the epoch the checkpoint
+            holds (with `save_best_only`), over all sittings.
+        best_epoch: int or None, that epoch, 0-based as Keras' callbacks and
+            `history.csv` count it; None before any save.
     """
 
     def __init__(self, filepath, **kwargs):
@@ -117,17 +133,35 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
             raise ValueError(f"`filepath` must end in .keras. Received: filepath={filepath!r}")
         kwargs.setdefault("save_best_only", True)
         self.final_path = str(filepath)
-        partial = os.path.join(os.path.dirname(self.final_path), f".{os.path.basename(self.final_path)}.partial.keras")
-        super().__init__(partial, **kwargs)
+        self.record_path = self.final_path[: -len(".keras")] + ".json"
+        record = self._read_record(kwargs.get("monitor", "val_loss"))
+        if record is not None and kwargs.get("initial_value_threshold") is None:
+            kwargs["initial_value_threshold"] = record["best"]
+        super().__init__(self.final_path, **kwargs)
+        self.best_epoch = None if record is None else record["best_epoch"]
+
+    def _read_record(self, monitor):
+        """The earlier sittings' record for `monitor`, or None."""
+        if not os.path.exists(self.record_path):
+            return None
+        record = rundir.read_json(self.record_path)
+        return record if record.get("monitor") == monitor else None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         values = [logs.get("loss"), logs.get(self.monitor)]
         if any(v is None or not math.isfinite(float(v)) for v in values):
             return
-        super().on_epoch_end(epoch, logs)
-        if os.path.exists(self.filepath):
-            os.replace(self.filepath, self.final_path)
+        with rundir.atomic_write(self.final_path) as partial:
+            self.filepath = partial  # Keras saves here, if the epoch is better
+            try:
+                super().on_epoch_end(epoch, logs)
+            finally:
+                self.filepath = self.final_path
+            saved = os.path.exists(partial)
+        if saved:
+            self.best, self.best_epoch = float(logs[self.monitor]), epoch
+            rundir.write_json(self.record_path, {"monitor": self.monitor, "best": self.best, "best_epoch": epoch})
 
 
 class RestoreTrainingWeights(keras.callbacks.Callback):
@@ -177,7 +211,7 @@ def schedule_callbacks(config, epoch_variable=None):
     return callbacks
 
 
-def make_callbacks(config, run_dir, schedule, validation=None, best_so_far=None):
+def make_callbacks(config, run_dir, schedule, validation=None):
     """The callbacks for one run of `config` writing into `run_dir`, in order.
 
     Args:
@@ -186,9 +220,6 @@ def make_callbacks(config, run_dir, schedule, validation=None, best_so_far=None)
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
             matrix, misclassified digits, the config as text, ensemble
             members' accuracy). Defaults to None.
-        best_so_far: float or None, the best validation accuracy of the
-            earlier sittings of a resumed run: the checkpoint is replaced
-            only by a better epoch (`initial_value_threshold`). Defaults to None.
 
     Returns:
         The list for `fit()`.
@@ -196,8 +227,8 @@ def make_callbacks(config, run_dir, schedule, validation=None, best_so_far=None)
     callbacks = [
         *schedule,
         keras.callbacks.TerminateOnNaN(),
-        SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max",
-                            initial_value_threshold=best_so_far),
+        # In a resumed run, it starts from the earlier sittings' best (its best.json).
+        SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max"),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
     ]

@@ -1,4 +1,4 @@
-"""Pictures of results, drawn with matplotlib: a confusion matrix, misclassified digits, a chart.
+"""Pictures of results, drawn with matplotlib: a confusion matrix and misclassified digits.
 
 The drawings are RGB `uint8` arrays `(height, width, 3)`, so the same
 picture goes to TensorBoard (`tf.summary.image`, see `kerascnn.summaries`)
@@ -22,14 +22,14 @@ true\\pred  0  1  2
 ((520, 520, 3), dtype('uint8'))
 """
 
-import os
 import warnings
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
+
+from kerascnn.rundir import atomic_write
 
 DPI = 100
 BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
@@ -197,45 +197,8 @@ def draw_misclassified(images, y_true, probabilities, limit=36, columns=6, class
     return render(figure)
 
 
-def time_to_accuracy_figure(points, title, target=0.997, size=(720, 420)):
-    """A line chart: test accuracy (%) after each epoch against minutes of training, and the target.
-
-    Args:
-        points: [(epoch, minutes, test_accuracy, ...)], accuracies in [0, 1].
-        title: str, the line above the chart.
-        target: float in [0, 1], drawn as a dashed red line. Defaults to 0.997.
-        size: (width, height) in pixels. Defaults to (720, 420).
-
-    Returns:
-        A `matplotlib.figure.Figure`; `render` turns it into pixels.
-    """
-    minutes = [p[1] for p in points]
-    accuracy = [100 * p[2] for p in points]
-    figure = new_figure(*size)
-    ax = figure.add_subplot()
-    ax.plot(minutes, accuracy, "o-", color=BLUE, linewidth=2, markersize=4, label="test accuracy after an epoch")
-    ax.axhline(100 * target, color=RED, linestyle="--", linewidth=1.2, label=f"target {100 * target:.2f}%")
-    ax.set_xlim(0, max(minutes) * 1.04)
-    ax.set_ylim(min(min(accuracy), 100 * target) - 0.05, max(max(accuracy), 100 * target) + 0.05)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
-    ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
-    ax.set_xlabel("minutes of training (test evaluation excluded)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(color="#e6e6e6")
-    ax.legend(loc="lower right", frameon=False)
-    ax.set_title(title, fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
 def save_png(array, path):
-    """Writes an RGB array as a PNG atomically (a temporary file, then renamed)."""
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    try:
+    """Writes an RGB array as a PNG atomically (see `kerascnn.rundir.atomic_write`); returns `path`."""
+    with atomic_write(path) as tmp:
         Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

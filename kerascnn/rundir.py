@@ -2,15 +2,17 @@
 
 `logs/<model>-<YYYYmmdd-HHMMSS>/` holds `config.json` (the resolved
 config), TensorBoard event files (`train/`, `validation/`), `best.keras`,
-`history.csv`, `elapsed.json` (training time over the run's sittings),
+`best.json` (its epoch and validation accuracy), `history.csv`, `elapsed.json` (training time over the run's sittings),
 `backup/` while training, and `metrics.json` once finished.
 A run that was interrupted (it has `backup/` but no `metrics.json`) is the
 one exception: running the same config again resumes it in place.
 """
 
+import contextlib
 import glob
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -87,20 +89,53 @@ def create_run_dir(logdir, model):
     raise RunDirError(f"Could not create a new run directory under {logdir}.")
 
 
-def write_json(path, values):
-    """Writes JSON atomically: a unique temporary file in the same directory,
-    flushed to disk, then renamed over `path`; never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yields a temporary path beside `path`; what is written there replaces `path` at once.
+
+    When the block ends, the file written at the temporary path is flushed
+    to disk (fsync) and renamed over `path`, an atomic step on POSIX: a
+    reader sees the earlier file or the new one, never part of one. If the
+    block raises, `path` is left as it was and the temporary file is
+    removed; if it writes nothing, `path` is left as it was. The temporary
+    name keeps `path`'s extension (Keras and Pillow read it) behind a dot,
+    so a kill -9 mid-write leaves at most a hidden `.NAME.partial-*` file.
+    Every file kerascnn writes for keeps (JSON, checkpoints, PNGs) goes through here.
+
+    Example:
+
+    >>> with tempfile.TemporaryDirectory() as directory:
+    ...     path = os.path.join(directory, "note.txt")
+    ...     with atomic_write(path) as tmp, open(tmp, "w") as f:
+    ...         _ = f.write("done")
+    ...     print(open(path).read(), os.listdir(directory))
+    done ['note.txt']
+
+    Args:
+        path: str, the file to write.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    tmp = os.path.join(directory, f".{stem}.partial-{secrets.token_hex(4)}{extension}")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(values, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        if os.path.exists(tmp):
+            fd = os.open(tmp, os.O_RDWR)  # written by another library (Keras, Pillow): flushed here
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json(path, values):
+    """Writes JSON atomically (see `atomic_write`): never a half-written file."""
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def read_json(path):

@@ -37,7 +37,6 @@ import ipaddress
 import socket
 import sys
 import threading
-import time
 from importlib import resources
 
 import numpy as np
@@ -256,24 +255,3 @@ def serve(model_path, host=DEFAULT_HOST, port=DEFAULT_PORT):
         server.server_close()
     return 0
 
-
-def measure_latency(predictor, data, repeats=200, warmup=5):
-    """Median and 95th percentile of one prediction (decode, prepare, classify), in milliseconds.
-
-    Args:
-        predictor: `Predictor`.
-        data: bytes, a PNG or JPEG picture.
-        repeats: int, timed predictions. Defaults to 200.
-        warmup: int, untimed predictions first. Defaults to 5.
-
-    Returns:
-        dict: `p50_ms`, `p95_ms`, `repeats`.
-    """
-    for _ in range(warmup):
-        predictor.predict_bytes(data)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictor.predict_bytes(data)
-        times.append(1000 * (time.perf_counter() - start))
-    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)), "repeats": repeats}

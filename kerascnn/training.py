@@ -18,7 +18,6 @@ Example:
 
 import csv
 import dataclasses
-import math
 import os
 import platform
 import shutil
@@ -28,7 +27,7 @@ import keras
 
 from kerascnn import distribute, rundir
 from kerascnn.assemble import assemble
-from kerascnn.callbacks import make_callbacks
+from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
 from kerascnn.errors import RunFailed
 from kerascnn.loading import load_model_file
 
@@ -82,11 +81,13 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
     # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
     validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
-    best_so_far = _best_so_far(history_path) if resumed else None
     clock = TrainingClock(os.path.join(run_dir, ELAPSED), resumed)
+    run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
+    # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
+    (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
     model.fit(
         run.train, epochs=config.epochs, validation_data=run.val, verbose=verbose, shuffle=False,
-        callbacks=[*make_callbacks(config, run_dir, run.schedule, validation, best_so_far), *callbacks, clock],
+        callbacks=[*run_callbacks, *callbacks, clock],
     )  # shuffle=False: the dataset shuffles itself, seeded
 
     # 4. Score the checkpoint chosen on validation, once, on the test set.
@@ -99,14 +100,12 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         )
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     scores = best.evaluate(run.test_input(), return_dict=True, verbose=0)
-    rows = _history(history_path)
-    best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
     metrics = {
         "test_accuracy": float(scores["accuracy"]),
         "test_loss": float(scores["loss"]),
-        "best_epoch": int(best_row["epoch"]) + 1,
-        "best_val_accuracy": float(best_row["val_accuracy"]),
-        "epochs": len(rows),
+        "best_epoch": checkpoint.best_epoch + 1,
+        "best_val_accuracy": float(checkpoint.best),
+        "epochs": len(_history(history_path)),
         "wall_seconds": round(clock.seconds, 1),  # all sittings of a resumed run
         "sittings": clock.sittings,
         "peak_rss_mb": peak_rss_mb(),
@@ -182,12 +181,6 @@ def _history(path):
         return []
     # A resumed run appends; an epoch re-run after a crash appears twice: keep the last.
     return list({r["epoch"]: r for r in rows}.values())
-
-
-def _best_so_far(history_path):
-    scores = [float(r["val_accuracy"]) for r in _history(history_path)]
-    scores = [s for s in scores if not math.isnan(s)]
-    return max(scores) if scores else None
 
 
 def peak_rss_mb():

@@ -1,5 +1,6 @@
 """The learning-rate schedule and the callback set."""
 
+import json
 import os
 
 import keras
@@ -43,13 +44,26 @@ def test_callback_set(tmp_path):
 
 def test_a_resumed_run_keeps_its_best_checkpoint_until_an_epoch_beats_it(tmp_path):
     config = TrainConfig()
-    callbacks = make_callbacks(config, str(tmp_path), schedule_callbacks(config), best_so_far=0.97)
-    (checkpoint,) = [c for c in callbacks if isinstance(c, SafeModelCheckpoint)]
+    first = make_callbacks(config, str(tmp_path), schedule_callbacks(config))
+    (checkpoint,) = [c for c in first if isinstance(c, SafeModelCheckpoint)]
     checkpoint.set_model(tiny_model())
-    checkpoint.on_epoch_end(0, {"loss": 0.1, "val_accuracy": 0.96})  # worse than an earlier sitting's best
-    assert not os.path.exists(tmp_path / "best.keras")
-    checkpoint.on_epoch_end(1, {"loss": 0.1, "val_accuracy": 0.98})
-    assert os.path.exists(tmp_path / "best.keras") and checkpoint.best == 0.98
+    checkpoint.on_epoch_end(0, {"loss": 0.1, "val_accuracy": 0.95})
+    checkpoint.on_epoch_end(1, {"loss": 0.1, "val_accuracy": 0.97})  # the first sitting's best, then a kill
+    assert json.load(open(tmp_path / "best.json")) == {"monitor": "val_accuracy", "best": 0.97, "best_epoch": 1}
+
+    # The next sitting's checkpoint starts from the record: the value to beat and its epoch.
+    again = make_callbacks(config, str(tmp_path), schedule_callbacks(config))
+    (checkpoint,) = [c for c in again if isinstance(c, SafeModelCheckpoint)]
+    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 1)
+    checkpoint.set_model(tiny_model())
+    before = (tmp_path / "best.keras").read_bytes()
+    checkpoint.on_epoch_end(2, {"loss": 0.1, "val_accuracy": 0.96})  # worse than an earlier sitting's best
+    assert (tmp_path / "best.keras").read_bytes() == before and (checkpoint.best, checkpoint.best_epoch) == (0.97, 1)
+    checkpoint.on_epoch_end(3, {"loss": 0.1, "val_accuracy": float("nan")})  # no score: never the best
+    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 1)
+    checkpoint.on_epoch_end(4, {"loss": 0.1, "val_accuracy": 0.98})
+    assert (tmp_path / "best.keras").read_bytes() != before and (checkpoint.best, checkpoint.best_epoch) == (0.98, 4)
+    assert json.load(open(tmp_path / "best.json")) == {"monitor": "val_accuracy", "best": 0.98, "best_epoch": 4}
 
 
 def tiny_model():
@@ -85,7 +99,8 @@ def test_checkpoint_keeps_best_and_skips_diverged_epochs(saved_once, tmp_path):
     np.testing.assert_array_equal(saved_kernel(path), first)
     cb.on_epoch_end(3, {"loss": 0.3, "val_accuracy": 0.7})
     np.testing.assert_array_equal(saved_kernel(path), np.ones((4, 2)))
-    assert sorted(os.listdir(tmp_path)) == ["best.keras"]  # no partial file left
+    assert sorted(os.listdir(tmp_path)) == ["best.json", "best.keras"]  # no partial file left
+    assert (cb.best, cb.best_epoch) == (0.7, 3)
 
 
 def test_checkpoint_interrupted_mid_save_leaves_previous_intact(saved_once):
@@ -101,6 +116,8 @@ def test_checkpoint_interrupted_mid_save_leaves_previous_intact(saved_once):
     with pytest.raises(KeyboardInterrupt):
         cb.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.9})
     np.testing.assert_array_equal(saved_kernel(path), good)
+    assert sorted(os.listdir(os.path.dirname(path))) == ["best.json", "best.keras"]  # the partial file removed
+    assert json.load(open(cb.record_path))["best_epoch"] == 0  # the record still names the saved epoch
 
 
 def test_checkpoint_path_must_be_keras():

@@ -95,6 +95,40 @@ def test_each_member_learns_from_its_own_loss(test_batch):
     np.testing.assert_allclose(model.compute_loss(x, y, avg, training=False), ce(y, avg), rtol=1e-6)
 
 
+class CountingMember(keras.Model):
+    """A small classifier that counts its calls in training mode."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(10, activation="softmax")
+        self.training_calls = 0
+
+    def call(self, inputs, training=None):
+        if training:
+            self.training_calls += 1
+        return self.dense(self.flatten(inputs))
+
+
+def test_a_training_step_runs_each_member_once_and_its_loss_is_the_mean_of_the_members(test_batch):
+    x, y = test_batch[0][:60], test_batch[1][:60]
+    members = [CountingMember(name=f"member_{i}") for i in range(3)]
+    for member in members:
+        member(x[:1])  # built by a call in inference mode, not counted
+    model = Ensemble(members)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], run_eagerly=True)  # eager: Python runs every step, so calls are counted
+    history = model.fit(x, y, batch_size=20, epochs=1, verbose=0, shuffle=False)  # 3 steps; SGD(0): weights stay
+    assert [m.training_calls for m in members] == [3, 3, 3]  # one forward pass per member per step
+    probabilities = [m.predict(x, verbose=0) for m in members]
+    ce = lambda p: float(np.mean(-np.log(p[np.arange(len(y)), y])))
+    assert history.history["loss"][0] == pytest.approx(np.mean([ce(p) for p in probabilities]), rel=1e-5)
+    # The training accuracy scores the ensemble's averaged prediction, as evaluation does.
+    accuracy = (np.mean(probabilities, axis=0).argmax(axis=1) == y).mean()
+    assert history.history["accuracy"][0] == pytest.approx(accuracy)
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] == pytest.approx(accuracy)
+
+
 def test_tta_averages_shifted_copies_at_inference_and_is_off_in_training(test_batch):
     x = test_batch[0][:32]
     members = [keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
@@ -108,9 +142,13 @@ def test_tta_averages_shifted_copies_at_inference_and_is_off_in_training(test_ba
     want = mean_over([(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)])
     np.testing.assert_allclose(tta.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
     assert np.abs(want - plain.predict(x, verbose=0)).max() > 1e-3  # the shifts change the prediction
-    # Training: the members on the unshifted images, exactly as without TTA.
-    np.testing.assert_allclose(tta(x, training=True), mean_over([(0, 0)]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(tta(x, training=True), plain(x, training=True), rtol=1e-6)
+    # Training: the members on the unshifted images, exactly as without TTA, each member's output for its loss.
+    trained = np.stack([keras.ops.convert_to_numpy(out) for out in tta(x, training=True)])
+    assert trained.shape == (2, 32, 10)  # one output a member
+    for out, m in zip(trained, members):
+        np.testing.assert_allclose(out, m.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trained.mean(axis=0), mean_over([(0, 0)]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trained, np.stack(plain(x, training=True)), rtol=1e-6)
     # Each member's output over the same views, as `serve` and the sweep read members, averages to the model's.
     np.testing.assert_allclose(MemberPredictor(tta)(x).mean(axis=0), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(MemberPredictor(tta, tta=0)(x).mean(axis=0), plain.predict(x, verbose=0), rtol=1e-5,

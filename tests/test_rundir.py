@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from kerascnn.rundir import RunDirError, bytes_needed, check_writable, create_run_dir, find_resumable, write_json
+from kerascnn.rundir import (
+    RunDirError, atomic_write, bytes_needed, check_writable, create_run_dir, find_resumable, write_json,
+)
 
 
 def test_run_dirs_are_unique(tmp_path):
@@ -30,6 +32,25 @@ def test_resumable_only_for_same_config_and_unfinished(tmp_path):
 def test_write_json_leaves_no_temporary(tmp_path):
     write_json(str(tmp_path / "m.json"), {"b": 1, "a": 2})
     assert json.load(open(tmp_path / "m.json")) == {"a": 2, "b": 1} and os.listdir(tmp_path) == ["m.json"]
+
+
+def test_a_failed_write_leaves_the_earlier_file_intact(tmp_path):
+    path = str(tmp_path / "m.json")
+    write_json(path, {"epoch": 1})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(path, {"epoch": 2, "model": object()})  # fails half-way through the dump
+    assert json.load(open(path)) == {"epoch": 1} and os.listdir(tmp_path) == ["m.json"]
+
+    with pytest.raises(KeyboardInterrupt):  # a writer cut off after half its bytes, as a kill would
+        with atomic_write(path) as tmp:
+            with open(tmp, "w") as f:
+                f.write('{"epo')
+            raise KeyboardInterrupt
+    assert json.load(open(path)) == {"epoch": 1} and os.listdir(tmp_path) == ["m.json"]
+
+    with atomic_write(path) as tmp:  # a block that writes nothing changes nothing
+        assert os.path.dirname(tmp) == str(tmp_path) and tmp.endswith(".json")  # beside it, its extension kept
+    assert json.load(open(path)) == {"epoch": 1} and os.listdir(tmp_path) == ["m.json"]
 
 
 def test_unwritable_and_file_paths_are_named(tmp_path):

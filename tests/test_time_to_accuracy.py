@@ -1,13 +1,16 @@
-"""The time-to-accuracy tool on a tiny run: one point per epoch, a chart and a table."""
+"""The time-to-accuracy tool on a tiny run: one point per epoch, a chart with readable ticks, and a table."""
 
 import os
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import ROOT
-from tools.time_to_accuracy import main, read_table
+from kerascnn.figures import render
+from test_figures import blueish, reddish
+from tools.time_to_accuracy import chart, main, read_table
 
 
 def test_writes_a_point_per_epoch(tmp_path, capsys):
@@ -32,3 +35,20 @@ def test_redraw_reads_the_recorded_table(tmp_path):
     (tmp_path / "TIME_TO_ACCURACY.md").write_text("# Time to accuracy\n\nno table\n")
     with pytest.raises(ValueError, match="holds no time-to-accuracy table"):
         read_table(tmp_path / "TIME_TO_ACCURACY.md")
+
+
+def test_time_to_accuracy_chart_has_round_ticks_and_the_target_line():
+    points = [(1, 1.2, 0.9911), (2, 2.3, 0.9908), (3, 3.7, 0.9930), (4, 17.7, 0.9965)]
+    figure = chart(points, "title", target=0.997)
+    (ax,) = figure.axes
+    ticks = ax.get_yticks()
+    step = np.diff(ticks)[0]
+    assert np.allclose(np.diff(ticks), step) and round(step, 6) in (0.05, 0.1, 0.2, 0.25, 0.5)
+    assert np.allclose(ticks / step, np.round(ticks / step))  # 99.10%, 99.20%, ... not 99.03%
+    assert ax.get_yticklabels()[1].get_text().endswith("%")
+    target = [line for line in ax.get_lines() if line.get_label() == "target 99.70%"]
+    assert len(target) == 1 and target[0].get_ydata()[0] == pytest.approx(99.7)
+    picture = render(figure)
+    assert picture.shape == (420, 720, 3)
+    assert reddish(picture).sum(axis=1).max() > 300  # a long red row: the target line
+    assert blueish(picture).any()

@@ -59,11 +59,47 @@ def measure(config):
     return train(config, verbose=0, resume=False, callbacks=[clock]), clock.points
 
 
-def draw(points, title, target=0.997, size=(720, 420)):
-    """The chart (matplotlib): test accuracy (%) against minutes, with the target line; an RGB array."""
-    from kerascnn.figures import render, time_to_accuracy_figure
+def chart(points, title, target=0.997, size=(720, 420)):
+    """A line chart: test accuracy (%) after each epoch against minutes of training, and the target.
 
-    return render(time_to_accuracy_figure(points, title, target, size))
+    Args:
+        points: [(epoch, minutes, test_accuracy, ...)], accuracies in [0, 1].
+        title: str, the line above the chart.
+        target: float in [0, 1], drawn as a dashed red line. Defaults to 0.997.
+        size: (width, height) in pixels. Defaults to (720, 420).
+
+    Returns:
+        A `matplotlib.figure.Figure`; `kerascnn.figures.render` turns it into pixels.
+    """
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    from kerascnn.figures import BLUE, RED, new_figure
+
+    minutes = [p[1] for p in points]
+    accuracy = [100 * p[2] for p in points]
+    figure = new_figure(*size)
+    ax = figure.add_subplot()
+    ax.plot(minutes, accuracy, "o-", color=BLUE, linewidth=2, markersize=4, label="test accuracy after an epoch")
+    ax.axhline(100 * target, color=RED, linestyle="--", linewidth=1.2, label=f"target {100 * target:.2f}%")
+    ax.set_xlim(0, max(minutes) * 1.04)
+    ax.set_ylim(min(min(accuracy), 100 * target) - 0.05, max(max(accuracy), 100 * target) + 0.05)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
+    ax.set_xlabel("minutes of training (test evaluation excluded)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(color="#e6e6e6")
+    ax.legend(loc="lower right", frameon=False)
+    ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def draw(points, title, target=0.997, size=(720, 420)):
+    """The chart as an RGB array (see `chart`)."""
+    from kerascnn.figures import render
+
+    return render(chart(points, title, target, size))
 
 
 def read_table(path):

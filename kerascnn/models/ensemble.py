@@ -7,6 +7,16 @@ couple the members). With Adam, whose steps do not depend on the scale of
 the loss, the mean gives each member the update it would get alone.
 Evaluation, `predict()` and the accuracy metric use the averaged output.
 
+The members' own outputs reach the loss as the model's output: in training,
+`call` returns them as a tuple, one `(batch, classes)` tensor a member, and
+the model's `compute_loss` takes each member's loss from its own while
+`compute_metrics` scores their mean. Each member runs once per training
+step, and nothing is kept on the model between `call` and the loss, so the
+same code runs under `fit()` on every backend and strategy. (A tuple, not
+one stacked tensor: on TensorFlow the cross-entropy of a tensor straight
+out of a softmax is computed from its logits, as for a model alone; a slice
+of a stack would lose that and change the numbers.)
+
 With `tta` (pixels), inference also averages over shifted copies of each
 image (test-time augmentation): the image and its copies moved `tta` pixels
 up, down, left and right, each through every member. Training sees the
@@ -33,6 +43,10 @@ from kerascnn.models.registry import ModelError, register_model
 class Ensemble(keras.Model):
     """Averages the softmax outputs of its member models.
 
+    Called with `training=True` (as `fit()` calls it), it returns the
+    members' outputs, a tuple of `(batch, classes)` tensors, for the
+    per-member loss; otherwise their average, `(batch, classes)`.
+
     Args:
         members: list of `keras.Model`, each mapping images to class
             probabilities of the same shape.
@@ -47,12 +61,6 @@ class Ensemble(keras.Model):
         self.members = list(members)
         self.tta = tta
         self.views = tuple(shift_views(tta))
-        self._clear_member_outputs()
-
-    def _clear_member_outputs(self):
-        # Kept out of Keras' attribute tracking: these are tensors of the
-        # current train step, read once by `compute_loss` in the same step.
-        object.__setattr__(self, "_member_outputs", None)
 
     def build(self, input_shape):
         height, width = input_shape[1:3]
@@ -64,21 +72,23 @@ class Ensemble(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
-        if training:
-            outputs = [member(inputs, training=training) for member in self.members]
-            object.__setattr__(self, "_member_outputs", outputs)
-        else:
-            views = [shift_images(inputs, dy, dx) for dy, dx in self.views]
-            outputs = [member(view, training=training) for view in views for member in self.members]
+        if training:  # each member once, on the images as they are
+            return tuple(member(inputs, training=training) for member in self.members)
+        views = [shift_images(inputs, dy, dx) for dy, dx in self.views]
+        outputs = [member(view, training=training) for view in views for member in self.members]
         return ops.mean(ops.stack(outputs, axis=0), axis=0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        outputs = self._member_outputs if training else None
-        self._clear_member_outputs()
-        if outputs is None:  # evaluation: the loss of the ensemble's own prediction
+        if not isinstance(y_pred, tuple):  # evaluation: the loss of the ensemble's own prediction
             return super().compute_loss(x, y, y_pred, sample_weight, training)
-        losses = [super(Ensemble, self).compute_loss(x, y, out, sample_weight, training) for out in outputs]
+        # Training: the mean of the members' losses, each on its own prediction.
+        losses = [super(Ensemble, self).compute_loss(x, y, out, sample_weight, training) for out in y_pred]
         return ops.mean(ops.stack(losses))
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, tuple):  # training: the metrics score the ensemble's prediction, as in evaluation
+            y_pred = ops.mean(ops.stack(y_pred, axis=0), axis=0)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def get_config(self):
         members = [keras.saving.serialize_keras_object(m) for m in self.members]
