@@ -257,7 +257,8 @@ def test_the_residual_member_keeps_its_width_through_three_stages_and_learns(mni
 
     x = mnist.x_train[:512].astype("float32")[..., None] / 255.0
     y = mnist.y_train[:512]
-    model = compile_model(model, TrainConfig(model="best"))
+    model = compile_model(create_model("best", member="residual", members=1, rotation=0.0, shift=0.0),
+                          TrainConfig(model="best"))
     losses = model.fit(x, y, batch_size=64, epochs=3, verbose=0).history["loss"]
     assert losses[-1] < 0.5 * losses[0]
 

@@ -200,5 +200,5 @@ def test_image_every_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train_main(["--image-every", "-2", "--logdir", str(tmp_path / "logs")])
     assert e.value.code == 2
-    assert "`image_every` must be an integer >= 0. Received: image_every=-2" in capsys.readouterr().err
+    assert "argument --image-every: expected an integer >= 0, received '-2'" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
