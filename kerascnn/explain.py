@@ -1,0 +1,322 @@
+"""What a CNN sees, stage by stage: feature maps, the lecture's shape arithmetic, Grad-CAM.
+
+`explain(model, image)` runs one image through a model and returns an
+`Explanation`: one `Stage` per conv, pooling, dense, residual-add and
+softmax stage in order, with its output activations; the shape the
+lecture's arithmetic (`kerascnn.basics.output_size`) predicts for each conv
+and pooling stage, checked against the model's own; the model's class
+probabilities; and a Grad-CAM heat map (Selvaraju et al., 2017) of where
+the last conv stage looked for the predicted class. `explain_figure` draws
+it on one page; `python -m kerascnn explain MODEL IMAGE` saves that page.
+
+Every kind of kerascnn model is read: Sequential, Functional (residual
+too), the subclassed `LectureCNN` (through a Functional view that reuses its
+layer objects, so the weights are the same), and an `Ensemble`, of which
+one member (`member`, 1-based) is shown while the probabilities are the
+whole ensemble's. Batch norm and ReLU inside `ConvBNReLU`/`DenseBNReLU`
+belong to their block's stage; Flatten, Dropout, augmentation and
+preprocessing layers are not stages.
+
+Example:
+
+>>> import numpy as np
+>>> from kerascnn.models import create_model
+>>> e = explain(create_model("sequential"), np.zeros((28, 28), "float32"))
+>>> [(s.kind, s.shape) for s in e.stages][:2]
+[('conv', (28, 28, 32)), ('pool', (14, 14, 32))]
+>>> e.stages[1].text, e.stages[1].expected_shape
+('pool 2x2/2 SAME', (14, 14, 32))
+>>> e.probabilities.shape, e.gradcam.shape
+((10,), (28, 28))
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import layers
+
+from kerascnn import basics
+from kerascnn.errors import UsageError
+
+MAPS_PER_STAGE = 16  # feature maps drawn per stage: the first channels
+
+
+class ExplainError(UsageError, ValueError):
+    """The model or the image cannot be explained (no conv layer, a member out of range, a wrong shape)."""
+
+
+@dataclasses.dataclass
+class Stage:
+    """One stage of the network and its output for the image.
+
+    Attributes:
+        name: str, the layer's name.
+        kind: str, "conv", "pool", "dense", "add" or "softmax".
+        text: str, what it does, e.g. "conv 3x3/1 SAME, 32 filters".
+        shape: tuple, the output shape without the batch axis.
+        activations: float32 array of `shape`.
+        expected_shape: tuple or None: for conv and pooling, the shape
+            `kerascnn.basics.output_size` gives (equal to `shape`); None for
+            other stages or a side of any size.
+    """
+
+    name: str
+    kind: str
+    text: str
+    shape: tuple
+    activations: np.ndarray
+    expected_shape: tuple = None
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What `explain` returns.
+
+    Attributes:
+        image: float32 array (H, W, C), the image as the model took it.
+        member: int, the member shown (1-based; 1 for a single model).
+        stages: list of `Stage`, in order.
+        probabilities: float32 array (classes,), the whole model's answer.
+        predicted: int, its most probable class.
+        gradcam: float32 array (H, W) in [0, 1]: Grad-CAM for `predicted`
+            at the member's last conv stage, resized to the image.
+    """
+
+    image: np.ndarray
+    member: int
+    stages: list
+    probabilities: np.ndarray
+    predicted: int
+    gradcam: np.ndarray
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _window(kernel, strides, padding):
+    (kh, kw), (sh, sw) = _pair(kernel), _pair(strides)
+    stride = str(sh) if sh == sw else f"{sh}x{sw}"
+    return f"{kh}x{kw}/{stride} {padding.upper()}"
+
+
+def _expected(layer, input_shape, channels):
+    """The (H, W, C) `basics.output_size` gives for a conv or pooling layer; None for a side of any size."""
+    height, width = input_shape[1:3]
+    if height is None or width is None:
+        return None
+    kernel = layer.kernel_size if hasattr(layer, "kernel_size") else layer.pool_size
+    dilation = _pair(getattr(layer, "dilation_rate", 1))
+    (kh, kw), (sh, sw) = _pair(kernel), _pair(layer.strides)
+    kh, kw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1  # a dilated kernel's reach
+    return (
+        basics.output_size(int(height), kh, sh, layer.padding),
+        basics.output_size(int(width), kw, sw, layer.padding),
+        channels,
+    )
+
+
+def _describe(layer, next_layer=None):
+    """(kind, text) of a stage layer, or None for a layer that is not a stage.
+
+    A Dense layer with no activation right before a softmax `Activation` is
+    the classifier's logits: it belongs to the softmax stage.
+    """
+    from kerascnn.layers import ConvBNReLU, DenseBNReLU
+
+    if isinstance(layer, ConvBNReLU):
+        window = _window(layer.kernel_size, layer.strides, layer.padding)
+        return "conv", f"conv {window}, {layer.filters} filters, BN"
+    if isinstance(layer, layers.Conv2D):
+        return "conv", f"conv {_window(layer.kernel_size, layer.strides, layer.padding)}, {layer.filters} filters"
+    if isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
+        how = "pool" if isinstance(layer, layers.MaxPooling2D) else "avg pool"
+        return "pool", f"{how} {_window(layer.pool_size, layer.strides, layer.padding)}"
+    if isinstance(layer, (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)):
+        return "pool", "global " + ("average" if isinstance(layer, layers.GlobalAveragePooling2D) else "max") + " pool"
+    if isinstance(layer, DenseBNReLU):
+        return "dense", f"dense {layer.units}, BN"
+    if isinstance(layer, layers.Dense):
+        activation = keras.activations.serialize(layer.activation)
+        if activation == "softmax":
+            return "softmax", f"dense {layer.units}, softmax"
+        if activation == "linear" and _is_softmax(next_layer):
+            return None  # the logits of the softmax stage that follows
+        return "dense", f"dense {layer.units}"
+    if _is_softmax(layer):
+        return "softmax", "softmax"
+    if isinstance(layer, layers.Add):
+        return "add", "add (residual)"
+    return None
+
+
+def _is_softmax(layer):
+    return isinstance(layer, layers.Activation) and keras.activations.serialize(layer.activation) == "softmax"
+
+
+class Explainer:
+    """One model (and member) ready to explain images: the multi-output view is built once.
+
+    `explain` builds one per call; keep an `Explainer` to explain many
+    images with the same model.
+
+    Args:
+        model: `keras.Model`, Sequential, Functional, `LectureCNN` or an
+            `Ensemble` of those, returning class probabilities.
+        member: int, for an ensemble the member to show (1-based). Defaults to 1.
+
+    Raises:
+        ExplainError: `member` out of range, a model with no conv layer, or
+            a subclassed model whose layers cannot be read in order.
+    """
+
+    def __init__(self, model, member=1):
+        from kerascnn.layers import model_input_shape
+        from kerascnn.models.ensemble import Ensemble
+
+        members = model.members if isinstance(model, Ensemble) else [model]
+        if isinstance(member, bool) or not isinstance(member, (int, np.integer)) or not 1 <= member <= len(members):
+            raise ExplainError(
+                f"`member` must be an integer from 1 to {len(members)} (the model's members). Received: member={member!r}"
+            )
+        self.model, self.member = model, int(member)
+        chosen = members[self.member - 1]
+        self.input_shape = model_input_shape(chosen)
+        inputs = keras.Input(self.input_shape)
+        steps, logits, member_output = self._trace(chosen, inputs)  # [(layer, input, output)], logits, answer
+        self.stages = []  # (name, kind, text, expected shape); outputs in the same order
+        outputs = []
+        for index, (layer, x_in, x_out) in enumerate(steps):
+            following = steps[index + 1][0] if index + 1 < len(steps) else None
+            described = _describe(layer, following)
+            if described is None:
+                continue
+            kind, text = described
+            if kind == "softmax" and text == "softmax":
+                text = f"dense {x_out.shape[-1]}, softmax" if logits is not None else f"softmax {x_out.shape[-1]}"
+            shape = tuple(x_out.shape[1:])
+            expected = _expected(layer, x_in.shape, shape[-1]) if kind in ("conv", "pool") and len(shape) == 3 else None
+            if expected is not None and expected != shape:
+                raise ExplainError(
+                    f"Layer `{layer.name}` outputs {shape} where the lecture's arithmetic (kerascnn.basics) gives "
+                    f"{expected} for its input {tuple(x_in.shape[1:])}. Received: {layer.name}.output.shape={shape}"
+                )
+            self.stages.append((layer.name, kind, text, expected))
+            outputs.append(x_out)
+        convs = [i for i, stage in enumerate(self.stages) if stage[1] == "conv"]
+        if not convs:
+            raise ExplainError(
+                "`model` has no convolution layer to show: explain draws the feature maps of a CNN's conv "
+                f"stages. Received: model={model.name}"
+            )
+        self.last_conv = convs[-1]
+        answer = model(inputs) if model is not chosen else member_output  # the whole ensemble's answer
+        target = logits if logits is not None else member_output  # Grad-CAM's class score
+        self.view = keras.Model(inputs, [*outputs, target, answer], name=f"{model.name}_explain_{self.member}")
+
+    @staticmethod
+    def _trace(member, inputs):
+        """The member's layers in order on `inputs`: ([(layer, in, out)], logits or None, output)."""
+        from kerascnn.models.lecture import LectureCNN
+
+        if isinstance(member, LectureCNN):
+            return Explainer._trace_lecture(member, inputs)
+        if not getattr(member, "inputs", None):
+            raise ExplainError(
+                "`model` must be Sequential, Functional, a LectureCNN or an Ensemble of those: a subclassed "
+                f"model has no graph whose stages can be read in order. Received: model={member.name}"
+            )
+        # Node 0 of each layer is the one the member's own graph made, so `layer.input` and `layer.output`
+        # are its tensors there; one Model of that graph re-applied to `inputs` gives them all at once.
+        stage_layers = [layer for layer in member.layers if not isinstance(layer, layers.InputLayer)]
+        ends = [layer.output for layer in stage_layers]
+        where = {id(t): i for i, t in enumerate(ends)}
+        softmaxes = [layer for layer in stage_layers if _is_softmax(layer)]
+        logits = where.get(id(softmaxes[-1].input)) if softmaxes else None
+        answer = where.get(id(member.outputs[0]))
+        if answer is None:
+            ends.append(member.outputs[0])
+            answer = len(ends) - 1
+        values = keras.Model(member.inputs, ends)(inputs)
+        steps = [(layer, layer.input, values[i]) for i, layer in enumerate(stage_layers)]
+        return steps, None if logits is None else values[logits], values[answer]
+
+    @staticmethod
+    def _trace_lecture(member, inputs):
+        """A `LectureCNN`'s `call`, layer by layer, on symbolic inputs: the same layer objects, so the same weights."""
+        steps = []
+
+        def apply(layer, x):
+            y = layer(x)
+            steps.append((layer, x, y))
+            return y
+
+        x = inputs
+        for layer in [*member.preprocess, *member.augment]:
+            x = apply(layer, x)
+        for conv, pooling in zip(member.convs, member.pools):
+            x = apply(pooling, apply(conv, x))
+        x = apply(member.drop, apply(member.hidden, apply(member.flatten, x)))
+        logits = apply(member.logits, x)
+        return steps, logits, apply(member.softmax, logits)
+
+    def __call__(self, image):
+        """Explains one image: float array (H, W) or (H, W, C), as the model takes it. Returns an `Explanation`."""
+        import tensorflow as tf
+
+        image = np.asarray(image, np.float32)
+        if image.ndim == 2:
+            image = image[..., None]
+        fits = image.ndim == 3 and all(want in (None, got) for want, got in zip(self.input_shape, image.shape))
+        if not fits:
+            raise ExplainError(
+                f"`image` must be an array (H, W) or (H, W, C) the model takes, {self.input_shape}. "
+                f"Received: image.shape={np.shape(image)}"
+            )
+        x = tf.constant(image[None])
+        with tf.GradientTape() as tape:
+            outputs = self.view(x, training=False)
+            conv = outputs[self.last_conv]
+            tape.watch(conv)
+            probabilities = np.asarray(outputs[-1][0], np.float32)
+            predicted = int(np.argmax(probabilities))
+            score = outputs[-2][0, predicted]
+        grads = tape.gradient(score, conv)
+        stages = [
+            Stage(name, kind, text, tuple(np.shape(out)[1:]), np.asarray(out[0], np.float32), expected)
+            for (name, kind, text, expected), out in zip(self.stages, outputs)
+        ]
+        return Explanation(image, self.member, stages, probabilities, predicted,
+                           _gradcam(conv, grads, image.shape[:2]))
+
+
+def _gradcam(conv, grads, size):
+    """ReLU of the channels weighted by their mean gradient, resized to `size`, scaled into [0, 1]."""
+    import tensorflow as tf
+
+    if grads is None:  # the class score does not depend on the conv stage
+        return np.zeros(size, np.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1, keepdims=True))
+    cam = tf.image.resize(cam, size, method="bilinear")[0, ..., 0].numpy()
+    top = float(cam.max())
+    return np.clip(cam / top, 0.0, 1.0).astype(np.float32) if top > 0 else np.zeros(size, np.float32)
+
+
+def explain(model, image, member=1):
+    """Explains one image: each stage's activations, the shape arithmetic, probabilities and Grad-CAM.
+
+    Args:
+        model: `keras.Model`, as `Explainer` takes it.
+        image: float array (H, W) or (H, W, C), as the model takes it (raw
+            pixels for a model that scales its own).
+        member: int, for an ensemble the member to show (1-based). Defaults to 1.
+
+    Returns:
+        An `Explanation`.
+
+    Raises:
+        ExplainError: see `Explainer`, or an image of the wrong shape.
+    """
+    return Explainer(model, member)(image)
