@@ -220,6 +220,13 @@ def prepare_as_trained(path, model):
     return tf.image.resize(image, size, method="bilinear").numpy().astype(np.float32)
 
 
+def prepare(path, model):
+    """One picture file as `model` takes it: `prepare_as_trained` for a model that scales its own pixels, else `load_digit`."""
+    from kerascnn.layers import takes_raw_pixels
+
+    return prepare_as_trained(path, model) if takes_raw_pixels(model) else load_digit(path)
+
+
 def _resizing_layers(model):
     import keras
 
@@ -243,13 +250,10 @@ def classify(model, paths, batch_size=256, class_names=None):
         "probability"}`); or `file` and `error` for a picture that could
         not be classified.
     """
-    from kerascnn.layers import takes_raw_pixels
-
-    prepare = (lambda path: prepare_as_trained(path, model)) if takes_raw_pixels(model) else load_digit
     results, ready, images = [], [], []
     for path in paths:
         try:
-            images.append(prepare(path))
+            images.append(prepare(path, model))
             ready.append(len(results))
             results.append({"file": os.fspath(path)})
         except ImageError as e:

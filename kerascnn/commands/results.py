@@ -2,13 +2,15 @@
 
     python -m kerascnn evaluate logs/best-20250101-120000            # a run directory or a .keras file
     python -m kerascnn predict logs/best-20250101-120000 my7.jpg two.png --json
+    python -m kerascnn explain logs/best-20250101-120000 my7.png [--out page.png] [--member 2]
     python -m kerascnn export logs/best-20250101-120000 --format onnx [--out model.onnx]
     python -m kerascnn serve logs/best-20250101-120000 [--host 127.0.0.1] [--port 8000]   # draw in the browser
 
 Exit status: 0 when all went well; 2 for bad usage, including a model that
 is missing, corrupt or refused by safe mode (an argparse-style message,
 nothing written); 1 when `predict` could not classify some of the pictures
-(each gets its own error line, the others are still classified) or
+(each gets its own error line, the others are still classified), `explain`
+could not read its picture, or
 `evaluate` could not write its PNG. `serve` runs until Ctrl-C (status 0).
 """
 
@@ -27,7 +29,7 @@ def build_parser():
     from kerascnn.serve import DEFAULT_HOST, DEFAULT_PORT, port_number
 
     parser = argparse.ArgumentParser(prog=PROG, description="Evaluate, use and export trained kerascnn models.")
-    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,export,serve}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,explain,export,serve}", required=True)
     model_help = "a run directory (its best.keras is used) or a .keras file"
 
     p = commands.add_parser(
@@ -52,6 +54,18 @@ def build_parser():
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list: file, class, probability, runner_up (or file, error)")
+
+    p = commands.add_parser(
+        "explain", help="what the model sees: each stage's feature maps, Grad-CAM and the probabilities, as a PNG",
+        description="Draw one page for one picture (prepared as predict prepares it): the input, the first 16 "
+                    "feature maps of each conv, pooling and dense stage with its shape, a Grad-CAM heat map of "
+                    "where the last conv stage looked, and the class probabilities. Prints the PNG's path.",
+    )
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("image", metavar="IMAGE", help="a picture file (PNG or JPEG)")
+    p.add_argument("--out", metavar="FILE.png", help="default: explain-<image name>.png in the current folder")
+    p.add_argument("--member", type=positive_int, default=1,
+                   help="for an ensemble, the member whose stages are drawn (1-based; default: 1)")
 
     p = commands.add_parser(
         "export", help="export for serving: SavedModel, ONNX or TFLite",
@@ -84,7 +98,7 @@ def main(argv=None):
 
     def job(args):
         start_tensorflow()  # each subcommand loads a model
-        return {"evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve}[args.command](args)
+        return {"evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "serve": _serve}[args.command](args)
 
     return run_command(build_parser(), job, argv)
 
@@ -116,6 +130,21 @@ def _predict(args):
     if failed:
         print(f"{PROG} predict: {failed} of {len(results)} pictures could not be classified.", file=sys.stderr)
         return 1
+    return 0
+
+
+def _explain(args):
+    import os
+
+    from kerascnn import loading
+    from kerascnn.explain import explain, explain_figure
+    from kerascnn.figures import render, save_png
+    from kerascnn.predict import prepare
+
+    model = loading.load(args.model).model
+    explanation = explain(model, prepare(args.image, model), member=args.member)
+    out = args.out or f"explain-{os.path.splitext(os.path.basename(args.image))[0]}.png"
+    print(save_png(render(explain_figure(explanation)), out))
     return 0
 
 
