@@ -76,6 +76,7 @@ class Explanation:
     Attributes:
         image: float32 array (H, W, C), the image as the model took it.
         member: int, the member shown (1-based; 1 for a single model).
+        members: int, the model's members (1 for a single model).
         stages: list of `Stage`, in order.
         probabilities: float32 array (classes,), the whole model's answer.
         predicted: int, its most probable class.
@@ -89,6 +90,7 @@ class Explanation:
     probabilities: np.ndarray
     predicted: int
     gradcam: np.ndarray
+    members: int = 1
 
 
 def _pair(value):
@@ -288,7 +290,7 @@ class Explainer:
             for (name, kind, text, expected), out in zip(self.stages, outputs)
         ]
         return Explanation(image, self.member, stages, probabilities, predicted,
-                           _gradcam(conv, grads, image.shape[:2]))
+                           _gradcam(conv, grads, image.shape[:2]), len(getattr(self.model, "members", [self.model])))
 
 
 def _gradcam(conv, grads, size):
@@ -352,7 +354,8 @@ def explain_figure(explanation):
     ax_in.set_title("input", fontsize=9)
     ax_cam.imshow(shown, cmap="gray")
     ax_cam.imshow(explanation.gradcam, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-    ax_cam.set_title(f"Grad-CAM, class {explanation.predicted}", fontsize=9)
+    whose = f", member {explanation.member} of {explanation.members}" if explanation.members > 1 else ""
+    ax_cam.set_title(f"Grad-CAM, class {explanation.predicted}{whose}", fontsize=9)
     for ax in (ax_in, ax_cam):
         ax.set_axis_off()
     classes = np.arange(len(explanation.probabilities))

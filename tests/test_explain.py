@@ -67,6 +67,7 @@ def test_subclass_has_the_same_stages_and_with_the_same_weights_the_same_activat
 def test_best_member_two_and_a_member_out_of_range(digit):
     model = create_model("best", members=2)
     e = explain(model, digit, member=2)
+    assert (e.member, e.members) == (2, 2)
     own = model.members[1].convs[0](digit[None], training=False)
     np.testing.assert_allclose(e.stages[0].activations, np.asarray(own)[0], atol=1e-5)
     np.testing.assert_allclose(e.probabilities, model.predict(digit[None], verbose=0)[0], atol=1e-5)
