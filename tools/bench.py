@@ -92,7 +92,8 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
     config = TrainConfig(model=model_name, precision=precision, batch_size=BATCH, **kwargs)
     run = assemble(config, **({} if jit is None else {"jit_compile": jit}))
     model = run.model
-    members = len(getattr(model, "members", [model]))
+    parts = getattr(model, "members", [model])  # an ensemble's members, else the model itself
+    members = len(parts)
 
     times = []
 
@@ -108,7 +109,7 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         "model_images_per_s": images_per_s * members,
         "members": members,
         "step_ms": 1000 * seconds / steps,
-        "train_flops_per_image": 3 * 2 * multiply_adds(model.members[0] if members > 1 else model),  # fwd + bwd
+        "train_flops_per_image": 3 * 2 * multiply_adds(parts[0]),  # fwd + bwd, one member
         "peak_rss_mb": peak_rss_mb() or float("nan"),  # None off Linux
         "jit_compile": jit if jit is not None else jit_compile_setting(),
         "policy": run.policy,

@@ -49,7 +49,7 @@ same operations and draw the same per-epoch order, so a run trains on the
 same batches either way. With a cache folder (`cache_dir`), the decoded
 pictures are written there during the first epoch and read back after it
 (`tf.data.Dataset.cache`); the order then comes from a shuffle buffer of
-`SHUFFLE_BYTES`, no longer the same as in memory. An `.npz` is always
+`kerascnn.pipeline.SHUFFLE_BYTES`, no longer the same as in memory. An `.npz` is always
 read into memory (`kerascnn.images.npz`).
 
 The modules, by job: `scan` (the folder checked), `stream` (pictures left
