@@ -59,6 +59,10 @@ class Stage:
         expected_shape: tuple or None: for conv and pooling, the shape
             `kerascnn.basics.output_size` gives (equal to `shape`); None for
             other stages or a side of any size.
+        input: float32 array (H, W, C) or None: for a conv stage, what the
+            convolution received (the image, or the previous stage's
+            output), which `neuron` slides the kernel over; None otherwise.
+        layer: the Keras layer of the stage (`neuron` reads its weights).
     """
 
     name: str
@@ -67,6 +71,8 @@ class Stage:
     shape: tuple
     activations: np.ndarray
     expected_shape: tuple = None
+    input: np.ndarray = dataclasses.field(default=None, repr=False)
+    layer: object = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -188,7 +194,8 @@ class Explainer:
         inputs = keras.Input(self.input_shape)
         steps, logits, member_output = self._trace(chosen, inputs)  # [(layer, input, output)], logits, answer
         self.stages = []  # (name, kind, text, expected shape); outputs in the same order
-        outputs = []
+        self.layers = []  # the stages' layers
+        outputs, conv_inputs = [], []  # conv_inputs: (stage index, the tensor the conv received)
         for index, (layer, x_in, x_out) in enumerate(steps):
             following = steps[index + 1][0] if index + 1 < len(steps) else None
             described = _describe(layer, following)
@@ -204,7 +211,10 @@ class Explainer:
                     f"Layer `{layer.name}` outputs {shape} where the lecture's arithmetic (kerascnn.basics) gives "
                     f"{expected} for its input {tuple(x_in.shape[1:])}. Received: {layer.name}.output.shape={shape}"
                 )
+            if kind == "conv":
+                conv_inputs.append((len(self.stages), x_in))
             self.stages.append((layer.name, kind, text, expected))
+            self.layers.append(layer)
             outputs.append(x_out)
         convs = [i for i, stage in enumerate(self.stages) if stage[1] == "conv"]
         if not convs:
@@ -215,7 +225,11 @@ class Explainer:
         self.last_conv = convs[-1]
         answer = model(inputs) if model is not chosen else member_output  # the whole ensemble's answer
         target = logits if logits is not None else member_output  # Grad-CAM's class score
-        self.view = keras.Model(inputs, [*outputs, target, answer], name=f"{model.name}_explain_{self.member}")
+        self.conv_stages = [index for index, _ in conv_inputs]
+        self.view = keras.Model(
+            inputs, [*outputs, *(x for _, x in conv_inputs), target, answer], name=f"{model.name}_explain_{self.member}"
+        )
+        self._compiled = None
 
     @staticmethod
     def _trace(member, inputs):
@@ -240,8 +254,14 @@ class Explainer:
         if answer is None:
             ends.append(member.outputs[0])
             answer = len(ends) - 1
-        values = keras.Model(member.inputs, ends)(inputs)
-        steps = [(layer, layer.input, values[i]) for i, layer in enumerate(stage_layers)]
+        for layer in stage_layers:  # each layer's input too (a conv's is what its kernel slides over)
+            if not isinstance(layer.input, (list, tuple)) and id(layer.input) not in where:
+                where[id(layer.input)] = len(ends)
+                ends.append(layer.input)
+        graph_inputs = member.inputs[0] if len(member.inputs) == 1 else member.inputs
+        values = keras.Model(graph_inputs, ends)(inputs)
+        steps = [(layer, values[where[id(layer.input)]] if id(layer.input) in where else layer.input, values[i])
+                 for i, layer in enumerate(stage_layers)]
         return steps, None if logits is None else values[logits], values[answer]
 
     @staticmethod
@@ -263,10 +283,30 @@ class Explainer:
         logits = apply(member.logits, x)
         return steps, logits, apply(member.softmax, logits)
 
-    def __call__(self, image):
-        """Explains one image: float array (H, W) or (H, W, C), as the model takes it. Returns an `Explanation`."""
+    def tensors(self, x):
+        """The whole pass on a batch of one, as tensors; traceable, so it can run inside a `tf.function`.
+
+        Args:
+            x: float32 tensor (1, H, W, C).
+
+        Returns:
+            (stage outputs, conv stage inputs (in `conv_stages` order),
+            probabilities (classes,), Grad-CAM (H, W) in [0, 1]).
+        """
         import tensorflow as tf
 
+        with tf.GradientTape() as tape:
+            outputs = self.view(x, training=False)
+            conv = outputs[self.last_conv]
+            tape.watch(conv)
+            probabilities = tf.cast(outputs[-1][0], tf.float32)
+            score = tf.gather(outputs[-2][0], tf.argmax(probabilities))
+        cam = _gradcam(conv, tape.gradient(score, conv), tf.shape(x)[1:3])
+        count = len(self.stages)
+        return list(outputs[:count]), list(outputs[count:-2]), probabilities, cam
+
+    def check_image(self, image):
+        """`image` as a float32 (H, W, C) array the model takes; raises `ExplainError` otherwise."""
         image = np.asarray(image, np.float32)
         if image.ndim == 2:
             image = image[..., None]
@@ -276,34 +316,138 @@ class Explainer:
                 f"`image` must be an array (H, W) or (H, W, C) the model takes, {self.input_shape}. "
                 f"Received: image.shape={np.shape(image)}"
             )
-        x = tf.constant(image[None])
-        with tf.GradientTape() as tape:
-            outputs = self.view(x, training=False)
-            conv = outputs[self.last_conv]
-            tape.watch(conv)
-            probabilities = np.asarray(outputs[-1][0], np.float32)
-            predicted = int(np.argmax(probabilities))
-            score = outputs[-2][0, predicted]
-        grads = tape.gradient(score, conv)
+        return image
+
+    def explanation(self, image, stage_outputs, conv_inputs, probabilities, gradcam):
+        """An `Explanation` from the arrays `tensors` returned (batch of one) for `image`."""
+        inputs = dict(zip(self.conv_stages, conv_inputs))
         stages = [
-            Stage(name, kind, text, tuple(np.shape(out)[1:]), np.asarray(out[0], np.float32), expected)
-            for (name, kind, text, expected), out in zip(self.stages, outputs)
+            Stage(name, kind, text, tuple(np.shape(out)[1:]), np.asarray(out[0], np.float32), expected,
+                  input=np.asarray(inputs[i][0], np.float32) if i in inputs else None, layer=layer)
+            for i, ((name, kind, text, expected), layer, out) in enumerate(zip(self.stages, self.layers, stage_outputs))
         ]
-        return Explanation(image, self.member, stages, probabilities, predicted,
-                           _gradcam(conv, grads, image.shape[:2]), len(getattr(self.model, "members", [self.model])))
+        probabilities = np.asarray(probabilities, np.float32)
+        return Explanation(image, self.member, stages, probabilities, int(np.argmax(probabilities)),
+                           np.asarray(gradcam, np.float32), len(getattr(self.model, "members", [self.model])))
+
+    def __call__(self, image):
+        """Explains one image: float array (H, W) or (H, W, C), as the model takes it. Returns an `Explanation`."""
+        import tensorflow as tf
+
+        image = self.check_image(image)
+        if self._compiled is None:  # one graph for the whole pass; traced again only for a new image size
+            self._compiled = tf.function(self.tensors, reduce_retracing=True)
+        return self.explanation(image, *self._compiled(tf.constant(image[None])))
 
 
 def _gradcam(conv, grads, size):
-    """ReLU of the channels weighted by their mean gradient, resized to `size`, scaled into [0, 1]."""
+    """ReLU of the channels weighted by their mean gradient, resized to `size`, scaled into [0, 1] (a tensor)."""
     import tensorflow as tf
 
     if grads is None:  # the class score does not depend on the conv stage
-        return np.zeros(size, np.float32)
+        return tf.zeros(size, tf.float32)
+    conv, grads = tf.cast(conv, tf.float32), tf.cast(grads, tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1, keepdims=True))
-    cam = tf.image.resize(cam, size, method="bilinear")[0, ..., 0].numpy()
-    top = float(cam.max())
-    return np.clip(cam / top, 0.0, 1.0).astype(np.float32) if top > 0 else np.zeros(size, np.float32)
+    cam = tf.image.resize(cam, size, method="bilinear")[0, ..., 0]
+    top = tf.reduce_max(cam)
+    return tf.where(top > 0, tf.clip_by_value(cam / tf.maximum(top, 1e-30), 0.0, 1.0), tf.zeros_like(cam))
+
+
+@dataclasses.dataclass
+class Neuron:
+    """How one value of a conv stage's feature map is made: a kernel slid over a window of the stage's input.
+
+    Attributes:
+        stage: str, the stage's name.
+        channel, row, col: int, the value's place in the stage's output.
+        window: float32 array (kh, kw, C_in): the input under the kernel
+            (zeros where SAME padding reaches past the edge).
+        kernel: float32 array (kh, kw, C_in): the weights of `channel`.
+        bias: float, the conv's bias for `channel` (0 without one).
+        steps: list of (str, float): "dot product + bias" (the sum of
+            `window * kernel` plus `bias`), then each step the layer applies
+            after it ("batch norm", "ReLU", ...), ending at the map's value.
+        value: float, the value the model itself computed there.
+        origin: (int, int), the input row and column of the window's top-left
+            corner (negative where padding reaches past the edge).
+    """
+
+    stage: str
+    channel: int
+    row: int
+    col: int
+    window: np.ndarray
+    kernel: np.ndarray
+    bias: float
+    steps: list
+    value: float
+    origin: tuple
+
+
+def neuron(stage, channel, row, col):
+    """One value of a conv stage's output, recomputed as the lecture computes it: window . kernel + bias.
+
+    Example:
+
+    >>> from kerascnn.models import create_model
+    >>> e = explain(create_model("sequential"), np.zeros((28, 28), "float32"))
+    >>> n = neuron(e.stages[0], channel=3, row=0, col=0)
+    >>> n.window.shape, n.kernel.shape, n.origin, [name for name, _ in n.steps]
+    ((3, 3, 1), (3, 3, 1), (-1, -1), ['dot product + bias', 'ReLU'])
+
+    Args:
+        stage: a conv `Stage` of an `Explanation`.
+        channel, row, col: int, where in the stage's output.
+
+    Returns:
+        A `Neuron`; its last step equals `value` up to the model's precision.
+
+    Raises:
+        ExplainError: a stage that is not a conv, or a place outside its output.
+    """
+    from kerascnn.layers import ConvBNReLU
+
+    if stage.kind != "conv" or stage.input is None:
+        raise ExplainError(f"`stage` must be a conv stage of an Explanation. Received: stage={stage.name} ({stage.kind})")
+    height, width, channels = stage.shape
+    for name, value, size in (("channel", channel, channels), ("row", row, height), ("col", col, width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < size:
+            raise ExplainError(f"`{name}` must be an integer from 0 to {size - 1} for {stage.name} "
+                               f"({height}x{width}x{channels}). Received: {name}={value!r}")
+    block = stage.layer
+    conv = block.conv if isinstance(block, ConvBNReLU) else block
+    kernel = keras.ops.convert_to_numpy(conv.kernel).astype(np.float32)[..., channel]
+    bias = float(keras.ops.convert_to_numpy(conv.bias)[channel]) if conv.use_bias else 0.0
+    (kh, kw), (sh, sw) = kernel.shape[:2], _pair(conv.strides)
+    dh, dw = _pair(conv.dilation_rate)
+    x = stage.input
+    top = left = 0
+    if conv.padding == "same":
+        top = basics.same_padding(x.shape[0], dh * (kh - 1) + 1, sh)[0]
+        left = basics.same_padding(x.shape[1], dw * (kw - 1) + 1, sw)[0]
+    rows, cols = row * sh - top + dh * np.arange(kh), col * sw - left + dw * np.arange(kw)
+    inside = (rows[:, None] >= 0) & (rows[:, None] < x.shape[0]) & (cols >= 0) & (cols < x.shape[1])
+    window = np.zeros(kernel.shape, np.float32)
+    window[inside] = x[np.clip(rows, 0, x.shape[0] - 1)[:, None], np.clip(cols, 0, x.shape[1] - 1)][inside]
+    z = float(np.sum(window.astype(np.float64) * kernel)) + bias
+    steps = [("dot product + bias", z)]
+    if isinstance(block, ConvBNReLU):
+        bn = block.bn
+        gamma = float(keras.ops.convert_to_numpy(bn.gamma)[channel]) if bn.scale else 1.0
+        beta = float(keras.ops.convert_to_numpy(bn.beta)[channel]) if bn.center else 0.0
+        mean = float(keras.ops.convert_to_numpy(bn.moving_mean)[channel])
+        variance = float(keras.ops.convert_to_numpy(bn.moving_variance)[channel])
+        steps.append(("batch norm", gamma * (z - mean) / np.sqrt(variance + bn.epsilon) + beta))
+        steps.append(("ReLU", max(steps[-1][1], 0.0)))
+    else:
+        activation = keras.activations.serialize(conv.activation)
+        if activation != "linear":
+            after = keras.ops.convert_to_numpy(conv.activation(keras.ops.convert_to_tensor([z], "float32")))
+            steps.append(("ReLU" if activation == "relu" else activation, float(after[0])))
+    return Neuron(stage.name, int(channel), int(row), int(col), window, kernel, bias,
+                  [(name, float(v)) for name, v in steps], float(stage.activations[row, col, channel]),
+                  (int(rows[0]), int(cols[0])))
 
 
 def explain(model, image, member=1):

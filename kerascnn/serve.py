@@ -24,15 +24,30 @@ loaded once, at startup, and its predictions run one at a time under a lock:
 one prediction already uses every core, and the lock keeps threads from ever
 sharing Keras' state.
 
+Below, "what each layer sees": every stage of the model in order (conv,
+pooling, dense, softmax), each channel's feature map as a small heat map
+labelled with the lecture's shape arithmetic (`28x28x32 -> pool 2x2/2 SAME
+-> 14x14x32`, computed by `kerascnn.basics` and checked against the model),
+Grad-CAM beside the saliency map, a member selector for an ensemble, and a
+click on a channel to see it large; a click on the large map shows the 3x3
+kernel, the input window under it and the dot product that made the value,
+as CNN Explainer does for its fixed network (here, for your model). The
+layers come from `kerascnn.explain`, in the same compiled pass as the answer.
+
 The API: `POST /api/predict` with a PNG or JPEG as the form field `image`
 answers JSON: `class`, `probability`, `probabilities` (10), `members` (one
 `{"class", "probability"}` per ensemble member, or the model itself),
 `image` (the prepared 28x28 picture, rows of floats in [0, 1]), `saliency`
 (28x28 in [0, 1]: how strongly each pixel sways the winning probability;
 null off the TensorFlow backend); or `error` with status 400 (bad request),
-413 (too large) or 422 (not a usable picture).
+413 (too large) or 422 (not a usable picture). With the form field
+`layers=1` (and optionally `member`, 1-based, and `all=1` for every
+channel) it adds `layers` (see `layer_view`). `POST /api/neuron` with the
+same picture and `member`, `stage`, `channel`, `row`, `col` answers how
+that one value was computed (see `neuron_view`).
 """
 
+import base64
 import ipaddress
 import socket
 import sys
@@ -47,6 +62,7 @@ from kerascnn.predict import ImageError, decode_grey, to_mnist
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MAX_UPLOAD = 5 * 1024 * 1024  # bytes; larger requests get a 413 JSON error
+MAX_CHANNELS = 64  # feature maps sent per stage unless the page asks for all
 PAGE = "static/serve.html"
 # The page may talk to this server only: no scripts, styles or images from elsewhere.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob: data:; "
@@ -67,6 +83,9 @@ class Predictor:
     >>> result = predictor.predict(np.zeros((28, 28, 1), "float32"))
     >>> len(result["probabilities"]), len(result["members"]), len(result["image"])
     (10, 2, 28)
+    >>> view = predictor.predict(np.zeros((28, 28, 1), "float32"), member=2)["layers"]
+    >>> view["member"], [stage["shape"] for stage in view["stages"]][:2]
+    (2, [[28, 28, 32], [14, 14, 32]])
 
     Args:
         model: `keras.Model` returning class probabilities; an `Ensemble`'s
@@ -81,17 +100,36 @@ class Predictor:
         self.model = model
         self.members = MemberPredictor(model)
         self.lock = threading.Lock()
-        self._run = self._members_and_saliency() if keras.backend.backend() == "tensorflow" else self._members
-        self.predict(np.zeros((28, 28, 1), np.float32))  # traced once here, not by the first request
+        self.tensorflow = keras.backend.backend() == "tensorflow"
+        self._passes = {}  # member (1-based, or None for no layer view) -> compiled pass
+        self._explainers = {}
+        self.layer_note = self._layer_note()
+        blank = np.zeros((28, 28, 1), np.float32)
+        self.predict(blank)  # traced once here, not by the first request
+        if not self.layer_note:
+            self.predict(blank, member=1)  # and the page's first layer view (member 1)
 
-    def _members(self, x):
-        import keras
+    def _layer_note(self):
+        """Why the layer view is not available for this model, or None."""
+        from kerascnn.explain import ExplainError
 
-        # One direct call: `predict()`'s per-call setup costs more than the model for one image.
-        return keras.ops.convert_to_numpy(self.members.model(x, training=False))[0], None
+        if not self.tensorflow:
+            return "the layer view needs the TensorFlow backend (it uses GradientTape for Grad-CAM)."
+        try:
+            self._explainer(1)
+        except ExplainError as e:
+            return str(e)
+        return None
 
-    def _members_and_saliency(self):
-        """Each member's softmax and the saliency map, in one compiled forward and backward pass.
+    def _explainer(self, member):
+        from kerascnn.explain import Explainer
+
+        if member not in self._explainers:
+            self._explainers[member] = Explainer(self.model, member)
+        return self._explainers[member]
+
+    def _answer(self, x):
+        """Each member's softmax and the saliency map, as tensors (traceable).
 
         The saliency is |d p(winner) / d pixel| (Simonyan et al., 2014): the
         pixels the winning probability is most sensitive to. Keras has no
@@ -100,25 +138,76 @@ class Predictor:
         """
         import tensorflow as tf
 
-        @tf.function(input_signature=[tf.TensorSpec((1, 28, 28, 1), tf.float32)])
-        def run(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                members = self.members.model(x, training=False)[0]  # (members, classes)
-                top = tf.reduce_max(tf.reduce_mean(members, axis=0))  # the ensemble's winning probability
-            return members, tf.abs(tape.gradient(top, x))[0, ..., 0]
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            members = self.members.model(x, training=False)[0]  # (members, classes)
+            top = tf.reduce_max(tf.reduce_mean(members, axis=0))  # the ensemble's winning probability
+        return members, tf.abs(tape.gradient(top, x))[0, ..., 0]
 
-        return lambda x: tuple(t.numpy() for t in run(tf.constant(x)))
+    def _pass(self, member):
+        """The compiled pass for `member` (None: the answer only), built and traced on first use."""
+        if member in self._passes:
+            return self._passes[member]
+        if not self.tensorflow:
+            import keras
 
-    def predict(self, digit):
-        """Classifies a prepared (28, 28, 1) image; returns the API's JSON dict."""
+            # One direct call: `predict()`'s per-call setup costs more than the model for one image.
+            run = lambda x: (keras.ops.convert_to_numpy(self.members.model(x, training=False))[0], None)  # noqa: E731
+        else:
+            import tensorflow as tf
+
+            explainer = None if member is None else self._explainer(member)
+            spec = [tf.TensorSpec((1, 28, 28, 1), tf.float32)]
+            if explainer is None:
+                compiled = tf.function(self._answer, input_signature=spec)
+            else:  # the answer and every stage in one graph, one call
+                compiled = tf.function(lambda x: (*self._answer(x), explainer.tensors(x)), input_signature=spec)
+
+            def run(x):
+                outputs = compiled(tf.constant(x))
+                members, saliency = outputs[0].numpy(), outputs[1].numpy()
+                if explainer is None:
+                    return members, saliency
+                tensors = [[t.numpy() for t in group] if isinstance(group, (list, tuple)) else group.numpy()
+                           for group in outputs[2]]
+                return members, saliency, explainer.explanation(x[0], *tensors)
+
+        self._passes[member] = run
+        return run
+
+    def check_member(self, member):
+        """`member` as an int from 1 to the model's members; raises `ValueError` with the API's message."""
+        count = len(getattr(self.model, "members", [self.model]))
+        try:
+            value = int(member)
+        except (TypeError, ValueError):
+            value = 0
+        if not 1 <= value <= count or str(member).strip() != str(value):
+            raise ValueError(f"`member` must be an integer from 1 to {count} (the model's members). "
+                             f"Received: member={member!r}")
+        return value
+
+    def predict(self, digit, member=None, all_channels=False):
+        """Classifies a prepared (28, 28, 1) image; returns the API's JSON dict.
+
+        Args:
+            digit: float32 array (28, 28, 1) in [0, 1].
+            member: int, 1-based: also return the layer view of this member
+                (`layers`); None (the default) for the answer only.
+            all_channels: bool, send every channel's map, not the first
+                `MAX_CHANNELS` of each stage.
+        """
+        wanted = member is not None
+        if wanted:
+            member = None if self.layer_note else self.check_member(member)
         with self.lock:
-            members, saliency = self._run(digit[None].astype(np.float32))
+            results = self._pass(member)(digit[None].astype(np.float32))
+        members, saliency = results[:2]
         probabilities = members.mean(axis=0)  # the ensemble's output (`Ensemble.call` averages the same way)
         winner = int(np.argmax(probabilities))
         if saliency is not None:
             saliency = np.round(saliency / max(float(saliency.max()), 1e-30), 4).tolist()
-        return {
+        answer = {
             "class": winner,
             "probability": float(probabilities[winner]),
             "probabilities": [float(p) for p in probabilities],
@@ -126,10 +215,94 @@ class Predictor:
             "image": np.round(digit[..., 0].astype(float), 4).tolist(),
             "saliency": saliency,
         }
+        if len(results) == 3:
+            answer["layers"] = layer_view(results[2], None if all_channels else MAX_CHANNELS)
+        elif wanted:
+            answer["layers"] = {"error": self.layer_note}
+        return answer
 
-    def predict_bytes(self, data):
+    def neuron(self, digit, member, stage, channel, row, col):
+        """How one value of a conv stage was computed, for a prepared (28, 28, 1) image: `neuron_view`'s dict.
+
+        Raises:
+            ValueError: the layer view is unavailable, or a field is out of range (the message says which).
+        """
+        from kerascnn.explain import neuron
+
+        if self.layer_note:
+            raise ValueError(self.layer_note)
+        member = self.check_member(member)
+        with self.lock:
+            explanation = self._pass(member)(digit[None].astype(np.float32))[2]
+        fields = {}
+        for name, value in (("stage", stage), ("channel", channel), ("row", row), ("col", col)):
+            try:
+                fields[name] = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}") from None
+        stages = explanation.stages
+        if not 0 <= fields["stage"] < len(stages) or stages[fields["stage"]].kind != "conv":
+            convs = [i for i, s in enumerate(stages) if s.kind == "conv"]
+            raise ValueError(f"`stage` must be the index of a conv stage, one of {convs}. Received: stage={stage!r}")
+        return neuron_view(neuron(stages[fields["stage"]], fields["channel"], fields["row"], fields["col"]))
+
+    def predict_bytes(self, data, **kwargs):
         """Decodes (PNG or JPEG bytes), prepares and classifies one picture. Raises `ImageError`."""
-        return self.predict(to_mnist(decode_grey(data)))
+        return self.predict(to_mnist(decode_grey(data)), **kwargs)
+
+
+def _half(array):
+    """float32 array -> base64 of its little-endian float16 bytes (a third of the JSON of rounded floats)."""
+    return base64.b64encode(np.asarray(array, "<f2").tobytes()).decode("ascii")
+
+
+def layer_view(explanation, max_channels=MAX_CHANNELS):
+    """The page's layer view of an `Explanation`, as JSON-ready dicts.
+
+    Returns:
+        `{"member", "members", "input": [H, W, C], "gradcam": rows of [0, 1],
+        "stages": [...]}`, one stage per `Explanation` stage: `name`,
+        `kind`, `text`, `shape`, `expected` (the shape `kerascnn.basics`
+        gives, or null), `channels`, `shown` (how many maps are sent, at
+        most `max_channels` unless None), `lo` and `hi` (the range of the
+        values sent) and `maps`: base64 little-endian float16, channel
+        first: (shown, H, W) for a feature map, (units,) for a vector.
+    """
+    stages = []
+    for stage in explanation.stages:
+        values = stage.activations
+        channels = stage.shape[-1] if values.ndim == 3 else 1
+        if values.ndim == 3:
+            shown = channels if max_channels is None else min(channels, max_channels)
+            values = np.moveaxis(values[..., :shown], -1, 0)
+        else:
+            shown = 1
+        stages.append({
+            "name": stage.name, "kind": stage.kind, "text": stage.text, "shape": list(stage.shape),
+            "expected": None if stage.expected_shape is None else list(stage.expected_shape),
+            "channels": int(channels), "shown": int(shown),
+            "lo": float(values.min()), "hi": float(values.max()), "maps": _half(values),
+        })
+    return {
+        "member": explanation.member, "members": explanation.members, "input": list(explanation.image.shape),
+        "gradcam": np.round(explanation.gradcam.astype(float), 3).tolist(), "stages": stages,
+    }
+
+
+def neuron_view(n):
+    """A `kerascnn.explain.Neuron` as JSON: its fields, arrays as nested lists channel first ((C_in, kh, kw))."""
+    return {
+        "stage": n.stage, "channel": n.channel, "row": n.row, "col": n.col, "origin": list(n.origin),
+        "window": np.moveaxis(n.window, -1, 0).round(5).tolist(),
+        "kernel": np.moveaxis(n.kernel, -1, 0).round(5).tolist(),
+        "bias": n.bias, "steps": [[name, value] for name, value in n.steps], "value": n.value,
+    }
+
+
+class _Refused(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 def create_app(predictor, max_upload=MAX_UPLOAD):
@@ -149,17 +322,41 @@ def create_app(predictor, max_upload=MAX_UPLOAD):
     def index():
         return Response(page, mimetype="text/html", headers={"Content-Security-Policy": CSP})
 
-    @app.post("/api/predict")
-    def predict():
+    def picture():
+        """(name, prepared digit) of the request's `image`, or raises `_Refused`."""
         upload = request.files.get("image")
         if upload is None:
-            return error(400, "no picture in the request: send a PNG or JPEG as the form field `image` "
-                              f"(multipart/form-data). Received fields: {sorted(request.files) + sorted(request.form)}")
+            raise _Refused(400, "no picture in the request: send a PNG or JPEG as the form field `image` "
+                                f"(multipart/form-data). Received fields: {sorted(request.files) + sorted(request.form)}")
         name = upload.filename or "the picture"  # only ever shown, never opened
         try:
-            return jsonify(predictor.predict_bytes(upload.read()))
+            return to_mnist(decode_grey(upload.read()))
         except ImageError as e:
-            return error(422, f"{name}: {e}")
+            raise _Refused(422, f"{name}: {e}") from None
+
+    @app.post("/api/predict")
+    def predict():
+        try:
+            digit = picture()
+            if request.form.get("layers") != "1":
+                return jsonify(predictor.predict(digit))
+            return jsonify(predictor.predict(digit, member=request.form.get("member", "1"),
+                                             all_channels=request.form.get("all") == "1"))
+        except _Refused as e:
+            return error(e.status, e.message)
+        except ValueError as e:
+            return error(400, str(e))
+
+    @app.post("/api/neuron")
+    def neuron():
+        form = request.form
+        try:
+            return jsonify(predictor.neuron(picture(), form.get("member", "1"), form.get("stage"),
+                                            form.get("channel"), form.get("row"), form.get("col")))
+        except _Refused as e:
+            return error(e.status, e.message)
+        except ValueError as e:
+            return error(400, str(e))
 
     @app.errorhandler(HTTPException)
     def http_error(e):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from kerascnn import basics
-from kerascnn.explain import ExplainError, explain, explain_figure
+from kerascnn.explain import ExplainError, explain, explain_figure, neuron
 from kerascnn.models import create_model
 
 LECTURE_SHAPES = [(28, 28, 32), (14, 14, 32), (14, 14, 64), (7, 7, 64), (7, 7, 128), (4, 4, 128), (256,), (10,)]
@@ -86,6 +86,36 @@ def test_residual_member_and_own_rgb_images(digit):
     e = explain(rgb, picture)
     assert e.gradcam.shape == (32, 32) and 0.0 <= e.gradcam.min() and e.gradcam.max() <= 1.0
     np.testing.assert_allclose(e.probabilities, rgb.predict(picture[None], verbose=0)[0], atol=1e-5)
+
+
+def every_neuron_matches(stage, places):
+    for channel, row, col in places:
+        n = neuron(stage, channel, row, col)
+        assert n.steps[0][1] == pytest.approx(float((n.window * n.kernel).sum()) + n.bias, abs=1e-4)
+        assert n.steps[-1][1] == pytest.approx(n.value, abs=1e-4), (stage.name, channel, row, col, n.steps)
+    return n
+
+
+def test_a_value_recomputed_as_window_times_kernel(sequential, digit):
+    e = explain(sequential, digit)
+    n = every_neuron_matches(e.stages[2], [(0, 0, 0), (5, 13, 13), (63, 7, 3)])  # the second conv: 32 inputs
+    assert n.window.shape == n.kernel.shape == (3, 3, 32) and [s for s, _ in n.steps] == ["dot product + bias", "ReLU"]
+    np.testing.assert_allclose(n.window, e.stages[1].activations[6:9, 2:5], atol=1e-6)  # the pool's output under it
+    layer = {layer.name: layer for layer in sequential.layers}[e.stages[2].name]
+    np.testing.assert_allclose(n.kernel, np.asarray(layer.kernel)[..., 63])
+    # Batch norm in the step list, and stride 2 with SAME padding (residual member, its second stage).
+    model = create_model("best", member="residual", members=1)
+    model(digit[None], training=True)  # batch statistics move once, so the moving ones are not the identity
+    e = explain(model, digit)
+    strided = next(s for s in e.stages if s.kind == "conv" and s.text.startswith("conv 3x3/2"))
+    assert strided.input.shape[0] == 2 * strided.shape[0]
+    n = every_neuron_matches(strided, [(0, 0, 0), (3, 13, 13), (7, 6, 9)])
+    assert [s for s, _ in n.steps] == ["dot product + bias", "batch norm", "ReLU"]
+    assert n.origin == (12, 18)  # 28 -> 14 with a 3x3 kernel: SAME pads 0 before and 1 after
+    with pytest.raises(ExplainError, match=r"`row` must be an integer from 0 to 13 .*Received: row=14"):
+        neuron(strided, 0, 14, 0)
+    with pytest.raises(ExplainError, match="must be a conv stage"):
+        neuron(e.stages[-1], 0, 0, 0)
 
 
 def conv_less():

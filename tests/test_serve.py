@@ -156,11 +156,17 @@ def png_bytes(array):
     return buffer.getvalue()
 
 
-def post(url, data, name="digit.png"):
+def post(url, data, name="digit.png", fields=None, api="api/predict"):
     import requests
 
-    response = requests.post(url + "api/predict", files={"image": (name, data)}, timeout=WAIT)
+    response = requests.post(url + api, files={"image": (name, data)}, data=fields or {}, timeout=WAIT)
     return response.status_code, response.json()
+
+
+def stage_maps(stage):
+    """A layer-view stage's maps from the JSON: float32, (shown, H, W) or (units,)."""
+    values = np.frombuffer(base64.b64decode(stage["maps"]), "<f2").astype(np.float32)
+    return values.reshape([stage["shown"], *stage["shape"][:2]] if len(stage["shape"]) == 3 else [-1])
 
 
 def model_probabilities(server, images):
@@ -207,6 +213,97 @@ def test_drawn_seven_is_classified_and_the_page_shows_what_the_model_received(pa
     shot = os.environ.get("KERASCNN_SERVE_SCREENSHOT") or str(tmp_path / "serve.png")
     assert page.save_screenshot(shot)
     assert Image.open(shot).size[0] >= 800
+
+
+def layer_panels(driver):
+    """The layer view as the page shows it: one dict per stage panel."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#stages .stage')].map(div => ({
+          name: div.dataset.name, kind: div.dataset.kind, shape: div.dataset.shape,
+          channels: +div.dataset.channels, shown: +div.dataset.shown,
+          maps: div.querySelectorAll('canvas.map').length,
+          title: div.querySelector('.stage-title').textContent,
+        }));""")
+
+
+def lecture_prefix(member, depth):
+    """keras.Model(inputs, output) of a LectureCNN member's first `depth` conv+pool layers: an independent reading."""
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    x = inputs
+    parts = [*member.preprocess, *member.augment]
+    for conv, pooling in zip(member.convs, member.pools):
+        parts += [conv, pooling]
+    for layer in parts[:len(member.preprocess) + len(member.augment) + depth]:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def test_layer_view_of_a_drawn_seven_its_shapes_numbers_and_a_channels_kernel(page, server, seven):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from kerascnn.explain import explain
+
+    draw(page, row_strokes(seven))
+    shown = answer(page)
+    assert shown["state"] == "done" and shown["class"] == "7", shown["error"]
+    received = np.asarray(shown["preview"], np.float32).reshape(28, 28, 1) / 255.0
+    model = server.predictor.model
+    truth = explain(model, received, member=1)
+    panels = layer_panels(page)
+    # One panel per stage, in order, with the model's shapes and channel counts; the lecture's arithmetic agrees.
+    assert [p["name"] for p in panels] == [s.name for s in truth.stages]
+    assert [p["kind"] for p in panels] == ["conv", "pool", "conv", "pool", "conv", "pool", "dense", "softmax"]
+    assert [p["shape"] for p in panels] == ["x".join(map(str, s.shape)) for s in truth.stages]
+    assert [p["shape"] for p in panels][:2] == ["28x28x16", "14x14x16"]  # filters=16 in the small run
+    for p, stage in zip(panels, truth.stages):
+        if stage.activations.ndim == 3:
+            assert p["channels"] == stage.shape[-1] and p["maps"] == p["shown"] == min(stage.shape[-1], 64)
+        else:
+            assert p["maps"] == 1
+    assert f"28x28x1 \u2192 {truth.stages[0].text} \u2192 28x28x16" in panels[0]["title"]
+    assert truth.stages[0].text.startswith("conv 3x3/1 SAME, 16 filters")
+    assert "28x28x16 \u2192 pool 2x2/2 SAME \u2192 14x14x16" in panels[1]["title"]
+    assert "kerascnn.basics: 14x14x16" in panels[1]["title"]
+    # The numbers behind a heat map (second conv stage, channel 3) are the layer's own output.
+    values = page.execute_script("return Array.from(view.stages[2].values.subarray(3 * 14 * 14, 4 * 14 * 14))")
+    member = model.members[0]
+    direct = np.asarray(lecture_prefix(member, 3)(received[None]))[0, ..., 3]
+    np.testing.assert_allclose(np.reshape(values, (14, 14)), direct, rtol=2e-3, atol=2e-3 * max(direct.max(), 1))
+    # Grad-CAM is drawn beside the saliency map.
+    assert page.find_element("id", "cam").is_displayed()
+    # A click on a channel shows it large, with the kernel that made its strongest value and the dot product.
+    page.find_element("css selector", '.stage[data-index="2"] canvas.map[data-channel="3"]').click()
+    WebDriverWait(page, WAIT).until(lambda d: d.find_elements("css selector", "#neuron table.kernel"))
+    detail = page.execute_script("""
+        const n = document.getElementById('neuron');
+        return {title: document.getElementById('big-title').textContent,
+                kernels: [...n.querySelectorAll('table.kernel')].map(t => [...t.rows].map(r => [...r.cells].map(c => +c.textContent))),
+                steps: [...n.querySelectorAll('.step')].map(d => d.textContent),
+                value: +n.dataset.value, computed: +n.dataset.computed, chosen: chosen};""")
+    assert detail["title"].startswith(f"{truth.stages[2].name}, channel 3 of 32 (14x14)")
+    conv = getattr(member.convs[1], "conv", member.convs[1])  # Conv2D, or the one inside ConvBNReLU
+    kernel = np.asarray(conv.kernel)[..., 3]  # (3, 3, 16): the page shows the first 4 inputs
+    assert len(detail["kernels"]) == 4
+    for k, shown_kernel in enumerate(detail["kernels"]):
+        np.testing.assert_allclose(shown_kernel, kernel[..., k], atol=1e-3)
+    row, col = detail["chosen"]["row"], detail["chosen"]["col"]
+    assert direct[row, col] == direct.max()  # the strongest response is shown first
+    words = [line.split(" ")[0] for line in detail["steps"]]
+    assert words[0] == "\u03a3" and words[-2:] == ["ReLU", "the"]
+    assert detail["computed"] == pytest.approx(detail["value"], abs=1e-3)
+    # The preview is the image in 1/255 steps, the server's is not: the same value within that.
+    assert detail["value"] == pytest.approx(float(direct[row, col]), abs=2e-3 * max(direct.max(), 1))
+    # Member 2 of the ensemble: its own maps.
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find_element("id", "member")).select_by_value("2")
+    WebDriverWait(page, WAIT).until(lambda d: d.execute_script("return view && view.member === 2"))
+    assert answer(page)["state"] == "done"
+    second = np.reshape(page.execute_script("return Array.from(view.stages[0].values.subarray(0, 784))"), (28, 28))
+    own = np.asarray(lecture_prefix(model.members[1], 1)(received[None]))[0, ..., 0]
+    np.testing.assert_allclose(second, own, rtol=2e-3, atol=2e-3 * max(own.max(), 1))
 
 
 def test_undo_clear_and_a_finger_stroke(page, seven):
@@ -303,24 +400,104 @@ def test_api_errors_are_json_and_the_server_stays_up(server, seven):
 
 
 def test_twenty_requests_at_once_are_answered_correctly_by_one_loaded_model(server, mnist, small_run):
+    from kerascnn.explain import Explainer
+
     digits = mnist.x_test[:20].reshape(20, 28, 28)
     pictures = [png_bytes(np.kron(255 - d, np.ones((4, 4), np.uint8))) for d in digits]  # 112x112, dark on light
+    # Half of them ask for the layer view too, of member 1 or 2: one compiled pass each, under the same lock.
+    fields = [None if k % 2 else {"layers": "1", "member": str(1 + k % 4 // 2)} for k in range(20)]
     loads = len(server.loads)
     barrier = threading.Barrier(20)
 
-    def ask(data):
+    def ask(job):
         barrier.wait()  # all 20 requests leave together
-        return post(server.url, data)
+        return post(server.url, *job)
 
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(ask, pictures))
+        answers = list(pool.map(ask, [(p, "digit.png", f) for p, f in zip(pictures, fields)]))
     assert all(status == 200 for status, _ in answers), answers
     prepared = np.stack([to_mnist(np.asarray(Image.open(io.BytesIO(p)), np.float64) / 255.0) for p in pictures])
     expected = model_probabilities(server, prepared)
     np.testing.assert_allclose([body["probabilities"] for _, body in answers], expected, atol=1e-5)
     assert [body["class"] for _, body in answers] == list(np.argmax(expected, axis=1))
+    explainers = {m: Explainer(server.predictor.model, m) for m in (1, 2)}
+    for (_, body), asked, digit in zip(answers, fields, prepared):
+        assert ("layers" in body) == (asked is not None)
+        if asked:
+            member = int(asked["member"])
+            assert body["layers"]["member"] == member
+            first = explainers[member](digit).stages[0].activations  # each answer is its own picture's, its own member's
+            np.testing.assert_allclose(stage_maps(body["layers"]["stages"][0]), np.moveaxis(first, -1, 0),
+                                       rtol=2e-3, atol=2e-3 * max(first.max(), 1))
     assert server.loads_at_start == [small_run]  # loaded once, at startup...
     assert len(server.loads) == loads  # ...and never while answering
+
+
+def test_layer_view_api_its_neurons_and_its_refusals(server, seven):
+    from kerascnn.explain import explain
+
+    picture = png_bytes(255 - seven)
+    status, body = post(server.url, picture, fields={"layers": "1", "member": "2"})
+    assert status == 200
+    view, digit = body["layers"], np.asarray(body["image"], np.float32)[..., None]
+    truth = explain(server.predictor.model, digit, member=2)
+    assert view["members"] == 2 and view["input"] == [28, 28, 1]
+    assert [st["shape"] for st in view["stages"]] == [list(st.shape) for st in truth.stages]
+    assert [st["expected"] for st in view["stages"][:6]] == [list(st.shape) for st in truth.stages[:6]]
+    for sent, stage in zip(view["stages"], truth.stages):
+        want = np.moveaxis(stage.activations, -1, 0) if stage.activations.ndim == 3 else stage.activations
+        np.testing.assert_allclose(stage_maps(sent), want, rtol=2e-3, atol=2e-3 * max(float(np.abs(want).max()), 1))
+        assert sent["lo"] == pytest.approx(float(want.min()), abs=1e-5)
+    np.testing.assert_allclose(view["gradcam"], truth.gradcam, atol=2e-3)
+    # Without `layers=1` the answer is what it always was.
+    assert "layers" not in post(server.url, picture)[1]
+    # One value of the first conv stage, in the corner: SAME padding puts zeros under the kernel's first row.
+    status, n = post(server.url, picture, fields={"member": "2", "stage": "0", "channel": "5", "row": "0", "col": "0"},
+                     api="api/neuron")
+    assert status == 200, n
+    window, kernel = np.asarray(n["window"]), np.asarray(n["kernel"])
+    assert window.shape == kernel.shape == (1, 3, 3) and n["origin"] == [-1, -1]
+    assert not window[0, 0].any() and not window[0, :, 0].any()
+    np.testing.assert_allclose(window[0, 1:, 1:], digit[:2, :2, 0], atol=1e-4)
+    assert n["steps"][0][1] == pytest.approx(float((window * kernel).sum()) + n["bias"], abs=1e-4)
+    assert n["steps"][-1][1] == pytest.approx(n["value"], abs=1e-4)
+    assert n["value"] == pytest.approx(float(truth.stages[0].activations[0, 0, 5]), abs=1e-5)
+    # Bad fields: 400 with the field named; the server stays up.
+    for fields, message in [({"layers": "1", "member": "3"}, "`member` must be an integer from 1 to 2"),
+                            ({"layers": "1", "member": "one"}, "Received: member='one'")]:
+        status, refused = post(server.url, picture, fields=fields)
+        assert status == 400 and message in refused["error"], refused
+    for fields, message in [({"stage": "1", "channel": "0", "row": "0", "col": "0"}, "`stage` must be the index of a conv stage, one of [0, 2, 4]"),
+                            ({"stage": "0", "channel": "0", "row": "28", "col": "0"}, "`row` must be an integer from 0 to 27"),
+                            ({"stage": "0", "channel": "x", "row": "0", "col": "0"}, "`channel` must be an integer")]:
+        status, refused = post(server.url, picture, fields=fields, api="api/neuron")
+        assert status == 400 and message in refused["error"], refused
+    assert post(server.url, picture)[0] == 200
+
+
+def test_layer_view_caps_channels_and_a_model_without_conv_gets_a_note():
+    import keras
+
+    from kerascnn.models import create_model
+    from kerascnn.serve import MAX_CHANNELS, Predictor
+
+    digit = np.zeros((28, 28, 1), np.float32)
+    digit[6:22, 12:16] = 1.0
+    predictor = Predictor(create_model("sequential"))  # 32, 64 and 128 channels
+    capped = predictor.predict(digit, member=1)["layers"]["stages"]
+    full = predictor.predict(digit, member=1, all_channels=True)["layers"]["stages"]
+    assert [st["channels"] for st in capped][:6] == [32, 32, 64, 64, 128, 128]
+    assert [st["shown"] for st in capped][:6] == [32, 32, 64, 64, MAX_CHANNELS, MAX_CHANNELS]
+    assert [st["shown"] for st in full][:6] == [32, 32, 64, 64, 128, 128]
+    np.testing.assert_array_equal(stage_maps(full[4])[:MAX_CHANNELS], stage_maps(capped[4]))
+
+    dense = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    plain = Predictor(dense)
+    answer = plain.predict(digit, member=1)
+    assert answer["layers"] == {"error": plain.layer_note} and "no convolution layer" in plain.layer_note
+    assert len(answer["probabilities"]) == 10
+    with pytest.raises(ValueError, match="no convolution layer"):
+        plain.neuron(digit, 1, 0, 0, 0, 0)
 
 
 def test_bad_command_lines_exit_2(tmp_path, small_run, capsys):
