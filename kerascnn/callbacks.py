@@ -18,8 +18,9 @@
   before the backup, so training and resuming continue from them.
 * `TerminateOnNaN`: a diverged run stops at once.
 * `CSVLogger`: `history.csv`, appended to when a run resumes.
-* `TensorBoardSummaries` (given the validation arrays): confusion matrix and
-  misclassified digits as images, the config as text, ensemble members'
+* `TensorBoardSummaries` (given the validation arrays): confusion matrix,
+  misclassified digits, the first conv layer's filters and one image's
+  feature maps as images, the config as text, ensemble members'
   validation accuracy (see `kerascnn.summaries`).
 """
 
@@ -218,8 +219,8 @@ def make_callbacks(config, run_dir, schedule, validation=None):
         schedule: the run's `schedule_callbacks` (`Run.schedule`); they come first.
         validation: (x_val, y_val) or None: with the validation arrays,
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
-            matrix, misclassified digits, the config as text, ensemble
-            members' accuracy). Defaults to None.
+            matrix, misclassified digits, filters and feature maps, the
+            config as text, ensemble members' accuracy). Defaults to None.
 
     Returns:
         The list for `fit()`.

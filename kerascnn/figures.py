@@ -1,11 +1,12 @@
-"""Pictures of results, drawn with matplotlib: a confusion matrix and misclassified digits.
+"""Pictures of results: a confusion matrix, misclassified digits, a CNN's filters and feature maps.
 
 The drawings are RGB `uint8` arrays `(height, width, 3)`, so the same
 picture goes to TensorBoard (`tf.summary.image`, see `kerascnn.summaries`)
 and to a PNG file (`save_png`, see `kerascnn.evaluate`). Figures are made
 with `matplotlib.figure.Figure` and rendered by the Agg canvas directly, not
 through `pyplot`: no global figure state, and the user's backend (a notebook's
-inline one, say) is left alone.
+inline one, say) is left alone. The filters and feature maps are tiled
+with NumPy alone (`tile_grid`): pixels, not a plotted figure.
 
 Example:
 
@@ -20,6 +21,8 @@ true\\pred  0  1  2
 >>> picture = draw_confusion_matrix(cm)
 >>> picture.shape, picture.dtype
 ((520, 520, 3), dtype('uint8'))
+>>> draw_filters(np.ones((3, 3, 1, 32))).shape  # 8 x 4 tiles of 24 x 24, 1-pixel gaps
+(99, 199, 3)
 """
 
 import warnings
@@ -33,6 +36,9 @@ from kerascnn.rundir import atomic_write
 
 DPI = 100
 BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
+GRID_COLUMNS = 8  # tiles a row in the filter and feature-map grids
+FILTER_SCALE = 8  # a kernel's weight becomes 8 x 8 pixels: a 3x3 kernel is a 24 x 24 tile
+MAP_PIXELS = 56  # feature maps are enlarged to about this many pixels a side: 28x28 twice, 7x7 8 times
 
 
 def render(figure):
@@ -202,3 +208,142 @@ def save_png(array, path):
     with atomic_write(path) as tmp:
         Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
     return path
+
+
+def tile_grid(tiles, columns=GRID_COLUMNS, scale=1, gap=1, gap_colour=(255, 255, 255), colour_map=None):
+    """Small pictures in rows, each scaled to its own range, enlarged, with a gap between them.
+
+    Each tile is scaled on its own from its lowest value (black, or the
+    colour map's first colour) to its highest (white, or its last), so a
+    tile of small numbers shows its pattern as clearly as one of large
+    numbers; a flat tile (one value) is drawn all lowest. NaN and infinite
+    values count as 0.
+
+    Example:
+
+    >>> grid = tile_grid(np.arange(5 * 2 * 3).reshape(5, 2, 3), columns=4, scale=2)
+    >>> grid.shape  # 2 rows of 4 x 6 tiles, 1-pixel gaps; the empty cells are gap colour
+    (9, 27, 3)
+    >>> grid[0, :6, 0].tolist(), grid[0, 6].tolist()
+    ([0, 0, 51, 51, 102, 102], [255, 255, 255])
+
+    Args:
+        tiles: float array (N, h, w), grey or to colour with `colour_map`,
+            or (N, h, w, 3), RGB scaled as a whole (the colours keep their
+            balance).
+        columns: int >= 1, tiles a row. Defaults to `GRID_COLUMNS` (8).
+        scale: int >= 1, each value becomes `scale` x `scale` pixels
+            (nearest neighbour). Defaults to 1.
+        gap: int >= 0, pixels between tiles. Defaults to 1.
+        gap_colour: RGB of 0..255, the gaps' and empty cells' colour.
+            Defaults to white.
+        colour_map: str or None, a matplotlib colour map for grey tiles
+            ("viridis"); None draws them grey. Defaults to None.
+
+    Returns:
+        uint8 array (rows * (h * scale + gap) - gap, cols * (w * scale + gap) - gap, 3),
+        where cols = min(N, columns) and rows = ceil(N / columns).
+    """
+    tiles = np.nan_to_num(np.asarray(tiles, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    rgb = tiles.ndim == 4 and tiles.shape[-1] == 3
+    if not (tiles.ndim == 3 or rgb) or not len(tiles) or 0 in tiles.shape:
+        raise ValueError(
+            f"`tiles` must be a non-empty array (N, h, w) or (N, h, w, 3). Received: tiles.shape={tiles.shape}"
+        )
+    for name, value, minimum in (("columns", columns, 1), ("scale", scale, 1), ("gap", gap, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    if rgb and colour_map is not None:
+        raise ValueError(
+            f"`colour_map` is for grey tiles; RGB tiles have their own colours. Received: colour_map={colour_map!r}"
+        )
+
+    axes = tuple(range(1, tiles.ndim))
+    low, high = tiles.min(axis=axes, keepdims=True), tiles.max(axis=axes, keepdims=True)
+    span = high - low
+    unit = np.where(span > 0, (tiles - low) / np.where(span > 0, span, 1.0), 0.0)
+    if rgb:
+        colours = unit
+    elif colour_map is None:
+        colours = np.repeat(unit[..., None], 3, axis=-1)
+    else:
+        import matplotlib
+
+        colours = matplotlib.colormaps[colour_map](unit)[..., :3]
+    colours = np.rint(colours * 255.0).astype(np.uint8)
+    colours = np.repeat(np.repeat(colours, scale, axis=1), scale, axis=2)
+
+    n, h, w = colours.shape[:3]
+    cols, rows = min(n, columns), -(-n // columns)
+    grid = np.empty((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), np.uint8)
+    grid[...] = np.asarray(gap_colour, np.uint8)
+    for k, tile in enumerate(colours):
+        top, left = (k // columns) * (h + gap), (k % columns) * (w + gap)
+        grid[top : top + h, left : left + w] = tile
+    return grid
+
+
+def draw_filters(kernel, columns=GRID_COLUMNS, scale=FILTER_SCALE):
+    """A conv layer's filters as a grid of tiles, one per filter (output channel), kh x kw each.
+
+    What a first-layer filter looks for in the picture: light where its
+    weight is highest, dark where lowest, each tile scaled to its own range,
+    enlarged `scale` times (nearest neighbour) so a 3x3 kernel is visible,
+    with blue one-pixel gaps (a colour no grey weight takes). With 3 input
+    channels (RGB pictures) a tile is the kernel's three channels as one
+    colour picture, scaled together; with 1 it is the kernel in grey; with
+    any other number, the mean over the input channels in grey.
+
+    Args:
+        kernel: float array (kh, kw, in_channels, filters), as Keras'
+            `Conv2D.kernel` stores it.
+        columns: int, tiles a row. Defaults to `GRID_COLUMNS` (8).
+        scale: int, pixels a weight (a side). Defaults to `FILTER_SCALE` (8).
+
+    Returns:
+        uint8 array (height, width, 3), laid out as `tile_grid` says.
+    """
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim != 4:
+        raise ValueError(
+            f"`kernel` must be a conv kernel (kh, kw, in_channels, filters). Received: kernel.shape={kernel.shape}"
+        )
+    tiles = np.moveaxis(kernel, 3, 0)  # (filters, kh, kw, in_channels)
+    tiles = tiles if tiles.shape[-1] == 3 else tiles.mean(axis=-1)
+    return tile_grid(tiles, columns, scale, gap=1, gap_colour=np.rint(_rgb(BLUE) * 255))
+
+
+def enlargement(height, width, pixels=MAP_PIXELS):
+    """The whole factor that enlarges a `height` x `width` picture to about `pixels` a side (at least 1).
+
+    >>> [enlargement(side, side) for side in (28, 14, 7, 4, 100)]
+    [2, 4, 8, 14, 1]
+    """
+    return max(1, -(-int(pixels) // max(int(height), int(width))))
+
+
+def draw_feature_maps(maps, limit=16, columns=GRID_COLUMNS, pixels=MAP_PIXELS, colour_map="viridis"):
+    """A stage's feature maps as a grid of heat maps: its first `limit` channels, one tile each.
+
+    Each map is scaled to its own range (a channel that is 0 everywhere,
+    as a ReLU's often is, is drawn all dark) and enlarged to about `pixels`
+    a side (see `enlargement`), so the maps of every stage of a network are
+    drawn about the same size: 28x28 maps twice, 7x7 maps 8 times.
+
+    Args:
+        maps: float array (H, W, C), a conv or pooling stage's output for one image.
+        limit: int >= 1, at most this many channels, the first. Defaults to 16.
+        columns: int, tiles a row. Defaults to `GRID_COLUMNS` (8).
+        pixels: int, about this many pixels a tile's side. Defaults to `MAP_PIXELS` (56).
+        colour_map: str or None, matplotlib's name; None draws grey. Defaults to "viridis".
+
+    Returns:
+        uint8 array (height, width, 3), laid out as `tile_grid` says.
+    """
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"`maps` must be an array (H, W, C). Received: maps.shape={maps.shape}")
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"`limit` must be an integer >= 1. Received: limit={limit!r}")
+    tiles = np.moveaxis(maps[..., :limit], -1, 0)
+    return tile_grid(tiles, columns, enlargement(*maps.shape[:2], pixels), gap=1, colour_map=colour_map)

@@ -7,7 +7,13 @@ adds, in the same run directory:
 * `train/`: the run's resolved config as the text summary `config`;
 * `validation/`: the image summaries `confusion_matrix` and `misclassified`
   (the most confident mistakes, labelled true/predicted) on the validation
-  split, at the end of training and every `image_every` epochs;
+  split, at the end of training and every `image_every` epochs; at the same
+  moments, what is inside the network (of member 1 for an `Ensemble`):
+  `filters`, the first conv layer's kernels, one tile per filter, and
+  `feature_maps/00_input`, `feature_maps/01_<layer>`, ... in the order of
+  the network: the first validation image and each conv and pooling stage's
+  feature maps for it (the stages `python -m kerascnn explain` shows), so
+  the filters and maps can be watched forming over the epochs;
 * `validation/member_<i>/`: for an `Ensemble`, each member's validation
   accuracy per epoch under the tag `epoch_accuracy`, the tag Keras uses for
   the ensemble's, so TensorBoard draws the members on the same chart.
@@ -31,19 +37,45 @@ import keras
 import numpy as np
 
 from kerascnn import figures
+from kerascnn.compat import flatten_layers
 from kerascnn.config import check_value
 from kerascnn.data import model_input
-from kerascnn.layers import takes_raw_pixels
+from kerascnn.explain import MAPS_PER_STAGE, ExplainError, Explainer
+from kerascnn.layers import ConvBNReLU, takes_raw_pixels
 from kerascnn.models import Ensemble
 from kerascnn.models.ensemble import MemberPredictor
 
 
 class TensorBoardSummaries(keras.callbacks.Callback):
-    """Writes the confusion matrix, misclassified digits, config and member accuracies.
+    """Writes the confusion matrix, misclassified digits, filters, feature maps, config and member accuracies.
 
     Image summaries are computed from the model as it stands at the end of
     that epoch (not the best checkpoint), on the whole validation split.
     Nothing is written when training stopped on a NaN loss.
+
+    The pictures of the inside (read through `kerascnn.explain.Explainer`,
+    built once, at the first images; for an `Ensemble`, of member 1) are:
+
+    * `filters`: the first conv layer's kernels as one grid
+      (`kerascnn.figures.draw_filters`): 8 tiles a row, one per filter,
+      each kh x kw weights enlarged 8 times and scaled to its own range
+      (light: its highest weight, dark: its lowest), with blue one-pixel
+      gaps. A kernel over 1 input channel is drawn grey; over 3 (RGB
+      pictures), in colour, as the colours it responds to; over any other
+      number, the mean over its input channels, in grey.
+    * `feature_maps/00_input`: the first validation image, the same one at
+      every epoch, so the pictures compare over the epochs; then
+      `feature_maps/01_<layer name>`, `02_...`: each conv and pooling stage
+      in the order of the network (global pooling, dense and softmax stages
+      have no maps), its first `kerascnn.explain.MAPS_PER_STAGE` (16)
+      channels for that image as heat maps (`kerascnn.figures.draw_feature_maps`),
+      8 a row, each scaled to its own range and enlarged to about 56 pixels
+      a side. The numbers make TensorBoard, which sorts tags by name, show
+      the stages in the network's order.
+
+    A model `Explainer` cannot read (one without a conv layer, or a
+    subclassed model other than `LectureCNN`) gets no `filters` or
+    `feature_maps/...` images; the others are written as usual.
 
     Example:
 
@@ -96,6 +128,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         self._last_epoch = None
         self._images_at = None
         self._members = None  # the MemberPredictor of the model being trained
+        self._inside = None  # (model, Explainer or None, first conv layer or None), built at the first images
 
     # Writers -----------------------------------------------------------------
 
@@ -143,8 +176,9 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
     # Work --------------------------------------------------------------------
 
-    def _scaled(self):
-        x = self.x_val
+    def _scaled(self, x=None):
+        """Validation images (all, or `x`) as the model takes them: raw pixels or scaled to [0, 1]."""
+        x = self.x_val if x is None else x
         if x.dtype != np.uint8:
             return x.astype("float32")
         return model_input(x, takes_raw_pixels(self.model))
@@ -189,8 +223,57 @@ class TensorBoardSummaries(keras.callbacks.Callback):
                 "misclassified", grid[None], step=epoch,
                 description="Misclassified validation digits, most confident first: true / predicted.",
             )
+            self._write_inside(epoch)
         writer.flush()
         self._images_at = epoch
+
+    def _explainer(self):
+        """(Explainer, first conv layer) of the model (member 1 of an ensemble), built once; (None, None) if none."""
+        if self._inside is None or self._inside[0] is not self.model:
+            try:
+                explainer = Explainer(self.model, member=1)
+            except ExplainError:  # no conv layer, or a model whose layers cannot be read in order
+                self._inside = (self.model, None, None)
+            else:
+                member = self.model.members[0] if isinstance(self.model, Ensemble) else self.model
+                first = next(name for name, kind, _, _ in explainer.stages if kind == "conv")  # there is one
+                conv = next(layer for layer in flatten_layers(member)
+                            if layer.name == first and isinstance(layer, (ConvBNReLU, keras.layers.Conv2D)))
+                self._inside = (self.model, explainer, conv.conv if isinstance(conv, ConvBNReLU) else conv)
+        return self._inside[1:]
+
+    def _write_inside(self, epoch):
+        """`filters` and `feature_maps/...` (see the class docstring), into the writer in use."""
+        import tensorflow as tf
+
+        explainer, conv = self._explainer()
+        if explainer is None:
+            return
+        whose = f", member 1 of {len(self.model.members)}" if isinstance(self.model, Ensemble) else ""
+        kernel = keras.ops.convert_to_numpy(conv.kernel)
+        kh, kw, channels, count = kernel.shape
+        tf.summary.image(
+            "filters", figures.draw_filters(kernel)[None], step=epoch,
+            description=f"The first conv layer's {count} filters{whose}, {kh}x{kw} over {channels} input "
+                        f"channel{'s' * (channels != 1)}, one tile each, scaled to its own range: light, its "
+                        "highest weight.",
+        )
+        explanation = explainer(self._scaled(self.x_val[:1])[0])
+        stages = [s for s in explanation.stages if s.kind in ("conv", "pool") and s.activations.ndim == 3]
+        image = explanation.image
+        shown = image if image.shape[-1] == 3 else image.mean(axis=-1)  # RGB as it is, else grey
+        tf.summary.image(
+            "feature_maps/00_input", figures.tile_grid(shown[None], scale=figures.enlargement(*image.shape[:2]))[None],
+            step=epoch, description="Validation image 0: every `feature_maps` picture, at every epoch, is of it.",
+        )
+        for index, stage in enumerate(stages, start=1):
+            tf.summary.image(
+                f"feature_maps/{index:02d}_{stage.name}",
+                figures.draw_feature_maps(stage.activations, MAPS_PER_STAGE)[None], step=epoch,
+                description=f"{stage.text}, output {'x'.join(str(d) for d in stage.shape)}{whose}: the first "
+                            f"{min(MAPS_PER_STAGE, stage.shape[-1])} channels for validation image 0, "
+                            "each scaled to its own range.",
+            )
 
 
 def _check_int(name, value, minimum):

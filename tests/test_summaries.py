@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,8 +21,13 @@ from kerascnn import figures
 from kerascnn.callbacks import make_callbacks, schedule_callbacks
 from kerascnn.commands.train import main as train_main
 from kerascnn.config import TrainConfig
+from kerascnn.data import split
+from kerascnn.explain import explain
+from kerascnn.layers import ConvBNReLU
 from kerascnn.loading import load
+from kerascnn.models import create_model
 from kerascnn.summaries import TensorBoardSummaries, config_markdown
+from kerascnn.training import train
 from tools.screenshot import tensorboard_server
 
 
@@ -75,13 +81,17 @@ def test_tensorboard_serves_scalars_images_and_text(small_run, tmp_path):
             assert [p[1] for p in points] == [0, 1] and all(0.5 < p[2] <= 1 for p in points)
 
         images = json.loads(get(f"{url}/data/plugin/images/tags"))
-        assert set(images[runs["validation"]]) == {"confusion_matrix", "misclassified"}
-        for tag in ("confusion_matrix", "misclassified"):
+        tags = set(images[runs["validation"]])
+        maps = sorted(tag for tag in tags if tag.startswith("feature_maps/"))
+        assert tags == {"confusion_matrix", "misclassified", "filters", *maps}
+        # Member 1's input, then its three conv and three pooling stages, numbered in the network's order.
+        assert maps[0] == "feature_maps/00_input" and [t[13:16] for t in maps] == [f"{i:02d}_" for i in range(7)]
+        for tag in sorted(tags):
             entries = json.loads(get(f"{url}/data/plugin/images/images", run=runs["validation"], tag=tag))
             assert [e["step"] for e in entries] == [0, 1]  # image_every=1; the end of training adds no duplicate
             png = get(f"{url}/data/plugin/images/individualImage?{entries[-1]['query']}")
             picture = Image.open(io.BytesIO(png))
-            assert picture.format == "PNG" and min(picture.size) > 100
+            assert picture.format == "PNG" and min(picture.size) > (40 if tag == "filters" else 50)
 
         text = json.loads(get(f"{url}/data/plugin/text/tags"))
         assert text[runs["train"]] == ["config"]
@@ -170,6 +180,101 @@ def test_a_single_model_gets_images_but_no_member_runs(small_run, mnist, tmp_pat
     callback.on_train_end()
     assert sorted(os.listdir(tmp_path)) == ["validation"]  # no config given: no text; no members
     assert [s for s, _ in read_events(tmp_path / "validation")["misclassified"]] == [0]
+
+
+def first_conv_kernel(model):
+    conv = next(layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, ConvBNReLU)))
+    return np.asarray((conv.conv if isinstance(conv, ConvBNReLU) else conv).kernel)
+
+
+def inside_tags(images):
+    return sorted(tag for tag in images if tag == "filters" or tag.startswith("feature_maps/"))
+
+
+def test_a_real_run_shows_the_filters_forming(mnist, tmp_path):
+    config = TrainConfig(model="sequential", filters=12, dense_units=16, epochs=2, subset=1000, val_size=100,
+                         batch_size=50, image_every=1, precision="float32", logdir=str(tmp_path))
+    result = train(config, verbose=0)
+    images = read_events(os.path.join(result.run_dir, "validation"))
+    stages = [s for s in explain(result.model, np.zeros((28, 28, 1), "float32")).stages if s.kind in ("conv", "pool")]
+    assert [s.kind for s in stages] == ["conv", "pool"] * 3
+    assert inside_tags(images) == ["feature_maps/00_input"] + [
+        f"feature_maps/{i:02d}_{s.name}" for i, s in enumerate(stages, start=1)] + ["filters"]
+    for tag in inside_tags(images):
+        assert [step for step, _ in images[tag]] == [0, 1], tag  # each epoch, at its scalars' step
+
+    # 12 filters of 3x3, 8 a row: two rows of 24-pixel tiles, 1-pixel gaps; the 4 empty cells are blue.
+    (_, before), (_, after) = images["filters"]
+    assert after.shape == (2 * 24 + 1, 8 * 24 + 7, 3)
+    assert tuple(after[30, 4 * 25 + 5]) == (0x1F, 0x60, 0xB4) and tuple(after[30, 3 * 25 + 5]) != (0x1F, 0x60, 0xB4)
+    np.testing.assert_array_equal(after, figures.draw_filters(first_conv_kernel(result.model)))  # as training left it
+    assert (before != after).any()  # an epoch of Adam moved the weights: the filters are forming
+
+    # Validation image 0, 28 x 28 enlarged twice, then each stage's first (at most) 16 maps for it, 8 a row,
+    # every map about 56 pixels a side (28x28 twice, 14x14 4 times, 7x7 8 times, 4x4 14 times).
+    image = split(mnist, config.val_size, config.subset, config.split_seed).x_val[0].astype("float32") / 255.0
+    shown = images["feature_maps/00_input"][-1][1]
+    np.testing.assert_array_equal(shown, figures.tile_grid(image[None, ..., 0], scale=2))
+    explained = {s.name: s for s in explain(result.model, image).stages}
+    for tag in inside_tags(images)[1:-1]:
+        stage = explained[tag[len("feature_maps/00_"):]]
+        channels = min(16, stage.shape[-1])
+        picture = images[tag][-1][1]
+        assert picture.shape == (-(-channels // 8) * 57 - 1, min(channels, 8) * 57 - 1, 3), tag
+        assert np.abs(picture.astype(int) - figures.draw_feature_maps(stage.activations)).max() <= 1, tag
+
+
+def run_callback(model, x, y, tmp_path, epochs=1):
+    """The callback through `epochs` epochs' ends and the end of training, images every epoch."""
+    callback = TensorBoardSummaries(tmp_path, x, y, image_every=1)
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch in range(epochs):
+        callback.on_epoch_end(epoch)
+    callback.on_train_end()
+    return read_events(tmp_path / "validation")
+
+
+def test_an_ensemble_shows_member_1(small_run, mnist, tmp_path):
+    model = load(small_run).model
+    x, y = mnist.x_test[:50], mnist.y_test[:50]
+    images = run_callback(model, x, y, tmp_path)
+    first, second = (figures.draw_filters(np.asarray(m.convs[0].kernel)) for m in model.members)
+    assert first.shape == (2 * 25 - 1, 8 * 25 - 1, 3)  # 16 filters of 3x3: two rows of eight 24-pixel tiles
+    (step, filters), = images["filters"]
+    assert step == 0 and (first != second).any()
+    np.testing.assert_array_equal(filters, first)
+    for i, stage in enumerate([s for s in explain(model, x[0] / 255.0, member=1).stages if s.kind in ("conv", "pool")]):
+        (_, picture), = images[f"feature_maps/{i + 1:02d}_{stage.name}"]
+        assert np.abs(picture.astype(int) - figures.draw_feature_maps(stage.activations)).max() <= 1, stage.name
+    assert len(inside_tags(images)) == 1 + 1 + 6  # filters, the input, 3 conv and 3 pooling stages
+
+
+def test_a_model_without_conv_gets_the_other_images_only(mnist, tmp_path):
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
+    x, y = mnist.x_test[:40], mnist.y_test[:40]
+    callback = TensorBoardSummaries(tmp_path, x, y, image_every=1)
+    model.fit(x / 255.0, y, epochs=2, batch_size=20, verbose=0, callbacks=[callback])  # a real fit: nothing fails
+    images = read_events(tmp_path / "validation")
+    assert sorted(images) == ["confusion_matrix", "misclassified"]
+    assert [step for step, _ in images["misclassified"]] == [0, 1]
+
+
+def test_a_model_on_raw_pixels_is_explained_on_raw_pixels(mnist, tmp_path):
+    model = create_model("sequential", filters=4, dense_units=8, batchnorm=True, rescale=1 / 255)
+    # Random weights, batch norm's shift too: a conv stage with no shift draws x and x / 255 alike.
+    rng = np.random.default_rng(3)
+    noise = [rng.normal(0.0, 0.3, v.shape).astype("float32") for v in model.weights]
+    model.set_weights([np.abs(w) if "variance" in v.path else w for v, w in zip(model.weights, noise)])
+    x, y = mnist.x_test[:20], mnist.y_test[:20]
+    images = run_callback(model, x, y, tmp_path)
+    conv = next(layer for layer in model.layers if isinstance(layer, ConvBNReLU))  # batch norm: the kernel is inside
+    np.testing.assert_array_equal(images["filters"][0][1], figures.draw_filters(np.asarray(conv.conv.kernel)))
+    (_, maps), = images[f"feature_maps/01_{conv.name}"]
+    raw, scaled = (explain(model, x[0].astype("float32") / d).stages[0].activations for d in (1.0, 255.0))
+    assert np.abs(maps.astype(int) - figures.draw_feature_maps(raw)).max() <= 1
+    assert np.abs(maps.astype(int) - figures.draw_feature_maps(scaled)).max() > 10  # what scaling twice would show
 
 
 @pytest.mark.parametrize("kwargs,message", [
