@@ -37,7 +37,6 @@ import keras
 import numpy as np
 
 from kerascnn import figures
-from kerascnn.compat import flatten_layers
 from kerascnn.config import check_value
 from kerascnn.data import model_input
 from kerascnn.explain import MAPS_PER_STAGE, ExplainError, Explainer
@@ -235,10 +234,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
             except ExplainError:  # no conv layer, or a model whose layers cannot be read in order
                 self._inside = (self.model, None, None)
             else:
-                member = self.model.members[0] if isinstance(self.model, Ensemble) else self.model
-                first = next(name for name, kind, _, _ in explainer.stages if kind == "conv")  # there is one
-                conv = next(layer for layer in flatten_layers(member)
-                            if layer.name == first and isinstance(layer, (ConvBNReLU, keras.layers.Conv2D)))
+                conv = explainer.layers[explainer.conv_stages[0]]  # the first conv stage's layer
                 self._inside = (self.model, explainer, conv.conv if isinstance(conv, ConvBNReLU) else conv)
         return self._inside[1:]
 
