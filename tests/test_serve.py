@@ -6,8 +6,11 @@ session. The browser draws a real handwritten 7 from the MNIST test set:
 each row of its ink becomes one pointer stroke on the canvas.
 
     KERASCNN_SERVE_SCREENSHOT=docs/serve.png python -m pytest tests/test_serve.py -k seven
+    KERASCNN_LAYERS_SCREENSHOT=docs/serve-layers.png python -m pytest tests/test_serve.py -k layer_view_of
 
-also saves the page with the drawn 7 as the README's screenshot.
+also saves the page with the drawn 7 as the README's screenshot, and its
+layer view (one channel chosen, with its kernel and dot product) as
+docs/SERVE.md's.
 """
 
 import base64
@@ -295,6 +298,15 @@ def test_layer_view_of_a_drawn_seven_its_shapes_numbers_and_a_channels_kernel(pa
     assert detail["computed"] == pytest.approx(detail["value"], abs=1e-3)
     # The preview is the image in 1/255 steps, the server's is not: the same value within that.
     assert detail["value"] == pytest.approx(float(direct[row, col]), abs=2e-3 * max(direct.max(), 1))
+    shot = os.environ.get("KERASCNN_LAYERS_SCREENSHOT")
+    if shot:  # the docs' picture of the layer view: the section alone, in a window tall enough for all of it
+        size = page.get_window_size()
+        page.set_window_size(1100, 2600)
+        page.execute_script("document.getElementById('layers').scrollIntoView()")
+        try:
+            assert page.find_element("id", "layers").screenshot(shot)
+        finally:
+            page.set_window_size(size["width"], size["height"])
     # Member 2 of the ensemble: its own maps.
     from selenium.webdriver.support.ui import Select
 

@@ -1,4 +1,4 @@
-"""Latency of `python -m kerascnn serve`: p50/p95 of one prediction, in process and over HTTP.
+"""Latency of `python -m kerascnn serve`: p50/p95 of one prediction, in process and over HTTP, with and without the layer view.
 
     python tools/serve_latency.py logs/best-20250101-120000 [--repeats 200]
     python tools/serve_latency.py --untrained sequential ensemble best     # the registry's architectures
@@ -6,9 +6,12 @@
 One picture (the first MNIST test digit, dark on light, 280x280 PNG: what
 the page sends) is classified `--repeats` times: by `Predictor.predict_bytes`
 (decode, MNIST-style preparation, model) and through a real server on a free
-127.0.0.1 port (the same plus HTTP). Latency does not depend on the weights,
-so `--untrained NAME` measures a registered architecture without training it.
-Prints one Markdown table row per model.
+127.0.0.1 port (the same plus HTTP), each without and with the page's layer
+view (`layers=1`, member 1: every stage's maps, capped at 64 channels a
+stage, and Grad-CAM, from the same compiled pass), and the size of the JSON
+answer (also with `all=1`, every channel). Latency does not depend on the
+weights, so `--untrained NAME` measures a registered architecture without
+training it. Prints one Markdown table row per model.
 """
 
 import argparse
@@ -38,39 +41,38 @@ def picture():
     return buffer.getvalue()
 
 
-def measure_latency(predictor, data, repeats=200, warmup=5):
-    """Median and 95th percentile of one prediction (decode, prepare, classify), in milliseconds.
+LAYERS = {"layers": "1", "member": "1"}  # the page's request
 
-    Args:
-        predictor: `kerascnn.serve.Predictor`.
-        data: bytes, a PNG or JPEG picture.
-        repeats: int, timed predictions. Defaults to 200.
-        warmup: int, untimed predictions first. Defaults to 5.
 
-    Returns:
-        dict: `p50_ms`, `p95_ms`, `repeats`.
-    """
+def percentiles(call, repeats, warmup=5):
+    """p50 and p95 of `call()` in milliseconds, after `warmup` untimed calls."""
     for _ in range(warmup):
-        predictor.predict_bytes(data)
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        predictor.predict_bytes(data)
+        call()
         times.append(1000 * (time.perf_counter() - start))
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)), "repeats": repeats}
 
 
-def http_latency(url, data, repeats):
+def measure_latency(predictor, data, repeats=200, layers=False):
+    """p50/p95 of one prediction (decode, prepare, classify; with `layers`, the layer view too), in milliseconds."""
+    kwargs = {"member": 1} if layers else {}
+    return percentiles(lambda: predictor.predict_bytes(data, **kwargs), repeats)
+
+
+def http_latency(url, data, repeats, fields=None):
+    """p50/p95 of `POST /api/predict` over one kept-alive connection, and the answer's size in bytes."""
     import requests
 
-    times = []
     with requests.Session() as session:
-        for i in range(repeats + 5):
-            start = time.perf_counter()
-            session.post(url + "api/predict", files={"image": ("digit.png", data)}).raise_for_status()
-            if i >= 5:  # the first few warm up
-                times.append(1000 * (time.perf_counter() - start))
-    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+        post = lambda: session.post(url + "api/predict", files={"image": ("digit.png", data)}, data=fields or {})
+        result = percentiles(lambda: post().raise_for_status(), repeats)
+        result["bytes"] = len(post().content)
+        result["all_bytes"] = len(session.post(url + "api/predict", files={"image": ("digit.png", data)},
+                                               data={**(fields or {}), "all": "1"}).content)
+    return result
 
 
 def main(argv=None):
@@ -83,7 +85,8 @@ def main(argv=None):
         parser.error("name a MODEL or --untrained NAME")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no log line per request
     data = picture()
-    print("| model | in process p50 / p95 (ms) | over HTTP p50 / p95 (ms) |\n|---|---|---|")
+    print("| model | in process p50 / p95 (ms) | with the layer view | over HTTP p50 / p95 (ms) | with the layer view "
+          "| answer (KB) | with the layer view (all channels) |\n|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         from kerascnn.models import create_model
 
@@ -94,13 +97,15 @@ def main(argv=None):
         for path in models:
             server = make_server(path, "127.0.0.1", 0)
             threading.Thread(target=server.serve_forever, daemon=True).start()
-            local = measure_latency(server.predictor, data, args.repeats)
-            remote = http_latency(f"http://127.0.0.1:{server.server_port}/", data, args.repeats)
+            url = f"http://127.0.0.1:{server.server_port}/"
+            local, local_view = (measure_latency(server.predictor, data, args.repeats, layers) for layers in (False, True))
+            remote, remote_view = (http_latency(url, data, args.repeats, fields) for fields in (None, LAYERS))
             server.shutdown()
             server.server_close()
-            name = os.path.basename(path)
-            print(f"| `{name}` | {local['p50_ms']:.1f} / {local['p95_ms']:.1f} | "
-                  f"{remote['p50_ms']:.1f} / {remote['p95_ms']:.1f} |", flush=True)
+            ms = lambda r: f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f}"
+            print(f"| `{os.path.basename(path)}` | {ms(local)} | {ms(local_view)} | {ms(remote)} | {ms(remote_view)} | "
+                  f"{remote['bytes'] / 1024:.1f} | {remote_view['bytes'] / 1024:.1f} "
+                  f"({remote_view['all_bytes'] / 1024:.1f}) |", flush=True)
     return 0
 
 
