@@ -159,6 +159,16 @@ def _eval_input(plan, x, y, config, arrays, spec):
     return pipeline.eval_dataset(x, y, plan, config.batch_size, scale=not spec.raw_pixels, cache=config.cache_dir)
 
 
+def config_recipe(config):
+    """The training settings a config trains with: its own, else its model's recipe's (`resolve_recipe`).
+
+    >>> from kerascnn.config import TrainConfig
+    >>> config_recipe(TrainConfig(model="sequential", label_smoothing=0.1))
+    {'ema': 0.0, 'label_smoothing': 0.1, 'epochs': 15}
+    """
+    return resolve_recipe(config.model, ema=config.ema, label_smoothing=config.label_smoothing, epochs=config.epochs)
+
+
 def compile_model(model, config, **overrides):
     """Adam, cross-entropy on probabilities, accuracy: the one compile.
 
@@ -169,7 +179,7 @@ def compile_model(model, config, **overrides):
         overrides: other `Model.compile` arguments, e.g. `jit_compile=True`
             (the benchmark) or `steps_per_execution=10` (the sweep).
     """
-    recipe = resolve_recipe(config.model, ema=config.ema, label_smoothing=config.label_smoothing)
+    recipe = config_recipe(config)
     allow_jit(model)
     if recipe["label_smoothing"]:
         loss = SparseCrossentropy(recipe["label_smoothing"])

@@ -95,7 +95,8 @@ class TrainConfig:
     dataset: str = flag("mnist", f"{' or '.join(DATASETS)}; or a folder of class subfolders, or an .npz: "
                         "see docs/IMAGES.md", rule=DATASET)
     # Optimisation (the lecture's values).
-    epochs: int = flag(15, "passes over the training split", rule=AT_LEAST_1)
+    epochs: Optional[int] = flag(None, "passes over the training split (default: the model's recipe, 15)",
+                                 rule=AT_LEAST_1)
     batch_size: int = flag(100, "per replica; a step trains on batch_size x replicas images", rule=AT_LEAST_1)
     lr: float = flag(1e-3, "Adam's initial learning rate", rule=POSITIVE)
     lr_period: int = flag(5, "epochs between rate cuts", rule=AT_LEAST_1)
@@ -118,7 +119,7 @@ class TrainConfig:
     tta: Optional[int] = flag(None, "best, ensemble: test-time augmentation, predictions averaged over the image and "
                               "its copies shifted N pixels up, down, left and right (default: 0, off)",
                               rule=Rule("an integer number of pixels >= 0", lambda v: v >= 0))
-    # Regularisation (None: the model's recipe, see `kerascnn.models.model_recipe`).
+    # Regularisation (None: the model's recipe, see `kerascnn.models.resolve_recipe`; so is `epochs`).
     ema: Optional[float] = flag(None, "validate and save an average of the weights with this momentum, e.g. 0.999 "
                                 "(default: the model's, 0: off)", rule=FRACTION)
     label_smoothing: Optional[float] = flag(None, "cross-entropy against labels smoothed by this much, e.g. 0.1 "

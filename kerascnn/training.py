@@ -26,7 +26,7 @@ import time
 import keras
 
 from kerascnn import distribute, rundir
-from kerascnn.assemble import assemble
+from kerascnn.assemble import assemble, config_recipe
 from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
 from kerascnn.errors import RunFailed
 from kerascnn.loading import load_model_file
@@ -72,7 +72,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         rundir.check_writable(config.logdir, rundir.bytes_needed(model.count_params()))
 
     # 2. Its directory: the interrupted run of the same config, or a new one.
-    resolved = {**config.to_dict(), "precision": run.policy}
+    epochs = config_recipe(config)["epochs"]
+    resolved = {**config.to_dict(), "epochs": epochs, "precision": run.policy}
     run_dir, resumed = _open_run_dir(config, plan, resolved, resume)
     # What the commands need of the data later: class names, input size and colours, the test files carved.
     rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
@@ -86,7 +87,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
     (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
     model.fit(
-        run.train, epochs=config.epochs, validation_data=run.val, verbose=verbose, shuffle=False,
+        run.train, epochs=epochs, validation_data=run.val, verbose=verbose, shuffle=False,
         callbacks=[*run_callbacks, *callbacks, clock],
     )  # shuffle=False: the dataset shuffles itself, seeded
 

@@ -13,9 +13,13 @@ from kerascnn.config import ConfigError, TrainConfig
 
 
 def test_defaults_are_the_lectures():
+    from kerascnn.assemble import config_recipe
+
     c = TrainConfig()
     assert (c.model, c.epochs, c.batch_size, c.lr, c.lr_period, c.lr_factor, c.seed) == (
-        "sequential", 15, 100, 1e-3, 5, 0.5, 777)
+        "sequential", None, 100, 1e-3, 5, 0.5, 777)
+    assert config_recipe(c) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}  # None: the model's recipe
+    assert config_recipe(TrainConfig(epochs=3, ema=0.9))["epochs"] == 3
     assert c.model_kwargs() == {}
     assert TrainConfig(members=3, dropout=0.2).model_kwargs() == {"members": 3, "dropout": 0.2}
 

@@ -80,7 +80,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     """
     import keras
 
-    from kerascnn.assemble import assemble
+    from kerascnn.assemble import assemble, config_recipe
     from kerascnn.data import model_input
     from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.training import peak_rss_mb
@@ -133,7 +133,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
         x_train,
         y_train,
         batch_size=config.batch_size,
-        epochs=config.epochs,
+        epochs=config_recipe(config)["epochs"],
         callbacks=[*run.schedule, Recorder()],  # the weight average, if any, is in for Recorder
         verbose=0,
     )

@@ -28,7 +28,7 @@ _REGISTRY = {}
 _RECIPES = {}
 # Training settings a model's recipe may set (`register_model(name, ema=0.999)`),
 # and their values for models that set none. A config value that is not None wins.
-RECIPE_DEFAULTS = {"ema": 0.0, "label_smoothing": 0.0}
+RECIPE_DEFAULTS = {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}
 
 
 class ModelError(UsageError, ValueError):
@@ -60,8 +60,8 @@ def register_model(name, **recipe):
 def resolve_recipe(name, **values):
     """The training settings for model `name`: `values` that are not None, else its recipe's.
 
-    >>> resolve_recipe("best", ema=None, label_smoothing=0.1)
-    {'ema': 0.0, 'label_smoothing': 0.1}
+    >>> resolve_recipe("sequential", ema=None, label_smoothing=0.1, epochs=None)
+    {'ema': 0.0, 'label_smoothing': 0.1, 'epochs': 15}
     """
     _builder(name)
     return {k: v if values.get(k) is None else values[k] for k, v in _RECIPES[name].items()}
