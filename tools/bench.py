@@ -66,6 +66,8 @@ MEMBER_CONFIGS = [
     ("member residual 32", "best", "auto", {"members": 1, "member": "residual", "filters": 32}, None),
     ("member residual 48", "best", "auto", {"members": 1, "member": "residual", "filters": 48}, None),
     ("member residual 64", "best", "auto", {"members": 1, "member": "residual", "filters": 64}, None),
+    # Two lecture members trained together, one model (the fourth sitting's candidate: 2 x 28 epochs).
+    ("2 lecture members together", "best", "auto", {"members": 2, "member": "lecture"}, None),
 ]
 # Today's default `best` (5 lecture members x 15 epochs): the wall time a member's epochs are counted against.
 BEST_TODAY = ("best today (5 lecture members)", "best", "auto", {"member": "lecture", "members": 5}, None)
