@@ -577,6 +577,35 @@ def test_own_image_model_refuses_bad_uploads_with_json_errors(own_server, photo)
     assert post(own_server.url, data)[0] == 200
 
 
+def test_own_image_page_takes_uploads_only_and_names_the_classes(browser, own_server, photo):
+    page = browser
+    page.get(own_server.url)
+    # No drawing for this model, and the page says why; upload and photo stay.
+    assert not any(page.find_element("id", name).is_displayed() for name in ("pad", "undo", "clear"))
+    assert "Drawing is for digit models" in page.find_element("id", "no-drawing").text
+    assert [label.is_displayed() for label in page.find_elements("css selector", "label.button")] == [True, True]
+    page.find_element("id", "upload").send_keys(photo)
+    shown = answer(page)
+    assert shown["state"] == "done", shown["error"]
+    model = own_server.predictor.model
+    prepared = prepare_as_trained(photo, model)
+    expected = model.predict(prepared[None], verbose=0)[0]
+    np.testing.assert_allclose(shown["probabilities"], expected, atol=1e-5)
+    labels, size, rgba = page.execute_script("""
+        const preview = document.getElementById('preview'), ink = preview.getContext('2d');
+        return [[...document.querySelectorAll('.bar .label')].map(l => l.textContent), [preview.height, preview.width],
+                [...ink.getImageData(0, 0, preview.width, preview.height).data]];""")
+    assert labels == OWN_NAMES and shown["class"] == OWN_NAMES[int(np.argmax(expected))]
+    assert size == [32, 32]  # the preview at the model's size, in colour, as the model received it
+    np.testing.assert_allclose(np.reshape(rgba, (32, 32, 4))[..., :3], prepared, atol=1)
+    assert "32x32 RGB" in page.find_element("id", "received").text
+    # The layer view, from the model's own input shape.
+    panels = layer_panels(page)
+    assert [p["shape"] for p in panels][:2] == ["32x32x8", "16x16x8"] and panels[-1]["kind"] == "softmax"
+    assert "32x32x3 \u2192 conv 3x3/1 SAME, 8 filters \u2192 32x32x8" in panels[0]["title"]
+    assert page.find_element("id", "heat").is_displayed() and page.find_element("id", "cam").is_displayed()
+
+
 def test_layer_view_caps_channels_and_a_model_without_conv_gets_a_note():
     import keras
 
