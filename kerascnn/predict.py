@@ -190,34 +190,87 @@ def load_digit(path):
 
 
 def prepare_as_trained(path, model):
-    """A picture as a model trained on your own images takes it: float32 (H, W, C) of raw 0..255 pixels.
+    """A picture file as a model trained on your own images takes it: float32 (H, W, C) of raw 0..255 pixels.
 
-    Decoded as training decoded it (TensorFlow's `decode_image` into the
-    model's channels) and resized bilinearly to the model's working size,
-    as `image_dataset_from_directory` did; the model scales it itself.
+    Reads the file and prepares it with `prepare_bytes_as_trained`.
 
     Raises:
         ImageError: missing, not an image, corrupt, or a decompression bomb.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError("missing (a broken symbolic link?)" if os.path.islink(path) else "no such file.")
+    if os.path.isdir(path):
+        raise ImageError("is a directory, not an image.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageError(f"cannot be read ({e.strerror or e}).") from None
+    return prepare_bytes_as_trained(data, model)
+
+
+def prepare_bytes_as_trained(data, model):
+    """A picture held in memory (an upload), prepared as `prepare_as_trained` prepares a file.
+
+    Pillow checks the bytes first (`kerascnn.images.read_header`: a
+    decompression bomb or a corrupt picture never reaches the decoder), then
+    they are decoded as training decoded them (TensorFlow's `decode_image`
+    into the model's channels) and resized bilinearly to the model's working
+    size (`prepared_shape`), as `image_dataset_from_directory` did; the model
+    scales the pixels itself.
+
+    Args:
+        data: bytes of a PNG, JPEG, GIF or BMP.
+        model: `keras.Model` that takes raw pixels (`kerascnn.layers.takes_raw_pixels`).
+
+    Returns:
+        float32 array `prepared_shape(model)` of raw 0..255 pixels.
+
+    Raises:
+        ImageError: empty, not an image, corrupt, or a decompression bomb.
     """
     import tensorflow as tf
 
     from kerascnn.data import DataError
     from kerascnn.images import read_header
+
+    if not data:
+        raise ImageError("the file is empty (0 bytes).")
+    source = io.BytesIO(data)
+    try:
+        read_header(source)
+    except DataError as e:
+        raise ImageError(str(e).removeprefix(f"{source}: ")) from None
+    height, width, channels = prepared_shape(model)
+    try:
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    except tf.errors.InvalidArgumentError as e:
+        raise ImageError(f"cannot decode the image as training did ({e.message.strip()}).") from None
+    return tf.image.resize(image, (height, width), method="bilinear").numpy().astype(np.float32)
+
+
+def prepared_shape(model):
+    """The (height, width, channels) of a picture prepared for `model`: its `Resizing` size, else its input's.
+
+    A digit model's is its input's, (28, 28, 1); a model trained on your own
+    images takes any size and resizes it, so its pictures are prepared at
+    that working size.
+
+    Example:
+
+    >>> from kerascnn.models import create_model
+    >>> prepared_shape(create_model("sequential", input_shape=(32, 32, 3), num_classes=3, image_size=(24, 24),
+    ...                             rescale=1 / 255))
+    (24, 24, 3)
+    """
     from kerascnn.layers import model_input_shape
 
-    path = os.fspath(path)
-    if not os.path.lexists(path):
-        raise ImageError("no such file.")
-    if os.path.isdir(path):
-        raise ImageError("is a directory, not an image.")
-    try:
-        read_header(path)  # Pillow's checks first: a bomb or a corrupt file never reaches the decoder
-    except DataError as e:
-        raise ImageError(str(e).removeprefix(f"{path}: ")) from None
-    channels = model_input_shape(model)[-1]
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    size = next((layer.height, layer.width) for layer in _resizing_layers(model))
-    return tf.image.resize(image, size, method="bilinear").numpy().astype(np.float32)
+    height, width, channels = model_input_shape(model)
+    resizing = _resizing_layers(model)
+    if resizing:
+        height, width = resizing[0].height, resizing[0].width
+    return height, width, channels
 
 
 def prepare(path, model):

@@ -10,6 +10,14 @@ by `kerascnn.predict`, exactly as `python -m kerascnn predict` prepares a
 file), a saliency map (the pixels the answer is most sensitive to), and
 for an ensemble each member's vote beside the averaged answer.
 
+A model trained on your own images (RGB or grey, any size; one that scales
+its own raw pixels, `kerascnn.layers.takes_raw_pixels`) is served too, for
+uploads and photos only: drawing stays for digit models, so the page hides
+the pad and says why. A picture is prepared as `predict` prepares a file for
+it (`kerascnn.predict.prepare_bytes_as_trained`: decoded into the model's
+channels, resized bilinearly to its working size, e.g. 32x32 RGB), the bars
+carry the run's class names, and every map is at the model's size.
+
 Why Flask: the page is one HTML file with its script and style inline, so
 there is no build step and nothing is fetched from outside the machine (it
 works offline; the page's Content-Security-Policy forbids anything else), and
@@ -35,14 +43,27 @@ as CNN Explainer does for its fixed network (here, for your model). The
 layers come from `kerascnn.explain`, in the same compiled pass as the answer.
 
 The API: `POST /api/predict` with a PNG or JPEG as the form field `image`
-answers JSON: `class`, `probability`, `probabilities` (10), `members` (one
-`{"class", "probability"}` per ensemble member, or the model itself),
-`image` (the prepared 28x28 picture, rows of floats in [0, 1]), `saliency`
-(28x28 in [0, 1]: how strongly each pixel sways the winning probability;
-null off the TensorFlow backend); or `error` with status 400 (bad request),
-413 (too large) or 422 (not a usable picture). With the form field
-`layers=1` (and optionally `member`, 1-based, and `all=1` for every
-channel) it adds `layers` (see `layer_view`). `POST /api/neuron` with the
+answers JSON:
+
+* `class` (an index into `names`), `probability`, `probabilities` (one per
+  class);
+* `names`: the name of each class, the run's (`LoadedModel.class_names`),
+  or "0" to "9" for a digit model;
+* `members`: one `{"class", "probability"}` per ensemble member, or the
+  model itself;
+* `image`: the picture as the model received it, in [0, 1] for display.
+  For a digit model, the prepared 28x28 digit as 28 rows of 28 floats, as
+  always. For a model trained on your own images, H rows of W pixels, each
+  the list of its C channels (`[r, g, b]`, or `[grey]`): the raw 0..255
+  pixels the model received, divided by 255, at its working size;
+* `saliency`: H rows of W floats in [0, 1], at the same size: how strongly
+  each pixel (the largest over its channels) sways the winning probability;
+  null off the TensorFlow backend;
+
+or `error` with status 400 (bad request), 413 (too large) or 422 (not a
+usable picture; the message names the file). With the form field `layers=1`
+(and optionally `member`, 1-based, and `all=1` for every channel) it adds
+`layers` (see `layer_view`). `POST /api/neuron` with the
 same picture and `member`, `stage`, `channel`, `row`, `col` answers how
 that one value was computed (see `neuron_view`).
 """
@@ -57,7 +78,7 @@ from importlib import resources
 import numpy as np
 
 from kerascnn.errors import UsageError
-from kerascnn.predict import ImageError, decode_grey, to_mnist
+from kerascnn.predict import ImageError, decode_grey, prepare_bytes_as_trained, prepared_shape, to_mnist
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -74,7 +95,12 @@ class ServeError(UsageError, ValueError):
 
 
 class Predictor:
-    """Prepares one picture MNIST-style and classifies it; safe to call from many threads.
+    """Prepares one picture as the model takes it and classifies it; safe to call from many threads.
+
+    A digit model gets the MNIST-style preparation (`kerascnn.predict.to_mnist`);
+    a model trained on your own images (`takes_raw_pixels`) gets what
+    training did (`kerascnn.predict.prepare_bytes_as_trained`): raw pixels at
+    its working size and channels.
 
     Example:
 
@@ -90,21 +116,32 @@ class Predictor:
     Args:
         model: `keras.Model` returning class probabilities; an `Ensemble`'s
             members are reported too (`MemberPredictor`).
+        names: list of str, a name per class (`LoadedModel.class_names`).
+            Defaults to "0", "1", ...
+
+    Attributes:
+        digits: bool, whether the model is a digit model (the page offers
+            drawing); False for a model trained on your own images.
+        shape: (height, width, channels) of a prepared picture.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, names=None):
         import keras
 
+        from kerascnn.layers import num_classes, takes_raw_pixels
         from kerascnn.models.ensemble import MemberPredictor
 
         self.model = model
+        self.digits = not takes_raw_pixels(model)
+        self.shape = prepared_shape(model)
+        self.names = list(names) if names is not None else [str(c) for c in range(num_classes(model))]
         self.members = MemberPredictor(model)
         self.lock = threading.Lock()
         self.tensorflow = keras.backend.backend() == "tensorflow"
         self._passes = {}  # member (1-based, or None for no layer view) -> compiled pass
         self._explainers = {}
         self.layer_note = self._layer_note()
-        blank = np.zeros((28, 28, 1), np.float32)
+        blank = np.zeros(self.shape, np.float32)
         self.predict(blank)  # traced once here, not by the first request
         if not self.layer_note:
             self.predict(blank, member=1)  # and the page's first layer view (member 1)
@@ -132,8 +169,9 @@ class Predictor:
         """Each member's softmax and the saliency map, as tensors (traceable).
 
         The saliency is |d p(winner) / d pixel| (Simonyan et al., 2014): the
-        pixels the winning probability is most sensitive to. Keras has no
-        backend-neutral gradient, so this is TensorFlow's `GradientTape`;
+        pixels the winning probability is most sensitive to; for a colour
+        picture, the largest over the pixel's channels, as theirs. Keras has
+        no backend-neutral gradient, so this is TensorFlow's `GradientTape`;
         on other backends the page shows no map.
         """
         import tensorflow as tf
@@ -142,7 +180,7 @@ class Predictor:
             tape.watch(x)
             members = self.members.model(x, training=False)[0]  # (members, classes)
             top = tf.reduce_max(tf.reduce_mean(members, axis=0))  # the ensemble's winning probability
-        return members, tf.abs(tape.gradient(top, x))[0, ..., 0]
+        return members, tf.reduce_max(tf.abs(tape.gradient(top, x))[0], axis=-1)
 
     def _pass(self, member):
         """The compiled pass for `member` (None: the answer only), built and traced on first use."""
@@ -156,8 +194,11 @@ class Predictor:
         else:
             import tensorflow as tf
 
+            from kerascnn.layers import model_input_shape
+
             explainer = None if member is None else self._explainer(member)
-            spec = [tf.TensorSpec((1, 28, 28, 1), tf.float32)]
+            # The model's own input shape: 28x28x1 for a digit model; any size (None) for one that resizes itself.
+            spec = [tf.TensorSpec((1, *model_input_shape(self.model)), tf.float32)]
             if explainer is None:
                 compiled = tf.function(self._answer, input_signature=spec)
             else:  # the answer and every stage in one graph, one call
@@ -187,11 +228,13 @@ class Predictor:
                              f"Received: member={member!r}")
         return value
 
-    def predict(self, digit, member=None, all_channels=False):
-        """Classifies a prepared (28, 28, 1) image; returns the API's JSON dict.
+    def predict(self, image, member=None, all_channels=False):
+        """Classifies a prepared picture; returns the API's JSON dict (see the module docstring).
 
         Args:
-            digit: float32 array (28, 28, 1) in [0, 1].
+            image: float32 array `shape`, as `prepare` makes it: a digit in
+                [0, 1] (28, 28, 1), or raw 0..255 pixels for a model trained
+                on your own images.
             member: int, 1-based: also return the layer view of this member
                 (`layers`); None (the default) for the answer only.
             all_channels: bool, send every channel's map, not the first
@@ -201,7 +244,7 @@ class Predictor:
         if wanted:
             member = None if self.layer_note else self.check_member(member)
         with self.lock:
-            results = self._pass(member)(digit[None].astype(np.float32))
+            results = self._pass(member)(image[None].astype(np.float32))
         members, saliency = results[:2]
         probabilities = members.mean(axis=0)  # the ensemble's output (`Ensemble.call` averages the same way)
         winner = int(np.argmax(probabilities))
@@ -212,7 +255,8 @@ class Predictor:
             "probability": float(probabilities[winner]),
             "probabilities": [float(p) for p in probabilities],
             "members": [{"class": int(np.argmax(p)), "probability": float(p.max())} for p in members],
-            "image": np.round(digit[..., 0].astype(float), 4).tolist(),
+            "names": self.names,
+            "image": self.image_json(image),
             "saliency": saliency,
         }
         if len(results) == 3:
@@ -221,8 +265,14 @@ class Predictor:
             answer["layers"] = {"error": self.layer_note}
         return answer
 
-    def neuron(self, digit, member, stage, channel, row, col):
-        """How one value of a conv stage was computed, for a prepared (28, 28, 1) image: `neuron_view`'s dict.
+    def image_json(self, image):
+        """The answer's `image`: a prepared picture in [0, 1] as nested lists (see the module docstring)."""
+        if self.digits:
+            return np.round(image[..., 0].astype(float), 4).tolist()  # rows of floats, as always
+        return np.round(image.astype(float) / 255.0, 4).tolist()  # rows of pixels, each a list of its channels
+
+    def neuron(self, image, member, stage, channel, row, col):
+        """How one value of a conv stage was computed, for a prepared picture: `neuron_view`'s dict.
 
         Raises:
             ValueError: the layer view is unavailable, or a field is out of range (the message says which).
@@ -233,7 +283,7 @@ class Predictor:
             raise ValueError(self.layer_note)
         member = self.check_member(member)
         with self.lock:
-            explanation = self._pass(member)(digit[None].astype(np.float32))[2]
+            explanation = self._pass(member)(image[None].astype(np.float32))[2]
         fields = {}
         for name, value in (("stage", stage), ("channel", channel), ("row", row), ("col", col)):
             try:
@@ -246,9 +296,15 @@ class Predictor:
             raise ValueError(f"`stage` must be the index of a conv stage, one of {convs}. Received: stage={stage!r}")
         return neuron_view(neuron(stages[fields["stage"]], fields["channel"], fields["row"], fields["col"]))
 
+    def prepare(self, data):
+        """PNG or JPEG bytes as the model takes them: float32 array `shape`. Raises `ImageError`."""
+        if self.digits:
+            return to_mnist(decode_grey(data))
+        return prepare_bytes_as_trained(data, self.model)
+
     def predict_bytes(self, data, **kwargs):
         """Decodes (PNG or JPEG bytes), prepares and classifies one picture. Raises `ImageError`."""
-        return self.predict(to_mnist(decode_grey(data)), **kwargs)
+        return self.predict(self.prepare(data), **kwargs)
 
 
 def _half(array):
@@ -313,7 +369,7 @@ def create_app(predictor, max_upload=MAX_UPLOAD):
     app = Flask(__name__, static_folder=None)  # no static route: no request path reaches the filesystem
     app.config["MAX_CONTENT_LENGTH"] = max_upload
     page = resources.files("kerascnn").joinpath(PAGE).read_text("utf-8")
-    page = page.replace("__MAX_UPLOAD__", str(max_upload))
+    page = page.replace("__MAX_UPLOAD__", str(max_upload)).replace("__DRAWING__", str(predictor.digits).lower())
 
     def error(status, message):
         return jsonify(error=message), status
@@ -323,24 +379,24 @@ def create_app(predictor, max_upload=MAX_UPLOAD):
         return Response(page, mimetype="text/html", headers={"Content-Security-Policy": CSP})
 
     def picture():
-        """(name, prepared digit) of the request's `image`, or raises `_Refused`."""
+        """The request's `image`, prepared (`Predictor.prepare`), or raises `_Refused`."""
         upload = request.files.get("image")
         if upload is None:
             raise _Refused(400, "no picture in the request: send a PNG or JPEG as the form field `image` "
                                 f"(multipart/form-data). Received fields: {sorted(request.files) + sorted(request.form)}")
         name = upload.filename or "the picture"  # only ever shown, never opened
         try:
-            return to_mnist(decode_grey(upload.read()))
+            return predictor.prepare(upload.read())
         except ImageError as e:
             raise _Refused(422, f"{name}: {e}") from None
 
     @app.post("/api/predict")
     def predict():
         try:
-            digit = picture()
+            image = picture()
             if request.form.get("layers") != "1":
-                return jsonify(predictor.predict(digit))
-            return jsonify(predictor.predict(digit, member=request.form.get("member", "1"),
+                return jsonify(predictor.predict(image))
+            return jsonify(predictor.predict(image, member=request.form.get("member", "1"),
                                              all_channels=request.form.get("all") == "1"))
         except _Refused as e:
             return error(e.status, e.message)
@@ -371,6 +427,16 @@ def create_app(predictor, max_upload=MAX_UPLOAD):
 def make_server(model_path, host=DEFAULT_HOST, port=DEFAULT_PORT, max_upload=MAX_UPLOAD):
     """Loads the model once and binds a threaded server; call `serve_forever()` on it.
 
+    A digit model gets the drawing page; a model trained on your own images
+    the same page for uploads and photos only, its bars named with the run's
+    class names (`LoadedModel.class_names`).
+
+    Args:
+        model_path: str, a run directory or a `.keras` file.
+        host: str, the address to listen on. Defaults to 127.0.0.1.
+        port: int, the port; 0 for any free one. Defaults to 8000.
+        max_upload: int, the largest request in bytes (larger: 413). Defaults to 5 MB.
+
     Returns:
         A `werkzeug.serving.BaseWSGIServer`; `server_port` is the port bound
         (useful with `port=0`), `predictor` the `Predictor`.
@@ -387,16 +453,8 @@ def make_server(model_path, host=DEFAULT_HOST, port=DEFAULT_PORT, max_upload=MAX
         raise ServeError("`serve` needs Flask: pip install 'kerascnn[demo]'") from None
     from kerascnn import loading
 
-    from kerascnn.layers import takes_raw_pixels
-
-    model = loading.load(model_path).model
-    if takes_raw_pixels(model):
-        raise ServeError(
-            f"`serve` is a page for drawing digits and needs a digit model (MNIST-style 28x28 input); {model_path} "
-            "was trained on your own images. Use `python -m kerascnn predict` for it. "
-            f"Received: model={model_path!r}"
-        )
-    predictor = Predictor(model)
+    loaded = loading.load(model_path)
+    predictor = Predictor(loaded.model, loaded.class_names)
     app = create_app(predictor, max_upload)
     # Bound here, not by werkzeug, which exits the process with its own message when it cannot.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

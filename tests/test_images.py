@@ -227,10 +227,37 @@ def test_evaluate_refuses_a_folder_whose_classes_differ(shapes_run, tmp_path, ca
     assert f"{other}: its classes differ from the model" in err and "missing ['círculo'], extra ['oval']" in err
 
 
-def test_serve_refuses_a_model_of_your_own_images(shapes_run, capsys):
+def test_serve_classifies_uploaded_shapes_by_name_as_predict_does(shapes_run):
     pytest.importorskip("flask")
-    status, _, err = call(results_main, ["serve", shapes_run["run_dir"], "--port", "0"], capsys)
-    assert status == 2 and "needs a digit model" in err and "predict" in err
+    import threading
+
+    import requests
+
+    from kerascnn.predict import classify
+    from kerascnn.serve import make_server
+
+    rng = np.random.default_rng(7)
+    paths = []
+    for label in range(3):
+        paths.append(str(shapes_run["base"] / f"upload_{label}.png"))
+        Image.fromarray(draw_shape(label, 48, rng)).save(paths[-1])  # another size: resized as in training
+    server = make_server(shapes_run["run_dir"], "127.0.0.1", 0)  # uploads only: drawing is for digit models
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answers = []
+        for path in paths:
+            with open(path, "rb") as f:
+                response = requests.post(f"http://127.0.0.1:{server.server_port}/api/predict",
+                                         files={"image": (os.path.basename(path), f)}, timeout=30)
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = classify(server.predictor.model, paths, class_names=sorted(SHAPES))  # `python -m kerascnn predict`
+    assert [a["names"][a["class"]] for a in answers] == [r["name"] for r in expected]
+    assert [a["probability"] for a in answers] == pytest.approx([r["probability"] for r in expected], abs=1e-5)
+    assert sum(a["names"][a["class"]] == shape for a, shape in zip(answers, SHAPES)) >= 2
 
 
 def test_tune_searches_a_folder(shapes_run, tmp_path, capsys):

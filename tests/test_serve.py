@@ -3,7 +3,9 @@
 The server is the real one (`make_server`, threaded, on a free 127.0.0.1
 port) with the small ensemble of `conftest.small_run`, loaded once for the
 session. The browser draws a real handwritten 7 from the MNIST test set:
-each row of its ink becomes one pointer stroke on the canvas.
+each row of its ink becomes one pointer stroke on the canvas. A second
+server serves a model of your own images (32x32 RGB, three named classes,
+untrained: the page's mechanics need no training), which takes uploads only.
 
     KERASCNN_SERVE_SCREENSHOT=docs/serve.png python -m pytest tests/test_serve.py -k seven
     KERASCNN_LAYERS_SCREENSHOT=docs/serve-layers.png python -m pytest tests/test_serve.py -k layer_view_of
@@ -15,7 +17,9 @@ docs/SERVE.md's.
 
 import base64
 import concurrent.futures
+import contextlib
 import io
+import json
 import os
 import socket
 import threading
@@ -28,7 +32,7 @@ pytest.importorskip("flask", reason="`serve` needs Flask: pip install -e '.[test
 
 from kerascnn import loading  # noqa: E402
 from kerascnn.commands.results import main  # noqa: E402
-from kerascnn.predict import load_digit, to_mnist  # noqa: E402
+from kerascnn.predict import load_digit, prepare_as_trained, to_mnist  # noqa: E402
 from kerascnn.serve import MAX_UPLOAD, host_warning, make_server  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -36,6 +40,20 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1000,860", "--hide-scrollbars")
 WAIT = 30  # seconds for the page to answer; a prediction takes milliseconds, the CPU is shared
+OWN_NAMES = ["círculo", "квадрат", "三角形"]  # the own-image model's classes: unicode on purpose
+
+
+@contextlib.contextmanager
+def serving(model_path):
+    """The real server for `model_path` on a free loopback port, answering in a thread until the block ends."""
+    httpd = make_server(model_path, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_port}/"
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @pytest.fixture(scope="session")
@@ -49,16 +67,42 @@ def server(small_run):
 
     loading.load = counting_load  # a counter around the real function: `make_server` loads through it
     try:
-        httpd = make_server(small_run, "127.0.0.1", 0)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        httpd.url = f"http://127.0.0.1:{httpd.server_port}/"
-        httpd.loads, httpd.loads_at_start = loads, list(loads)
-        yield httpd
+        with serving(small_run) as httpd:
+            httpd.loads, httpd.loads_at_start = loads, list(loads)
+            yield httpd
     finally:
         loading.load = real_load
-    httpd.shutdown()
-    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory):
+    """The run directory of a model of your own images: 32x32 RGB, `OWN_NAMES`, untrained, as training saves it."""
+    from kerascnn import rundir
+    from kerascnn.data import DataSpec
+    from kerascnn.models import create_model
+
+    spec = DataSpec(OWN_NAMES, (32, 32, 3), raw_pixels=True)
+    run_dir = tmp_path_factory.mktemp("own_run")
+    create_model("sequential", filters=8, dense_units=16, **spec.model_kwargs()).save(run_dir / loading.RUN_MODEL)
+    (run_dir / rundir.DATA).write_text(json.dumps(spec.to_dict(), ensure_ascii=False), encoding="utf-8")
+    return str(run_dir)
+
+
+@pytest.fixture(scope="module")
+def own_server(own_run):
+    with serving(own_run) as httpd:
+        yield httpd
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A 60x40 (wide) RGB PNG of coloured bands and noise: not the model's 32x32, so it is resized."""
+    rng = np.random.default_rng(3)
+    bands = np.linspace(0, 255, 60)[None, :, None] * np.array([1.0, 0.5, 0.2])
+    picture = np.clip(bands + rng.integers(0, 60, (40, 60, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("photo") / "bands.png"
+    Image.fromarray(picture).save(path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -485,6 +529,93 @@ def test_layer_view_api_its_neurons_and_its_refusals(server, seven):
         status, refused = post(server.url, picture, fields=fields, api="api/neuron")
         assert status == 400 and message in refused["error"], refused
     assert post(server.url, picture)[0] == 200
+
+
+# --- a model trained on your own images: uploads only, its size and colours, its classes' names ---------------------
+
+def test_own_image_model_answers_an_upload_as_predict_prepares_the_file(own_server, photo):
+    import tensorflow as tf
+
+    model = own_server.predictor.model
+    prepared = prepare_as_trained(photo, model)  # as `python -m kerascnn predict` prepares the same file
+    decoded = np.asarray(Image.open(photo), np.float32)  # an independent reading: Pillow, resized bilinearly
+    np.testing.assert_allclose(prepared, tf.image.resize(decoded, (32, 32)).numpy(), atol=1e-3)
+    expected = model.predict(prepared[None], verbose=0)[0]
+    with open(photo, "rb") as f:
+        data = f.read()
+    status, body = post(own_server.url, data, "bands.png", fields={"layers": "1"})
+    assert status == 200, body
+    np.testing.assert_allclose(body["probabilities"], expected, atol=1e-5)
+    assert body["class"] == int(np.argmax(expected)) and body["names"] == OWN_NAMES
+    np.testing.assert_allclose(body["image"], prepared / 255.0, atol=1e-4)  # 32 rows of 32 [r, g, b]
+    # The saliency: |d p(winner) / d pixel|, the largest over the pixel's three channels.
+    x = tf.constant(prepared[None])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        top = tf.reduce_max(model(x, training=False)[0])
+    gradient = np.abs(tape.gradient(top, x).numpy()[0]).max(axis=-1)
+    np.testing.assert_allclose(body["saliency"], gradient / gradient.max(), atol=1e-3)
+    # The layer view starts at the model's size, and a conv value is explained on the picture it received.
+    view = body["layers"]
+    assert view["input"] == [32, 32, 3] and np.shape(view["gradcam"]) == (32, 32)
+    assert [stage["shape"] for stage in view["stages"][:2]] == [[32, 32, 8], [16, 16, 8]]
+    status, n = post(own_server.url, data, "bands.png", api="api/neuron",
+                     fields={"member": "1", "stage": "0", "channel": "2", "row": "1", "col": "1"})
+    assert status == 200, n
+    np.testing.assert_allclose(np.moveaxis(n["window"], 0, -1), prepared[:3, :3] / 255.0, atol=1e-5)  # rescaled
+    first = stage_maps(view["stages"][0])[2, 1, 1]
+    assert n["value"] == pytest.approx(float(first), abs=2e-3 * max(abs(float(first)), 1))
+
+
+def test_own_image_model_refuses_bad_uploads_with_json_errors(own_server, photo):
+    import requests
+
+    from test_predict import png_claiming
+
+    with open(photo, "rb") as f:
+        data = f.read()
+    tiff = io.BytesIO()
+    Image.open(photo).save(tiff, "TIFF")  # Pillow reads it, TensorFlow (as in training) cannot
+    for name, bad, message in [("broken.png", data[: len(data) // 2], "broken.png: truncated or corrupt"),
+                               ("bomb.png", png_claiming(20000, 20000), "bomb.png: too many pixels to decode safely"),
+                               ("notes.txt", b"not a picture", "notes.txt: not an image"),
+                               ("empty.png", b"", "empty.png: the file is empty (0 bytes)"),
+                               ("scan.tiff", tiff.getvalue(), "scan.tiff: cannot decode the image as training did")]:
+        status, body = post(own_server.url, bad, name)
+        assert status == 422 and message in body["error"], (name, body)
+    response = requests.post(own_server.url + "api/predict", files={"image": ("big.png", b"0" * (MAX_UPLOAD + 1))},
+                             timeout=WAIT)
+    assert response.status_code == 413 and "5 MB limit" in response.json()["error"]
+    assert post(own_server.url, data)[0] == 200
+
+
+def test_own_image_page_takes_uploads_only_and_names_the_classes(browser, own_server, photo):
+    page = browser
+    page.get(own_server.url)
+    # No drawing for this model, and the page says why; upload and photo stay.
+    assert not any(page.find_element("id", name).is_displayed() for name in ("pad", "undo", "clear"))
+    assert "Drawing is for digit models" in page.find_element("id", "no-drawing").text
+    assert [label.is_displayed() for label in page.find_elements("css selector", "label.button")] == [True, True]
+    page.find_element("id", "upload").send_keys(photo)
+    shown = answer(page)
+    assert shown["state"] == "done", shown["error"]
+    model = own_server.predictor.model
+    prepared = prepare_as_trained(photo, model)
+    expected = model.predict(prepared[None], verbose=0)[0]
+    np.testing.assert_allclose(shown["probabilities"], expected, atol=1e-5)
+    labels, size, rgba = page.execute_script("""
+        const preview = document.getElementById('preview'), ink = preview.getContext('2d');
+        return [[...document.querySelectorAll('.bar .label')].map(l => l.textContent), [preview.height, preview.width],
+                [...ink.getImageData(0, 0, preview.width, preview.height).data]];""")
+    assert labels == OWN_NAMES and shown["class"] == OWN_NAMES[int(np.argmax(expected))]
+    assert size == [32, 32]  # the preview at the model's size, in colour, as the model received it
+    np.testing.assert_allclose(np.reshape(rgba, (32, 32, 4))[..., :3], prepared, atol=1)
+    assert "32x32 RGB" in page.find_element("id", "received").text
+    # The layer view, from the model's own input shape.
+    panels = layer_panels(page)
+    assert [p["shape"] for p in panels][:2] == ["32x32x8", "16x16x8"] and panels[-1]["kind"] == "softmax"
+    assert "32x32x3 \u2192 conv 3x3/1 SAME, 8 filters \u2192 32x32x8" in panels[0]["title"]
+    assert page.find_element("id", "heat").is_displayed() and page.find_element("id", "cam").is_displayed()
 
 
 def test_layer_view_caps_channels_and_a_model_without_conv_gets_a_note():
