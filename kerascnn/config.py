@@ -95,14 +95,14 @@ class TrainConfig:
     dataset: str = flag("mnist", f"{' or '.join(DATASETS)}; or a folder of class subfolders, or an .npz: "
                         "see docs/IMAGES.md", rule=DATASET)
     # Optimisation (the lecture's values).
-    epochs: Optional[int] = flag(None, "passes over the training split (default: the model's recipe, 15)",
+    epochs: Optional[int] = flag(None, "passes over the training split (default: the model's recipe; best: 28, others: 15)",
                                  rule=AT_LEAST_1)
     batch_size: int = flag(100, "per replica; a step trains on batch_size x replicas images", rule=AT_LEAST_1)
     lr: float = flag(1e-3, "Adam's initial learning rate", rule=POSITIVE)
     lr_period: int = flag(5, "epochs between rate cuts", rule=AT_LEAST_1)
     lr_factor: float = flag(0.5, "rate multiplier per cut", rule=Rule("a number in (0, 1]", lambda v: 0 < v <= 1))
     # Model shape; None means "the model's own default".
-    members: Optional[int] = flag(None, "ensemble members (ensemble: 3, best: 5)", rule=AT_LEAST_1)
+    members: Optional[int] = flag(None, "ensemble members (ensemble: 3, best: 2)", rule=AT_LEAST_1)
     filters: Optional[int] = flag(None, "first stage's filters, doubled per stage (default: the model's, 32)",
                                   rule=AT_LEAST_1)
     kernel_size: Optional[int] = flag(None, "conv kernel size (default: the model's, 3)", rule=AT_LEAST_1)
@@ -123,7 +123,7 @@ class TrainConfig:
     ema: Optional[float] = flag(None, "validate and save an average of the weights with this momentum, e.g. 0.999 "
                                 "(default: the model's, 0: off)", rule=FRACTION)
     label_smoothing: Optional[float] = flag(None, "cross-entropy against labels smoothed by this much, e.g. 0.1 "
-                                            "(default: 0)", rule=FRACTION)
+                                            "(default: the model's recipe; best: 0.1, others: 0)", rule=FRACTION)
     # Data.
     val_size: int = flag(5000, "validation images carved from the training set", rule=AT_LEAST_1)
     subset: Optional[int] = flag(None, "train on the first N training images", rule=AT_LEAST_1)

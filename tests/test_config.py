@@ -24,6 +24,21 @@ def test_defaults_are_the_lectures():
     assert TrainConfig(members=3, dropout=0.2).model_kwargs() == {"members": 3, "dropout": 0.2}
 
 
+def test_best_trains_two_members_for_28_epochs_with_smoothing_unless_flags_ask_for_the_lectures_recipe():
+    """The recipe the accuracy search chose (docs/ACCURACY.md); the lecture's stays one set of flags away."""
+    from kerascnn.assemble import config_recipe
+    from kerascnn.commands.train import build_parser, resolve_config
+    from kerascnn.models import create_model
+
+    assert config_recipe(TrainConfig(model="best")) == {"ema": 0.0, "label_smoothing": 0.1, "epochs": 28}
+    assert len(create_model("best").members) == 2
+    parser = build_parser()
+    flags = ["--model", "best", "--members", "5", "--epochs", "15", "--label-smoothing", "0"]
+    lecture = resolve_config(parser.parse_args(flags), parser)
+    assert config_recipe(lecture) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}
+    assert len(create_model("best", **lecture.model_kwargs()).members) == 5
+
+
 @pytest.mark.parametrize("field,value,expected", [
     ("epochs", 0, "`epochs` must be an integer >= 1. Received: epochs=0"),
     ("batch_size", -1, "batch_size"),

@@ -29,7 +29,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
     one kernel, oneDNN's on this CPU, in bfloat16 too. One `best` member,
     trained on its own, took 57.8 ms per bf16 step (batch 100) with Keras'
     layer and 24.7 ms with this one, less than the 26.2 ms of the same member
-    without batch norm, whose convs carry a bias instead. The five members
+    without batch norm, whose convs carry a bias instead. Five members
     together, whose ops overlap, train 1.5x faster (`python tools/bench.py`).
 
     Same variables and arguments as `keras.layers.BatchNormalization`, and

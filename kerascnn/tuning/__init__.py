@@ -7,7 +7,7 @@ and schedule. Each trial is scored
 by its best `val_accuracy` on the validation split carved from the training
 set; the test set is never handed to the search. Trials train one member of
 the ensemble (`MEMBERS`): the search tunes the member, and the final
-`train.py` run trains the recipe's five of it.
+`train.py` run trains the recipe's two of it.
 
 A search lives in `<directory>/<project_name>/`:
 
