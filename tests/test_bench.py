@@ -2,7 +2,7 @@
 
 import pytest
 
-from tools.bench import BEST_TODAY, main, member_rows, multiply_adds, render, render_members, step_ratio, summarize
+from tools.bench import DEFAULT_BEST, LECTURE_RECIPE, default_best_time, main, member_rows, multiply_adds, render, render_members, step_ratio, summarize
 
 
 def test_multiply_adds_are_read_from_the_graph_of_any_model():
@@ -21,16 +21,16 @@ def test_multiply_adds_are_read_from_the_graph_of_any_model():
     assert multiply_adds(member) == residual == 50_804_480
 
 
-def test_member_rows_count_the_epochs_each_design_affords_in_todays_best_time():
+def test_member_rows_count_the_epochs_each_design_affords_in_the_lecture_recipes_time():
     run = lambda rate, macs: {"model_images_per_s": rate, "train_flops_per_image": 6 * macs, "policy": "float32",
                               "peak_rss_mb": 1000.0}
     rounds = [
-        {BEST_TODAY[0]: run(1000.0, 8e6), "member residual 32": run(250.0, 5e7)},
-        {BEST_TODAY[0]: run(500.0, 8e6), "member residual 32": run(130.0, 5e7)},  # a slow round slows both
+        {LECTURE_RECIPE[0]: run(1000.0, 8e6), "member residual 32": run(250.0, 5e7)},
+        {LECTURE_RECIPE[0]: run(500.0, 8e6), "member residual 32": run(130.0, 5e7)},  # a slow round slows both
     ]
     rows = dict(member_rows(rounds, {"float32": 100.0, "bfloat16": 50.0}))
-    # Today's best: 5 members x 15 epochs x 55,000 images at 1,000/s = 4,125 s; 250/s is 18.75 epochs of 55,000.
-    assert rows[BEST_TODAY[0]]["epochs"] == 75.0
+    # The lecture's recipe: 5 members x 15 epochs x 55,000 images at 1,000/s = 4,125 s; 250/s is 18.75 epochs of 55,000.
+    assert rows[LECTURE_RECIPE[0]]["epochs"] == 75.0
     assert rows["member residual 32"]["epochs"] == pytest.approx((18.75 + 19.5) / 2)
     assert rows["member residual 32"]["mac"] == 5e7
     assert rows["member residual 32"]["peak_share"] == pytest.approx(190.0 * 3e8 / 1e9 / 100.0)
@@ -40,6 +40,24 @@ def test_member_rows_count_the_epochs_each_design_affords_in_todays_best_time():
 
     doc = render_members("today", "this machine", {"float32": 100.0}, list(rows.items()), Args)
     assert "| member residual 32 | 50.0M | 190 (130-250) | 57% | 19 | 1,000 |" in doc
+
+
+def test_todays_best_time_is_its_member_epochs_over_what_its_row_affords_in_the_lecture_recipes_time():
+    from kerascnn.models import model_defaults, resolve_recipe
+
+    run = lambda rate: {"model_images_per_s": rate, "train_flops_per_image": 6 * 8e6, "policy": "float32",
+                        "peak_rss_mb": 1000.0}
+    rounds = [{LECTURE_RECIPE[0]: run(1000.0), DEFAULT_BEST: run(900.0)},   # 67.5 member-epochs in 4,125 s
+              {LECTURE_RECIPE[0]: run(500.0), DEFAULT_BEST: run(400.0)}]    # 60 in 8,250 s
+    rows = dict(member_rows(rounds, {"float32": 100.0}))
+    assert rows[DEFAULT_BEST]["epochs_range"] == (60.0, 67.5)
+    member_epochs = model_defaults("best")["members"] * resolve_recipe("best")["epochs"]
+    line = default_best_time(rows)[-1]
+    assert f"{member_epochs} member-epochs" in line
+    assert f"**{member_epochs / 63.75:.2f}x**" in line
+    assert f"({member_epochs / 67.5:.2f}-{member_epochs / 60.0:.2f}x by round)" in line
+    # Without today's row (an older table), no line at all.
+    assert default_best_time({LECTURE_RECIPE[0]: rows[LECTURE_RECIPE[0]]}) == []
 
 
 def test_summarize_takes_medians_and_ratios_within_each_round():
