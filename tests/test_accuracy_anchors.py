@@ -14,13 +14,18 @@ def test_our_rows_in_the_docs_csv_are_their_own_members_times_epochs_and_anchors
     assert (today["test_mean"], today["test_sd"], today["runs"]) == (99.65, 0.05, 3)
     deotte = [p for p in points if p["recipe"] == "15 CNNs x 35"][0]
     assert (deotte["training_mac"], deotte["test_mean"], deotte["runs"]) == (1.4e15, 99.745, 100)
-    assert [p for p in points if p["source"] == "ttdoucet/mnist"][1]["test_sd"] is None  # one run: no spread
+    committee = [p for p in points if p["recipe"] == "10 ResNets x 11"][0]
+    assert (committee["runs"], committee["test_sd"]) == (1, None)  # one run: no spread
 
 
 def test_a_row_of_ours_whose_compute_does_not_match_its_members_and_epochs_is_refused(tmp_path):
     path = tmp_path / "points.csv"
     path.write_text(HEADER + 'kerascnn,"2 x 28",9.9e13,99.7,0.01,3,validation,2,28\n')
     with pytest.raises(ValueError, match=r"'2 x 28' has training_mac=9.9e\+13; its members x epochs make 7.372e\+13"):
+        read_points(str(path))
+    path.write_text(HEADER + 'kerascnn,"no count",9.9e13,99.7,0.01,3,validation,,\n')
+    with pytest.raises(ValueError, match=r"'no count' is ours, so it needs whole numbers of members and epochs. "
+                                         r"Received: members='', epochs=''"):
         read_points(str(path))
 
 

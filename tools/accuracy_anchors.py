@@ -1,6 +1,6 @@
 """Our full runs beside the published MNIST recipes, in training compute and in minutes on this CPU.
 
-    python tools/accuracy_anchors.py --lecture-rate 1110 --machine "AMD EPYC (Zen 2), 2 cores, float32"
+    python tools/accuracy_anchors.py --lecture-rate 1193 --machine "AMD EPYC (Zen 2), 2 cores, float32"
 
 Reads `docs/accuracy_points.csv`: one row per recipe, ours (source
 `kerascnn`, test accuracy at the checkpoint chosen on validation, mean and
@@ -23,6 +23,7 @@ Prints a Markdown table and writes the plot (`--plot`, by default
 
 import argparse
 import csv
+import itertools
 import math
 import os
 import sys
@@ -39,8 +40,9 @@ def read_points(path=POINTS):
     """The CSV's rows, numbers as floats (an empty sd: None); ours are checked against their own arithmetic.
 
     Raises:
-        ValueError: a row of ours whose `training_mac` is not members x
-            epochs x 55,000 images x the lecture member's 3 x 7,977,984.
+        ValueError: a row of ours without members and epochs, or whose
+            `training_mac` is not members x epochs x 55,000 images x the
+            lecture member's 3 x 7,977,984 (every run of ours is lecture members).
     """
     points = []
     with open(path, newline="") as f:
@@ -49,6 +51,9 @@ def read_points(path=POINTS):
             row["test_sd"] = float(row["test_sd"]) if row["test_sd"] else None
             row["runs"] = int(row["runs"])
             if row["source"] == "kerascnn":
+                if not (row["members"].isdigit() and row["epochs"].isdigit()):
+                    raise ValueError(f"{path}: {row['recipe']!r} is ours, so it needs whole numbers of members and "
+                                     f"epochs. Received: members={row['members']!r}, epochs={row['epochs']!r}")
                 expected = int(row["members"]) * int(row["epochs"]) * TRAIN_IMAGES * 3 * LECTURE_MAC
                 if not math.isclose(row["training_mac"], expected, rel_tol=1e-3):
                     raise ValueError(f"{path}: {row['recipe']!r} has training_mac={row['training_mac']:.4g}; its "
@@ -80,7 +85,7 @@ def draw(points, lecture_rate, machine, path):
     figure = Figure(figsize=(10, 6), dpi=100, facecolor="white")
     ax = figure.add_subplot()
     sources = list(dict.fromkeys(p["source"] for p in points))
-    markers = dict(zip(sources, "osD^vP*X"))
+    markers = dict(zip(sources, itertools.cycle("osD^vP*X")))
     for source in sources:
         mine = [p for p in points if p["source"] == source]
         ax.errorbar([p["training_mac"] for p in mine], [p["test_mean"] for p in mine],

@@ -22,8 +22,8 @@ It prints two Markdown tables and writes a plot (`--plot`, by default
   the epoch alone, so the first k members' output after epoch E is what a
   k-member run of E epochs gives (with other random draws). The frontier
   is chosen on validation accuracy against training compute (PFLOP, exact);
-  its minutes are that compute at the rate of a quiet `best` run (18.4 min
-  for 5 x 15 member-epochs), an estimate.
+  its minutes are that compute at the rate of a quiet run of the lecture's
+  recipe (`best` until 2026-12-04: 18.4 min for 5 x 15 member-epochs), an estimate.
 """
 
 import argparse
@@ -43,8 +43,8 @@ GOAL = 0.9970
 PFLOP_PER_MEMBER_EPOCH = 55_000 * 7.98e6 * 3 * 2 / 1e15
 # Each member design's forward multiply-adds per image, relative to the lecture member's (15.3M / 7.98M).
 RELATIVE_COST = {"lecture": 1.0, "strided": 15.3 / 7.98, "residual": 50.8 / 7.98}  # multiply-adds (bench.py --members)
-# Minutes per member-epoch on a quiet machine: `python train.py --model best`
-# (5 members x 15 epochs) trained in 18.4 min on the 2-core AVX-512-BF16 VM.
+# Minutes per member-epoch on a quiet machine: `python train.py --model best` with the lecture's
+# recipe (5 members x 15 epochs, the default until 2026-12-04) trained in 18.4 min on the 2-core AVX-512-BF16 VM.
 QUIET_MINUTES_PER_MEMBER_EPOCH = 18.4 / 75
 
 

@@ -80,5 +80,5 @@ def report(result):
     best = f"trial_{result.best_trial_id}, val_accuracy={result.best_score:.4f}"
     print(f"Best of {result.trials_done} trials: {best}, {values}")
     print(f"Best hyperparameters: {result.best_hparams_path}")
-    print("Train the final model (the 5-member ensemble, all training images) with:")
+    print("Train the final model (best's recipe: its ensemble, all training images) with:")
     print(f"python train.py --hparams {shlex.quote(result.best_hparams_path)}")

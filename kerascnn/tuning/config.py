@@ -21,7 +21,7 @@ from kerascnn.errors import RunFailed, UsageError
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = "val_accuracy"  # on the validation split carved from the training set
-MEMBERS = 1  # ensemble members per trial; train.py's `best` trains 5 of the member found
+MEMBERS = 1  # ensemble members per trial; train.py's `best` trains its recipe's number (2) of the member found
 SEARCH_FILE = "search.json"
 PROGRESS_FILE = "progress.jsonl"
 BEST_HPARAMS = "best_hparams.json"

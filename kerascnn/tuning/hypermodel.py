@@ -27,8 +27,8 @@ from kerascnn.tuning.config import MEMBERS
 def search_space(hp):
     """Declares the search space on `hp`; returns the values, keyed by `TrainConfig` field.
 
-    Defaults are the lecture's recipe, so a trial with no values chosen is
-    `train.py --model best` with one member.
+    Defaults are `best`'s, so a trial with no values chosen is
+    `train.py --model best` with one member (and `best`'s label smoothing).
     """
     return {
         "lr": hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3),  # Adam's initial rate
