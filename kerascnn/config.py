@@ -95,8 +95,8 @@ class TrainConfig:
     dataset: str = flag("mnist", f"{' or '.join(DATASETS)}; or a folder of class subfolders, or an .npz: "
                         "see docs/IMAGES.md", rule=DATASET)
     # Optimisation (the lecture's values).
-    epochs: Optional[int] = flag(None, "passes over the training split (default: the model's recipe; best: 28, others: 15)",
-                                 rule=AT_LEAST_1)
+    epochs: Optional[int] = flag(None, "passes over the training split "
+                                 "(default: the model's recipe; best: 28, others: 15)", rule=AT_LEAST_1)
     batch_size: int = flag(100, "per replica; a step trains on batch_size x replicas images", rule=AT_LEAST_1)
     lr: float = flag(1e-3, "Adam's initial learning rate", rule=POSITIVE)
     lr_period: int = flag(5, "epochs between rate cuts", rule=AT_LEAST_1)
