@@ -182,6 +182,8 @@ def answer(driver):
           widths: bars.map(b => b.querySelector('.fill').offsetWidth / b.querySelector('.track').offsetWidth),
           preview: [...seen].filter((v, i) => i % 4 === 0),
           votes: [...document.querySelectorAll('#votes li')].map(li => +li.dataset.class),
+          voters: [...document.querySelectorAll('#votes li')].map(li => li.textContent.split(':')[0]),
+          members: [...document.querySelectorAll('#member option')].map(o => 'member ' + o.textContent),
           heat: document.getElementById('heat').hidden ? null : [...document.getElementById('saliency')
                 .getContext('2d').getImageData(0, 0, 28, 28).data].filter((v, i) => i % 4 === 0),
         };""")
@@ -341,7 +343,7 @@ def test_layer_view_of_a_drawn_seven_its_shapes_numbers_and_a_channels_kernel(pa
     assert words[0] == "\u03a3" and words[-2:] == ["ReLU", "the"]
     assert detail["computed"] == pytest.approx(detail["value"], abs=1e-3)
     # The preview is the image in 1/255 steps, the server's is not: the same value within that.
-    assert detail["value"] == pytest.approx(float(direct[row, col]), abs=2e-3 * max(direct.max(), 1))
+    assert detail["value"] == pytest.approx(float(direct[row, col]), abs=2e-3 * max(float(direct.max()), 1.0))
     shot = os.environ.get("KERASCNN_LAYERS_SCREENSHOT")
     if shot:  # the docs' picture of the layer view: the section alone, in a window tall enough for all of it
         size = page.get_window_size()
@@ -404,6 +406,8 @@ def test_uploaded_photo_and_each_members_vote(page, server, mnist, tmp_path):
     members = server.predictor.model.members
     assert len(shown["votes"]) == len(members) == 2
     assert shown["votes"] == [int(np.argmax(m.predict(digit[None], verbose=0))) for m in members]
+    # Numbered as the member selector numbers them (and as --member does): from 1.
+    assert shown["voters"] == shown["members"] == ["member 1 of 2", "member 2 of 2"]
 
 
 @pytest.fixture
