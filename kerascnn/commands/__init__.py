@@ -61,30 +61,48 @@ def drop_retracing_warning(record):
 
 
 def start_tensorflow():
-    """Imports Keras and TensorFlow and finds the GPUs, without TensorFlow's start-up lines.
+    """Imports Keras and TensorFlow, without TensorFlow's start-up lines.
 
     A command that trains or loads a model calls this once its usage has
     been checked (so that bad usage exits before TensorFlow is imported).
     Unless you set `TF_CPP_MIN_LOG_LEVEL` (see `quiet_tensorflow`), what
     TensorFlow's C++ code writes to stderr meanwhile is held back, and passed
-    on less the lines `STARTUP_LINE` matches.
+    on less the lines `STARTUP_LINE` matches. On the TensorFlow backend it
+    also looks for GPUs here, where those lines are written.
 
-    Returns:
-        list of str, the names of the GPUs the backend uses (empty on a CPU).
+    On JAX it touches no device: a process of a multi-process run must join
+    its cluster (`kerascnn.distribute.setup`) before JAX's first call, so
+    `gpu_names` comes after that.
     """
     with _dropping_startup_lines(_quiet):
         import keras
         import tensorflow as tf
 
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            gpus = tf.config.list_physical_devices("GPU")
-            return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-        if backend == "jax":
-            import jax
+        if keras.backend.backend() == "tensorflow":
+            tf.config.list_physical_devices("GPU")
 
-            return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
-        return []
+
+def gpu_names():
+    """The names of the GPUs the backend uses (empty on a CPU), for `describe_run`.
+
+    On JAX this is a first call into JAX: call it after `kerascnn.distribute.setup`.
+
+    Returns:
+        list of str.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    if backend == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    return []
 
 
 def describe_run(precision, gpus):
@@ -92,7 +110,7 @@ def describe_run(precision, gpus):
 
     Args:
         precision: str, the resolved policy name, e.g. "float32".
-        gpus: list of str, from `start_tensorflow`.
+        gpus: list of str, from `gpu_names`.
 
     Example:
 

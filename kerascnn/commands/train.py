@@ -12,15 +12,16 @@ whose loss diverges exits with status 1 (`kerascnn.commands.run_command`).
 import argparse
 import sys
 
-from kerascnn.commands import run_command
+from kerascnn.commands import describe_run, gpu_names, run_command, start_tensorflow
 from kerascnn.commands.flags import add_config_flags
 from kerascnn.config import TrainConfig
-from kerascnn.commands import describe_run, start_tensorflow
+
+PROG = "train.py"
 
 
-def build_parser():
+def build_parser(prog=PROG):
     parser = argparse.ArgumentParser(
-        prog="train.py",
+        prog=prog,
         description="Train a CNN image classifier with Keras (the lecture's models and recipe).",
         argument_default=argparse.SUPPRESS,  # unset flags don't override the config file
     )
@@ -60,18 +61,20 @@ def resolve_config(args, parser, extra=()):
         parser.error(str(e))
 
 
-def main(argv=None):
-    """Entry point of `train.py`; returns the exit status."""
-    parser = build_parser()
+def main(argv=None, prog=PROG):
+    """Entry point of `train.py` and `kerascnn train`; returns the exit status."""
+    parser = build_parser(prog)
 
     def job(args):
         config = resolve_config(args, parser)  # before TensorFlow is imported: bad usage exits at once
-        gpus = start_tensorflow()
-        from kerascnn.distribute import check_strategy
+        start_tensorflow()
+        from kerascnn import distribute
         from kerascnn.precision import resolve_precision
 
-        check_strategy(config.strategy)  # before any data is loaded
-        print(describe_run(resolve_precision(config.precision), gpus), flush=True)
+        distribute.check_strategy(config.strategy)  # before any data is loaded
+        if config.strategy == "multiworker":
+            distribute.setup(config.strategy)  # JAX joins its cluster before its first call (gpu_names' below)
+        print(describe_run(resolve_precision(config.precision), gpu_names()), flush=True)
         from kerascnn.training import train
 
         result = train(config, verbose=getattr(args, "verbose", default_verbose()), resume=getattr(args, "resume", True))
