@@ -17,13 +17,15 @@
   of the weights; `RestoreTrainingWeights` puts the trained weights back
   before the backup, so training and resuming continue from them.
 * `TerminateOnNaN`: a diverged run stops at once.
-* `CSVLogger`: `history.csv`, appended to when a run resumes.
+* `EpochLog`: Keras' `CSVLogger` writing `history.csv` (epochs numbered
+  from 1, as in Keras' log), appended to when a run resumes.
 * `TensorBoardSummaries` (given the validation arrays): confusion matrix,
   misclassified digits, the first conv layer's filters and one image's
   feature maps as images, the config as text, ensemble members'
   validation accuracy (see `kerascnn.summaries`).
 """
 
+import csv
 import math
 import os
 
@@ -33,6 +35,8 @@ from kerascnn import compat, rundir
 from kerascnn.config import check_value
 from kerascnn.models.registry import resolve_recipe
 from kerascnn.summaries import summaries_callback
+
+EPOCHS_FROM = 1  # epochs are numbered from 1 wherever a run writes them (best.json, history.csv, metrics.json)
 
 
 class StepDecay:
@@ -103,9 +107,12 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
     not finite is never saved, so a run that diverges keeps the model from
     before.
 
-    After each save, the epoch and its monitored value are recorded in
-    `best_epoch` and `best` and, for the next sitting of a resumed run, in a
-    JSON file beside the checkpoint (`best.json` for `best.keras`). A
+    After each save, the epoch (1-based, as Keras' log prints it) and its
+    monitored value are recorded in `best_epoch` and `best` and, for the
+    next sitting of a resumed run, in a JSON file beside the checkpoint
+    (`best.json` for `best.keras`; `EPOCHS_FROM` says where it counts from,
+    and a record without it, written before it was 1-based, is read as
+    0-based). A
     checkpoint callback created where that record exists starts from it:
     the earlier sittings' best is the value to beat (Keras'
     `initial_value_threshold`), and `best_epoch` stays theirs until an epoch
@@ -125,8 +132,8 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
     Attributes:
         best: float or None, the monitored value of the epoch the checkpoint
             holds (with `save_best_only`), over all sittings.
-        best_epoch: int or None, that epoch, 0-based as Keras' callbacks and
-            `history.csv` count it; None before any save.
+        best_epoch: int or None, that epoch, 1-based as Keras' log and
+            `history.csv` (`EpochLog`) number it; None before any save.
     """
 
     def __init__(self, filepath, **kwargs):
@@ -142,11 +149,14 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
         self.best_epoch = None if record is None else record["best_epoch"]
 
     def _read_record(self, monitor):
-        """The earlier sittings' record for `monitor`, or None."""
+        """The earlier sittings' record for `monitor` (its epoch 1-based), or None."""
         if not os.path.exists(self.record_path):
             return None
         record = rundir.read_json(self.record_path)
-        return record if record.get("monitor") == monitor else None
+        if record.get("monitor") != monitor:
+            return None
+        # A record without "epochs_from" was written when it counted from 0.
+        return {**record, "best_epoch": record["best_epoch"] + 1 - record.get("epochs_from", 0)}
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -161,8 +171,44 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.filepath = self.final_path
             saved = os.path.exists(partial)
         if saved:
-            self.best, self.best_epoch = float(logs[self.monitor]), epoch
-            rundir.write_json(self.record_path, {"monitor": self.monitor, "best": self.best, "best_epoch": epoch})
+            self.best, self.best_epoch = float(logs[self.monitor]), epoch + 1
+            rundir.write_json(self.record_path, {"monitor": self.monitor, "best": self.best,
+                                                 "best_epoch": self.best_epoch, "epochs_from": EPOCHS_FROM})
+
+
+class EpochLog(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` numbering its rows' epochs from 1, as Keras' log and `best.json` do.
+
+    Appending to a file begun with 0-based rows (a run begun before this
+    numbering, resumed) keeps that file's numbering, so its rows stay one
+    sequence; `epochs_from` reads a file's numbering.
+
+    Args:
+        filename: str, the CSV file (`history.csv`).
+        **kwargs: passed to `keras.callbacks.CSVLogger`.
+    """
+
+    def __init__(self, filename, **kwargs):
+        super().__init__(filename, **kwargs)
+        self.first = EPOCHS_FROM
+
+    def on_train_begin(self, logs=None):
+        if self.append:
+            self.first = epochs_from(self.filename)
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + self.first, logs)
+
+
+def epochs_from(path):
+    """The number a `history.csv` gives its first epoch: `EPOCHS_FROM`, or 0 for a file written before that."""
+    try:
+        with open(path, newline="") as f:
+            first = next(csv.DictReader(f), None)
+    except OSError:
+        return EPOCHS_FROM
+    return EPOCHS_FROM if first is None else int(first["epoch"])
 
 
 class RestoreTrainingWeights(keras.callbacks.Callback):
@@ -231,7 +277,7 @@ def make_callbacks(config, run_dir, schedule, validation=None):
         # In a resumed run, it starts from the earlier sittings' best (its best.json).
         SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max"),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        EpochLog(os.path.join(run_dir, "history.csv"), append=True),
     ]
     if validation is not None:
         callbacks.append(summaries_callback(config, run_dir, *validation))

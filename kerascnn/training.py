@@ -104,7 +104,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     metrics = {
         "test_accuracy": float(scores["accuracy"]),
         "test_loss": float(scores["loss"]),
-        "best_epoch": checkpoint.best_epoch + 1,
+        "best_epoch": checkpoint.best_epoch,  # 1-based, as the log, history.csv and best.json number it
         "best_val_accuracy": float(checkpoint.best),
         "epochs": len(_history(history_path)),
         "wall_seconds": round(clock.seconds, 1),  # all sittings of a resumed run

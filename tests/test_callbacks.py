@@ -7,7 +7,14 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn.callbacks import EpochSeeds, SafeModelCheckpoint, StepDecay, make_callbacks, schedule_callbacks
+from kerascnn.callbacks import (
+    EpochLog,
+    EpochSeeds,
+    SafeModelCheckpoint,
+    StepDecay,
+    make_callbacks,
+    schedule_callbacks,
+)
 from kerascnn.config import TrainConfig
 
 
@@ -34,7 +41,8 @@ def test_callback_set(tmp_path):
     kinds = {type(c).__name__: c for c in callbacks}
     checkpoint = kinds["SafeModelCheckpoint"]
     assert set(kinds) == {"EpochSeeds", "BackupAndRestore", "LearningRateScheduler", "TerminateOnNaN", "SafeModelCheckpoint",
-                          "TensorBoard", "CSVLogger"}
+                          "TensorBoard", "EpochLog"}
+    assert isinstance(kinds["EpochLog"], keras.callbacks.CSVLogger)
     assert kinds["LearningRateScheduler"].schedule(3) == pytest.approx(0.005)
     assert type(callbacks[-1]).__name__ == "BackupAndRestore"  # an epoch is backed up after its checkpoint
     assert checkpoint.monitor == "val_accuracy" and checkpoint.save_best_only
@@ -49,21 +57,49 @@ def test_a_resumed_run_keeps_its_best_checkpoint_until_an_epoch_beats_it(tmp_pat
     checkpoint.set_model(tiny_model())
     checkpoint.on_epoch_end(0, {"loss": 0.1, "val_accuracy": 0.95})
     checkpoint.on_epoch_end(1, {"loss": 0.1, "val_accuracy": 0.97})  # the first sitting's best, then a kill
-    assert json.load(open(tmp_path / "best.json")) == {"monitor": "val_accuracy", "best": 0.97, "best_epoch": 1}
+    # Epochs are numbered from 1, as Keras' log prints them ("Epoch 2/15" is Keras' epoch index 1).
+    assert json.load(open(tmp_path / "best.json")) == {
+        "monitor": "val_accuracy", "best": 0.97, "best_epoch": 2, "epochs_from": 1}
 
     # The next sitting's checkpoint starts from the record: the value to beat and its epoch.
     again = make_callbacks(config, str(tmp_path), schedule_callbacks(config))
     (checkpoint,) = [c for c in again if isinstance(c, SafeModelCheckpoint)]
-    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 1)
+    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 2)
     checkpoint.set_model(tiny_model())
     before = (tmp_path / "best.keras").read_bytes()
     checkpoint.on_epoch_end(2, {"loss": 0.1, "val_accuracy": 0.96})  # worse than an earlier sitting's best
-    assert (tmp_path / "best.keras").read_bytes() == before and (checkpoint.best, checkpoint.best_epoch) == (0.97, 1)
+    assert (tmp_path / "best.keras").read_bytes() == before and (checkpoint.best, checkpoint.best_epoch) == (0.97, 2)
     checkpoint.on_epoch_end(3, {"loss": 0.1, "val_accuracy": float("nan")})  # no score: never the best
-    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 1)
+    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 2)
     checkpoint.on_epoch_end(4, {"loss": 0.1, "val_accuracy": 0.98})
-    assert (tmp_path / "best.keras").read_bytes() != before and (checkpoint.best, checkpoint.best_epoch) == (0.98, 4)
-    assert json.load(open(tmp_path / "best.json")) == {"monitor": "val_accuracy", "best": 0.98, "best_epoch": 4}
+    assert (tmp_path / "best.keras").read_bytes() != before and (checkpoint.best, checkpoint.best_epoch) == (0.98, 5)
+    assert json.load(open(tmp_path / "best.json")) == {
+        "monitor": "val_accuracy", "best": 0.98, "best_epoch": 5, "epochs_from": 1}
+
+
+def test_a_run_begun_with_0_based_epochs_resumes_on_its_own_numbering(tmp_path):
+    """A run directory written before epochs were numbered from 1: its best.json has no "epochs_from" and
+    its history.csv starts at epoch 0. Resumed, the record reads as the same epoch and the rows go on in one sequence."""
+    (tmp_path / "best.json").write_text(json.dumps({"monitor": "val_accuracy", "best": 0.97, "best_epoch": 1}))
+    (tmp_path / "history.csv").write_text("epoch,loss,val_accuracy\n0,0.5,0.95\n1,0.4,0.97\n")
+    config = TrainConfig()
+    callbacks = make_callbacks(config, str(tmp_path), schedule_callbacks(config))
+    (checkpoint,) = [c for c in callbacks if isinstance(c, SafeModelCheckpoint)]
+    assert (checkpoint.best, checkpoint.best_epoch) == (0.97, 2)  # its second epoch, numbered as metrics.json does
+    (log,) = [c for c in callbacks if isinstance(c, EpochLog)]
+    log.on_train_begin()
+    log.on_epoch_end(2, {"loss": 0.3, "val_accuracy": 0.98})
+    log.on_train_end()
+    assert [row.split(",")[0] for row in (tmp_path / "history.csv").read_text().splitlines()] == ["epoch", "0", "1", "2"]
+
+
+def test_history_numbers_epochs_from_1(tmp_path):
+    log = EpochLog(str(tmp_path / "history.csv"), append=True)
+    log.on_train_begin()
+    for epoch in range(2):  # Keras' epoch indices
+        log.on_epoch_end(epoch, {"loss": 0.5, "val_accuracy": 0.9})
+    log.on_train_end()
+    assert [row.split(",")[0] for row in (tmp_path / "history.csv").read_text().splitlines()] == ["epoch", "1", "2"]
 
 
 def tiny_model():
@@ -100,7 +136,7 @@ def test_checkpoint_keeps_best_and_skips_diverged_epochs(saved_once, tmp_path):
     cb.on_epoch_end(3, {"loss": 0.3, "val_accuracy": 0.7})
     np.testing.assert_array_equal(saved_kernel(path), np.ones((4, 2)))
     assert sorted(os.listdir(tmp_path)) == ["best.json", "best.keras"]  # no partial file left
-    assert (cb.best, cb.best_epoch) == (0.7, 3)
+    assert (cb.best, cb.best_epoch) == (0.7, 4)  # Keras' epoch index 3, the log's "Epoch 4/..."
 
 
 def test_checkpoint_interrupted_mid_save_leaves_previous_intact(saved_once):
@@ -117,7 +153,7 @@ def test_checkpoint_interrupted_mid_save_leaves_previous_intact(saved_once):
         cb.on_epoch_end(1, {"loss": 0.4, "val_accuracy": 0.9})
     np.testing.assert_array_equal(saved_kernel(path), good)
     assert sorted(os.listdir(os.path.dirname(path))) == ["best.json", "best.keras"]  # the partial file removed
-    assert json.load(open(cb.record_path))["best_epoch"] == 0  # the record still names the saved epoch
+    assert json.load(open(cb.record_path))["best_epoch"] == 1  # the record still names the saved epoch
 
 
 def test_checkpoint_path_must_be_keras():
