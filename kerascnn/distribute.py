@@ -51,7 +51,7 @@ import shutil
 import tempfile
 
 from kerascnn.config import STRATEGIES  # the names live with the config
-from kerascnn.errors import UsageError
+from kerascnn.errors import DistributeError  # here for its callers too: `from kerascnn.distribute import DistributeError`
 
 KERAS_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -59,10 +59,6 @@ KERAS_VARIABLES = (
     "KERAS_DISTRIBUTION_PROCESS_ID",
 )
 TF_CONFIG_JOBS = ("chief", "worker")  # in process order: the chief, if any, is process 0
-
-
-class DistributeError(UsageError, ValueError):
-    """A strategy cannot run as configured (its environment or the backend)."""
 
 
 @dataclasses.dataclass(frozen=True)

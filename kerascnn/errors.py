@@ -1,10 +1,14 @@
-"""The two kinds of error a command turns into its exit status, and nothing else.
+"""The two kinds of error a command turns into its exit status, and the errors several modules raise.
 
 Every error the library raises derives from one of these (`ConfigError`,
 `DataError`, `ModelError`, ... from `UsageError`; `TrainingDiverged` and
 `SearchFailed` from `RunFailed`), so a command catches two classes
 (`kerascnn.commands.run_command`). This module imports nothing, so catching
 them costs nothing: a bad `--config` exits as fast as `--help`.
+
+An error raised by one module lives beside that module; one raised by
+several lives here, so that none of them imports another only for its
+error (`DistributeError`: `kerascnn.distribute` and `kerascnn.pipeline`).
 
 Example:
 
@@ -32,3 +36,8 @@ class RunFailed(Exception):
     """
 
     exit_status = 1
+
+
+class DistributeError(UsageError, ValueError):
+    """A strategy cannot run as configured: its cluster environment, the backend, or too few images for
+    one global batch (raised by `kerascnn.distribute` and `kerascnn.pipeline`)."""

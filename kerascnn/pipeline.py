@@ -25,7 +25,7 @@ Example:
 import numpy as np
 
 from kerascnn import data, images
-from kerascnn.distribute import DistributeError
+from kerascnn.errors import DistributeError
 
 SHUFFLE_BYTES = 256 * 2**20  # streamed pictures with a cache: the shuffle buffer's size, in decoded pixels
 

@@ -21,6 +21,11 @@ adds, in the same run directory:
 Steps are 0-based epochs, as Keras' callback writes them, so the images of
 epoch N sit at the same step as its scalars.
 
+What is inside the network is read through `kerascnn.explain` (the one way
+to look inside a model: its stages, their maps, the first conv layer), the
+same reading the explain command and the page use, so this module imports
+it: a report is built on that look inside, never the other way round.
+
 Example:
 
 >>> import numpy as np
