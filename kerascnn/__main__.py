@@ -1,4 +1,4 @@
-"""`python -m kerascnn`: evaluate, predict, export or serve a trained model (`kerascnn.commands.results`)."""
+"""`python -m kerascnn`: train, tune, evaluate, predict, explain, export or serve (`kerascnn.commands.results`)."""
 
 import sys
 

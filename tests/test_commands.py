@@ -57,6 +57,40 @@ print(json.dumps({"code": code, "seconds": seconds, "heavy": heavy, "error": err
 """
 
 
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_kerascnn_train_and_tune_are_train_py_and_tune_py(command, tmp_path, capsys):
+    """`python -m kerascnn train ...` (and the `kerascnn` script) takes the flags and config files of train.py."""
+    import importlib
+
+    from kerascnn.commands.results import main
+
+    def words(argv, main, prog):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        captured = capsys.readouterr()
+        return e.value.code, " ".join((captured.out + captured.err).replace(prog, "PROG").split())  # argparse wraps
+
+    script = importlib.import_module(f"kerascnn.commands.{command}").main
+    assert words([command, "--help"], main, f"python -m kerascnn {command}") == words(["--help"], script, f"{command}.py")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"bogus": 1}')
+    code, error = words([command, "--config", str(broken)], main, f"python -m kerascnn {command}")
+    assert (code, error) == words(["--config", str(broken)], script, f"{command}.py")
+    assert code == 2 and "PROG: error: " in error and "['bogus']" in error
+
+
+def test_train_py_states_the_best_recipe_the_registry_has():
+    """train.py's usage lines say what `--model best` trains; the numbers are the registry's."""
+    import re
+
+    import train
+    from kerascnn.models.registry import model_defaults, resolve_recipe
+
+    members, epochs = map(int, re.search(r"--model best +# the recipe: (\d+) augmented BN CNNs, (\d+) epochs",
+                                         train.__doc__).groups())
+    assert (members, epochs) == (model_defaults("best")["members"], resolve_recipe("best")["epochs"])
+
+
 @pytest.mark.parametrize("script", ["train.py", "tune.py"])
 @pytest.mark.parametrize("content,message", [
     ("{broken", "is not valid JSON"),

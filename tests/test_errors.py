@@ -5,6 +5,7 @@ from kerascnn.training import TrainingDiverged
 
 
 def test_every_library_error_is_a_usage_error_or_a_failed_run_and_keeps_its_old_base():
+    from kerascnn.commands.results import MissingFileError
     from kerascnn.config import ConfigError
     from kerascnn.data import DataError
     from kerascnn.distribute import DistributeError
@@ -17,10 +18,11 @@ def test_every_library_error_is_a_usage_error_or_a_failed_run_and_keeps_its_old_
     from kerascnn.tuning.config import SearchFailed, TuningError
 
     usage = (ConfigError, DataError, DistributeError, ExportError, ModelFileError, ModelError, RunDirError, ServeError,
-             TuningError)
+             TuningError, MissingFileError)
     assert all(issubclass(cls, UsageError) and cls.exit_status == 2 for cls in usage)
     assert all(issubclass(cls, RunFailed) and cls.exit_status == 1 for cls in (TrainingDiverged, SearchFailed, ImageError))
     assert all(issubclass(cls, ValueError) for cls in (ConfigError, DistributeError, ExportError, ModelFileError,
                                                        ModelError, ServeError, TuningError, ImageError))
     assert issubclass(TrainingDiverged, RuntimeError) and issubclass(SearchFailed, RuntimeError)
+    assert issubclass(MissingFileError, FileNotFoundError)
 

@@ -177,17 +177,30 @@ def bad_pictures(tmp_path):
 
 
 def test_bad_pictures_get_their_own_line_and_the_rest_are_classified(small_run, photos, bad_pictures, capsys):
-    bad = [path for path, _ in bad_pictures.values()]
+    there = {kind: case for kind, case in bad_pictures.items() if kind != "missing"}  # missing: bad usage, below
+    bad = [path for path, _ in there.values()]
     argv = ["predict", small_run, photos[0], *bad, photos[1]]
     assert main(argv) == 1
     captured = capsys.readouterr()
     good_lines = captured.out.splitlines()
     assert [l.split(":")[0] for l in good_lines] == [photos[0], photos[1]]
     errors = captured.err.splitlines()
-    for path, message in bad_pictures.values():
+    for path, message in there.values():
         line = next(l for l in errors if l.startswith(f"{path}: error: "))
         assert message in line, line
     assert errors[-1] == f"python -m kerascnn predict: {len(bad)} of {len(bad) + 2} pictures could not be classified."
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_missing_picture_is_bad_usage_named_before_anything_runs(small_run, photos, tmp_path, capsys, command):
+    missing = str(tmp_path / "no-such-seven.png")
+    pictures = [photos[0], missing] if command == "predict" else [missing]
+    with pytest.raises(SystemExit) as exit:
+        main([command, small_run, *pictures])
+    assert exit.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing classified, no page drawn (explain prints the PNG's path)
+    assert f"python -m kerascnn {command}: error: no such picture file: {missing}." in captured.err
 
 
 def test_bad_pictures_in_json(small_run, photos, bad_pictures, capsys):

@@ -1,35 +1,52 @@
-"""The results command (`python -m kerascnn`): evaluate, predict on your own pictures, export, serve.
+"""The `kerascnn` command (also `python -m kerascnn`): train, tune, and use a trained model.
 
+    kerascnn train --model best                          # the same flags and --config as train.py
+    kerascnn tune --max-trials 10                        # the same flags and --config as tune.py
     python -m kerascnn evaluate logs/best-20250101-120000            # a run directory or a .keras file
     python -m kerascnn predict logs/best-20250101-120000 my7.jpg two.png --json
     python -m kerascnn explain logs/best-20250101-120000 my7.png [--out page.png] [--member 2]
     python -m kerascnn export logs/best-20250101-120000 --format onnx [--out model.onnx]
     python -m kerascnn serve logs/best-20250101-120000 [--host 127.0.0.1] [--port 8000]   # draw in the browser
 
-Exit status: 0 when all went well; 2 for bad usage, including a model that
-is missing, corrupt or refused by safe mode (an argparse-style message,
-nothing written); 1 when `predict` could not classify some of the pictures
-(each gets its own error line, the others are still classified), `explain`
-could not read its picture, or
+`train` and `tune` hand the rest of the line to the commands behind
+`train.py` and `tune.py` (`kerascnn.commands.train`, `.tune`), so their
+flags, config files, output and exit statuses are those commands'.
+
+Exit status: 0 when all went well; 2 for bad usage, including a model or a
+picture that is missing, or a model that is corrupt or refused by safe mode
+(an argparse-style message naming it, nothing written); 1 when `predict`
+could not classify some of the pictures (each gets its own error line, the
+others are still classified), `explain` could not decode its picture, or
 `evaluate` could not write its PNG. `serve` runs until Ctrl-C (status 0).
 """
 
 import argparse
+import importlib
 import json
+import os
 import sys
 
 from kerascnn.commands import dataset_arg, positive_int, run_command, start_tensorflow
+from kerascnn.errors import UsageError
 
 PROG = "python -m kerascnn"
+# Subcommands that are whole commands of their own: the rest of the line goes to their `main`.
+TRAINING_COMMANDS = {
+    "train": "train a model (the same flags and --config as train.py; `kerascnn train --help` lists them)",
+    "tune": "search hyperparameters with keras-tuner (the same flags and --config as tune.py)",
+}
 
 
-def build_parser():
+def build_parser(prog=PROG):
     from kerascnn.data import list_datasets
     from kerascnn.export import FORMATS
     from kerascnn.serve import DEFAULT_HOST, DEFAULT_PORT, port_number
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Evaluate, use and export trained kerascnn models.")
-    commands = parser.add_subparsers(dest="command", metavar="{evaluate,predict,explain,export,serve}", required=True)
+    parser = argparse.ArgumentParser(prog=prog, description="Train, tune, evaluate, use and export kerascnn models.")
+    commands = parser.add_subparsers(
+        dest="command", metavar="{train,tune,evaluate,predict,explain,export,serve}", required=True)
+    for name, text in TRAINING_COMMANDS.items():  # listed in --help; `main` hands them their line before parsing
+        commands.add_parser(name, help=text, add_help=False)
     model_help = "a run directory (its best.keras is used) or a .keras file"
 
     p = commands.add_parser(
@@ -93,14 +110,39 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    """Entry point of `python -m kerascnn`; returns the exit status."""
+def main(argv=None, prog=PROG):
+    """Entry point of `python -m kerascnn` (and, with prog "kerascnn", of the console script); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        command = importlib.import_module(f"kerascnn.commands.{argv[0]}")
+        return command.main(argv[1:], prog=f"{prog} {argv[0]}")
 
     def job(args):
+        _check_files(args)  # a missing picture is bad usage: named, and refused before TensorFlow starts
         start_tensorflow()  # each subcommand loads a model
         return {"evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "serve": _serve}[args.command](args)
 
-    return run_command(build_parser(), job, argv)
+    return run_command(build_parser(prog), job, argv)
+
+
+def console():
+    """The `kerascnn` console script (setup.cfg's entry point)."""
+    return main(prog="kerascnn")
+
+
+class MissingFileError(UsageError, FileNotFoundError):
+    """A path named on the command line does not exist."""
+
+
+def _check_files(args):
+    """Refuses a picture that is not there, naming it. (A missing model is refused by `kerascnn.loading`,
+    which names it too; a picture that is there but cannot be decoded is the job's failure, status 1.)"""
+    pictures = getattr(args, "images", None) or ([args.image] if getattr(args, "image", None) else [])
+    missing = [path for path in pictures if not os.path.exists(path)]
+    if missing:
+        raise MissingFileError(
+            f"no such picture file: {', '.join(missing)}. Expected the path of a PNG or JPEG file. "
+            f"Received: {'images' if len(pictures) > 1 else 'image'}={missing if len(missing) > 1 else missing[0]!r}")
 
 
 def _evaluate(args):

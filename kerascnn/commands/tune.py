@@ -15,15 +15,18 @@ and leaves what is on disk as it was; a search that fails exits with 1.
 import argparse
 import shlex
 
-from kerascnn.commands import describe_run, run_command, start_tensorflow
+from kerascnn.commands import describe_run, gpu_names, run_command, start_tensorflow
 from kerascnn.commands.flags import add_config_flags
 from kerascnn.config import read_json_file
 from kerascnn.tuning.config import SearchConfig, TuningError
 
 
-def build_parser():
+PROG = "tune.py"
+
+
+def build_parser(prog=PROG):
     p = argparse.ArgumentParser(
-        prog="tune.py",
+        prog=prog,
         description="Search the hyperparameters of the `best` CNN with keras-tuner; "
         "prints the train.py command that trains the final model with the best of them.",
         argument_default=argparse.SUPPRESS,  # unset flags don't override the config file
@@ -51,21 +54,21 @@ def resolve_search_config(args):
     return SearchConfig(**values)
 
 
-def main(argv=None):
-    """Entry point of `tune.py`; returns the exit status."""
+def main(argv=None, prog=PROG):
+    """Entry point of `tune.py` and `kerascnn tune`; returns the exit status."""
 
     def job(args):
         config = resolve_search_config(args)  # before TensorFlow is imported: bad usage exits at once
-        gpus = start_tensorflow()
+        start_tensorflow()
         from kerascnn.precision import resolve_precision
         from kerascnn.tuning import run_search
 
-        print(describe_run(resolve_precision(config.precision), gpus), flush=True)
+        print(describe_run(resolve_precision(config.precision), gpu_names()), flush=True)
         result = run_search(config, verbose=args.verbose)
         report(result)
         return 0
 
-    return run_command(build_parser(), job, argv)
+    return run_command(build_parser(prog), job, argv)
 
 
 def report(result):
