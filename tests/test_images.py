@@ -185,9 +185,9 @@ def test_rgb_shapes_train_and_predict_prints_unicode_names(shapes_run, capsys):
     assert set(names) <= set(SHAPES) and sum(n == s for n, s in zip(names, SHAPES)) >= 2
     (shapes_run["base"] / "broken.png").write_text("not a picture")
     status, out, err = call(results_main, ["predict", shapes_run["run_dir"], paths[0],
-                                           str(shapes_run["base"] / "broken.png"), "missing.png"], capsys)
+                                           str(shapes_run["base"] / "broken.png")], capsys)
     assert status == 1 and out.startswith(f"{paths[0]}: ")  # the good one still classified, by name
-    assert "broken.png: error: not an image" in err and "missing.png: error: no such file." in err
+    assert "broken.png: error: not an image" in err  # (a missing path is bad usage: tests/test_predict.py)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])

@@ -648,7 +648,7 @@ def test_layer_view_caps_channels_and_a_model_without_conv_gets_a_note():
 
 
 def test_bad_command_lines_exit_2(tmp_path, small_run, capsys):
-    cases = [(["serve", str(tmp_path / "missing")], "no such file or directory"),
+    cases = [(["serve", str(tmp_path / "missing")], f"{tmp_path / 'missing'}: no such file or directory"),  # named
              (["serve", small_run, "--port", "70000"], "must be an integer from 0 to 65535. Received: '70000'"),
              (["serve", small_run, "--port", "http"], "Received: 'http'")]
     with socket.socket() as taken:
