@@ -41,3 +41,7 @@ class RunFailed(Exception):
 class DistributeError(UsageError, ValueError):
     """A strategy cannot run as configured: its cluster environment, the backend, or too few images for
     one global batch (raised by `kerascnn.distribute` and `kerascnn.pipeline`)."""
+
+
+class OutputExists(UsageError, FileExistsError):
+    """A command's output file is already there: it is left as it is (`explain --out`, `export --out`)."""

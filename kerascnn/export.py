@@ -38,6 +38,7 @@ import warnings
 
 from kerascnn import loading
 from kerascnn.errors import UsageError
+from kerascnn.rundir import check_new_file
 
 # --format -> (Keras' format name, default artifact suffix)
 FORMATS = {
@@ -60,11 +61,7 @@ def check_out(out, fmt):
     """Raises `ExportError` if the artifact cannot go to `out`."""
     if fmt == "tflite" and not out.endswith(".tflite"):
         raise ExportError(f"--out for tflite must end with .tflite (LiteRT's rule). Received: --out {out}")
-    if os.path.lexists(out):
-        raise ExportError(f"{out} already exists; it was left as it is. Remove it or choose another --out.")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ExportError(f"cannot write {out}: the directory {parent} does not exist.")
+    check_new_file(out)
 
 
 def check_converter(fmt):

@@ -39,6 +39,7 @@ BLUE, RED, GREY = "#1f60b4", "#c82828", "#6e6e6e"
 GRID_COLUMNS = 8  # tiles a row in the filter and feature-map grids
 FILTER_SCALE = 8  # a kernel's weight becomes 8 x 8 pixels: a 3x3 kernel is a 24 x 24 tile
 MAP_PIXELS = 56  # feature maps are enlarged to about this many pixels a side: 28x28 twice, 7x7 8 times
+MAPS_PER_STAGE = 16  # feature maps drawn per stage (explain page, TensorBoard): the first channels
 
 
 def render(figure):

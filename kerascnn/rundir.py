@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 
-from kerascnn.errors import UsageError
+from kerascnn.errors import OutputExists, UsageError
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -87,6 +87,21 @@ def create_run_dir(logdir, model):
         except FileExistsError:
             continue
     raise RunDirError(f"Could not create a new run directory under {logdir}.")
+
+
+def check_new_file(path, flag="--out"):
+    """Raises `OutputExists` if `path` is there, or `UsageError` if its folder is not: a command never overwrites.
+
+    Args:
+        path: str, the file a command is about to write.
+        flag: str, the flag that named it, for the message.
+    """
+    if os.path.lexists(path):
+        raise OutputExists(f"{path} already exists; it was left as it is. Remove it or choose another {flag}. "
+                           f"Received: {flag} {path}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write {path}: the directory {parent} does not exist. Received: {flag} {path}")
 
 
 @contextlib.contextmanager

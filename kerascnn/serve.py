@@ -40,7 +40,8 @@ Grad-CAM beside the saliency map, a member selector for an ensemble, and a
 click on a channel to see it large; a click on the large map shows the 3x3
 kernel, the input window under it and the dot product that made the value,
 as CNN Explainer does for its fixed network (here, for your model). The
-layers come from `kerascnn.explain`, in the same compiled pass as the answer.
+layers come from `kerascnn.inspect`, in the same compiled pass as the answer,
+on the TensorFlow or the JAX backend.
 
 The API: `POST /api/predict` with a PNG or JPEG as the form field `image`
 answers JSON:
@@ -58,7 +59,6 @@ answers JSON:
   pixels the model received, divided by 255, at its working size;
 * `saliency`: H rows of W floats in [0, 1], at the same size: how strongly
   each pixel (the largest over its channels) sways the winning probability;
-  null off the TensorFlow backend;
 
 or `error` with status 400 (bad request), 413 (too large) or 422 (not a
 usable picture; the message names the file). With the form field `layers=1`
@@ -115,7 +115,7 @@ class Predictor:
 
     Args:
         model: `keras.Model` returning class probabilities; an `Ensemble`'s
-            members are reported too (`MemberPredictor`).
+            members are reported too (`kerascnn.inspect.Answer`).
         names: list of str, a name per class (`LoadedModel.class_names`).
             Defaults to "0", "1", ...
 
@@ -126,18 +126,13 @@ class Predictor:
     """
 
     def __init__(self, model, names=None):
-        import keras
-
         from kerascnn.layers import num_classes, takes_raw_pixels
-        from kerascnn.models.ensemble import MemberPredictor
 
         self.model = model
         self.digits = not takes_raw_pixels(model)
         self.shape = prepared_shape(model)
         self.names = list(names) if names is not None else [str(c) for c in range(num_classes(model))]
-        self.members = MemberPredictor(model)
         self.lock = threading.Lock()
-        self.tensorflow = keras.backend.backend() == "tensorflow"
         self._passes = {}  # member (1-based, or None for no layer view) -> compiled pass
         self._explainers = {}
         self.layer_note = self._layer_note()
@@ -148,70 +143,35 @@ class Predictor:
 
     def _layer_note(self):
         """Why the layer view is not available for this model, or None."""
-        from kerascnn.explain import ExplainError
+        from kerascnn.inspect import InspectError
 
-        if not self.tensorflow:
-            return "the layer view needs the TensorFlow backend (it uses GradientTape for Grad-CAM)."
         try:
             self._explainer(1)
-        except ExplainError as e:
+        except InspectError as e:
             return str(e)
         return None
 
     def _explainer(self, member):
-        from kerascnn.explain import Explainer
+        from kerascnn.inspect import Explainer
 
         if member not in self._explainers:
             self._explainers[member] = Explainer(self.model, member)
         return self._explainers[member]
 
-    def _answer(self, x):
-        """Each member's softmax and the saliency map, as tensors (traceable).
-
-        The saliency is |d p(winner) / d pixel| (Simonyan et al., 2014): the
-        pixels the winning probability is most sensitive to; for a colour
-        picture, the largest over the pixel's channels, as theirs. Keras has
-        no backend-neutral gradient, so this is TensorFlow's `GradientTape`;
-        on other backends the page shows no map.
-        """
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            members = self.members.model(x, training=False)[0]  # (members, classes)
-            top = tf.reduce_max(tf.reduce_mean(members, axis=0))  # the ensemble's winning probability
-        return members, tf.reduce_max(tf.abs(tape.gradient(top, x))[0], axis=-1)
-
     def _pass(self, member):
-        """The compiled pass for `member` (None: the answer only), built and traced on first use."""
+        """The pass for `member` (None: the answer only): image (H, W, C) -> (members, saliency[, Explanation])."""
         if member in self._passes:
             return self._passes[member]
-        if not self.tensorflow:
-            import keras
+        from kerascnn.inspect import Answer
 
-            # One direct call: `predict()`'s per-call setup costs more than the model for one image.
-            run = lambda x: (keras.ops.convert_to_numpy(self.members.model(x, training=False))[0], None)  # noqa: E731
+        if member is None:
+            run = Answer(self.model)  # each member's softmax and the saliency map, one compiled pass
         else:
-            import tensorflow as tf
+            explainer = self._explainer(member)  # the answer and every stage in one compiled pass
 
-            from kerascnn.layers import model_input_shape
-
-            explainer = None if member is None else self._explainer(member)
-            # The model's own input shape: 28x28x1 for a digit model; any size (None) for one that resizes itself.
-            spec = [tf.TensorSpec((1, *model_input_shape(self.model)), tf.float32)]
-            if explainer is None:
-                compiled = tf.function(self._answer, input_signature=spec)
-            else:  # the answer and every stage in one graph, one call
-                compiled = tf.function(lambda x: (*self._answer(x), explainer.tensors(x)), input_signature=spec)
-
-            def run(x):
-                outputs = compiled(tf.constant(x))
-                members, saliency = outputs[0].numpy(), outputs[1].numpy()
-                if explainer is None:
-                    return members, saliency
-                tensors = [[t.numpy() for t in group] if isinstance(group, (list, tuple)) else group.numpy()
-                           for group in outputs[2]]
-                return members, saliency, explainer.explanation(x[0], *tensors)
+            def run(image):
+                explanation = explainer(image)
+                return explanation.member_probabilities, explanation.saliency, explanation
 
         self._passes[member] = run
         return run
@@ -244,12 +204,11 @@ class Predictor:
         if wanted:
             member = None if self.layer_note else self.check_member(member)
         with self.lock:
-            results = self._pass(member)(image[None].astype(np.float32))
+            results = self._pass(member)(image.astype(np.float32))
         members, saliency = results[:2]
         probabilities = members.mean(axis=0)  # the ensemble's output (`Ensemble.call` averages the same way)
         winner = int(np.argmax(probabilities))
-        if saliency is not None:
-            saliency = np.round(saliency / max(float(saliency.max()), 1e-30), 4).tolist()
+        saliency = np.round(saliency, 4).tolist()  # in [0, 1] already
         answer = {
             "class": winner,
             "probability": float(probabilities[winner]),
@@ -277,13 +236,13 @@ class Predictor:
         Raises:
             ValueError: the layer view is unavailable, or a field is out of range (the message says which).
         """
-        from kerascnn.explain import neuron
+        from kerascnn.inspect import neuron
 
         if self.layer_note:
             raise ValueError(self.layer_note)
         member = self.check_member(member)
         with self.lock:
-            explanation = self._pass(member)(image[None].astype(np.float32))[2]
+            explanation = self._pass(member)(image.astype(np.float32))[2]
         fields = {}
         for name, value in (("stage", stage), ("channel", channel), ("row", row), ("col", col)):
             try:
@@ -346,7 +305,7 @@ def layer_view(explanation, max_channels=MAX_CHANNELS):
 
 
 def neuron_view(n):
-    """A `kerascnn.explain.Neuron` as JSON: its fields, arrays as nested lists channel first ((C_in, kh, kw))."""
+    """A `kerascnn.inspect.Neuron` as JSON: its fields, arrays as nested lists channel first ((C_in, kh, kw))."""
     return {
         "stage": n.stage, "channel": n.channel, "row": n.row, "col": n.col, "origin": list(n.origin),
         "window": np.moveaxis(n.window, -1, 0).round(5).tolist(),

@@ -21,10 +21,10 @@ adds, in the same run directory:
 Steps are 0-based epochs, as Keras' callback writes them, so the images of
 epoch N sit at the same step as its scalars.
 
-What is inside the network is read through `kerascnn.explain` (the one way
-to look inside a model: its stages, their maps, the first conv layer), the
-same reading the explain command and the page use, so this module imports
-it: a report is built on that look inside, never the other way round.
+What is inside the network is read through `kerascnn.inspect` (the one way
+to look inside a model: its stages, their maps, the first conv kernel), the
+same reading the explain command and the page use: a report is built on
+that look inside, never the other way round.
 
 Example:
 
@@ -44,8 +44,9 @@ import numpy as np
 from kerascnn import figures
 from kerascnn.config import check_value
 from kerascnn.data import model_input
-from kerascnn.explain import MAPS_PER_STAGE, ExplainError, Explainer
-from kerascnn.layers import ConvBNReLU, takes_raw_pixels
+from kerascnn.figures import MAPS_PER_STAGE
+from kerascnn.inspect import Explainer, InspectError
+from kerascnn.layers import takes_raw_pixels
 from kerascnn.models import Ensemble
 from kerascnn.models.ensemble import MemberPredictor
 
@@ -57,7 +58,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     that epoch (not the best checkpoint), on the whole validation split.
     Nothing is written when training stopped on a NaN loss.
 
-    The pictures of the inside (read through `kerascnn.explain.Explainer`,
+    The pictures of the inside (read through `kerascnn.inspect.Explainer`,
     built once, at the first images; for an `Ensemble`, of member 1) are:
 
     * `filters`: the first conv layer's kernels as one grid
@@ -71,7 +72,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
       every epoch, so the pictures compare over the epochs; then
       `feature_maps/01_<layer name>`, `02_...`: each conv and pooling stage
       in the order of the network (global pooling, dense and softmax stages
-      have no maps), its first `kerascnn.explain.MAPS_PER_STAGE` (16)
+      have no maps), its first `kerascnn.figures.MAPS_PER_STAGE` (16)
       channels for that image as heat maps (`kerascnn.figures.draw_feature_maps`),
       8 a row, each scaled to its own range and enlarged to about 56 pixels
       a side. The numbers make TensorBoard, which sorts tags by name, show
@@ -132,7 +133,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         self._last_epoch = None
         self._images_at = None
         self._members = None  # the MemberPredictor of the model being trained
-        self._inside = None  # (model, Explainer or None, first conv layer or None), built at the first images
+        self._inside = None  # (model, Explainer or None), built at the first images
 
     # Writers -----------------------------------------------------------------
 
@@ -232,26 +233,23 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         self._images_at = epoch
 
     def _explainer(self):
-        """(Explainer, first conv layer) of the model (member 1 of an ensemble), built once; (None, None) if none."""
+        """The Explainer of the model (member 1 of an ensemble), built once; None for a model without conv."""
         if self._inside is None or self._inside[0] is not self.model:
             try:
-                explainer = Explainer(self.model, member=1)
-            except ExplainError:  # no conv layer, or a model whose layers cannot be read in order
-                self._inside = (self.model, None, None)
-            else:
-                conv = explainer.layers[explainer.conv_stages[0]]  # the first conv stage's layer
-                self._inside = (self.model, explainer, conv.conv if isinstance(conv, ConvBNReLU) else conv)
-        return self._inside[1:]
+                self._inside = (self.model, Explainer(self.model, member=1))
+            except InspectError:  # no conv layer, or a model whose layers cannot be read in order
+                self._inside = (self.model, None)
+        return self._inside[1]
 
     def _write_inside(self, epoch):
         """`filters` and `feature_maps/...` (see the class docstring), into the writer in use."""
         import tensorflow as tf
 
-        explainer, conv = self._explainer()
+        explainer = self._explainer()
         if explainer is None:
             return
         whose = f", member 1 of {len(self.model.members)}" if isinstance(self.model, Ensemble) else ""
-        kernel = keras.ops.convert_to_numpy(conv.kernel)
+        kernel = explainer.first_kernel()
         kh, kw, channels, count = kernel.shape
         tf.summary.image(
             "filters", figures.draw_filters(kernel)[None], step=epoch,

@@ -9,8 +9,8 @@ from kerascnn import basics
 from kerascnn.explain import ExplainError, explain, explain_figure, neuron
 from kerascnn.models import create_model
 
-LECTURE_SHAPES = [(28, 28, 32), (14, 14, 32), (14, 14, 64), (7, 7, 64), (7, 7, 128), (4, 4, 128), (256,), (10,)]
-LECTURE_KINDS = ["conv", "pool"] * 3 + ["dense", "softmax"]
+LECTURE_SHAPES = [(28, 28, 32), (14, 14, 32), (14, 14, 64), (7, 7, 64), (7, 7, 128), (4, 4, 128), (256,), (10,), (10,)]
+LECTURE_KINDS = ["conv", "pool"] * 3 + ["dense", "dense", "softmax"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_sequential_stages_are_the_layers_outputs(sequential, digit):
     e = explain(sequential, digit)
     assert [s.kind for s in e.stages] == LECTURE_KINDS
     assert [s.shape for s in e.stages] == LECTURE_SHAPES
-    assert e.stages[0].text == "conv 3x3/1 SAME, 32 filters" and e.stages[1].text == "pool 2x2/2 SAME"
+    assert e.stages[0].text == "conv 3x3/1 SAME, 32 filters, ReLU" and e.stages[1].text == "pool 2x2/2 SAME"
     layers = {layer.name: layer for layer in sequential.layers}
     for stage in e.stages:
         alone = keras.Model(sequential.inputs, layers[stage.name].output)(digit[None])
@@ -160,5 +160,20 @@ def test_command_writes_the_page(tmp_path, sequential, digit, capsys, monkeypatc
     figure = explain_figure(e)
     head, *groups = figure.subfigs
     assert len(groups) == len(e.stages)
-    assert [len(g.axes) for g in groups] == [16] * 6 + [1, 1]
-    assert groups[0].get_suptitle().endswith("conv 3x3/1 SAME, 32 filters   28x28x32")
+    assert [len(g.axes) for g in groups] == [16] * 6 + [1, 1, 1]
+    assert groups[0].get_suptitle().endswith("conv 3x3/1 SAME, 32 filters, ReLU   28x28x32")
+
+
+def test_command_leaves_an_existing_page_as_it_is(tmp_path, sequential, digit, capsys):
+    """As `export`: a second explain to the same --out exits 2 naming the file, and the first page is untouched."""
+    from kerascnn.commands import results
+
+    model_path = tmp_path / "sequential.keras"
+    sequential.save(model_path)
+    picture, out = write_digit(tmp_path / "seven.png", digit), tmp_path / "page.png"
+    out.write_bytes(b"an earlier page")
+    with pytest.raises(SystemExit) as exit_info:
+        results.main(["explain", str(model_path), picture, "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert f"{out} already exists; it was left as it is" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier page"

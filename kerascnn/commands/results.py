@@ -182,10 +182,12 @@ def _explain(args):
     from kerascnn.explain import explain, explain_figure
     from kerascnn.figures import render, save_png
     from kerascnn.predict import prepare
+    from kerascnn.rundir import check_new_file
 
+    out = args.out or f"explain-{os.path.splitext(os.path.basename(args.image))[0]}.png"
+    check_new_file(out)  # as export: an existing page is left as it is, before any work
     model = loading.load(args.model).model
     explanation = explain(model, prepare(args.image, model), member=args.member)
-    out = args.out or f"explain-{os.path.splitext(os.path.basename(args.image))[0]}.png"
     print(save_png(render(explain_figure(explanation)), out))
     return 0
 

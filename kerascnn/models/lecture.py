@@ -188,25 +188,23 @@ class LectureCNN(keras.Model):
         self.drop = layers.Dropout(dropout, dtype=dtype)
         self.logits, self.softmax = classifier_head(num_classes, dtype=dtype)
 
+    @property
+    def layer_sequence(self):
+        """The layers `call` applies, in order: the stages `kerascnn.inspect` reads without knowing this class."""
+        blocks = [layer for pair in zip(self.convs, self.pools) for layer in pair]
+        return [*self.preprocess, *self.augment, *blocks, self.flatten, self.hidden, self.drop, self.logits, self.softmax]
+
     def call(self, inputs, training=None):
         x = inputs
-        for layer in self.preprocess:
-            x = layer(x)
-        for layer in self.augment:
+        for layer in self.layer_sequence:
             x = layer(x, training=training)
-        for conv, pooling in zip(self.convs, self.pools):
-            x = pooling(conv(x, training=training))
-        x = self.hidden(self.flatten(x), training=training)
-        x = self.drop(x, training=training)
-        return self.softmax(self.logits(x))
+        return x
 
     def build(self, input_shape):
         shape = input_shape
-        for layer in [*self.preprocess, *self.augment, *sum(zip(self.convs, self.pools), ()), self.flatten, self.hidden, self.drop]:
+        for layer in self.layer_sequence:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
-        self.logits.build(shape)
-        self.softmax.build(self.logits.compute_output_shape(shape))
         self.built = True
 
     def get_config(self):
