@@ -21,6 +21,7 @@ import os
 import typing
 from typing import Optional
 
+from kerascnn.data import list_datasets  # imports no NumPy until data is read
 from kerascnn.errors import UsageError
 
 # The names validation accepts, here so that a config needs no Keras; precision.py and distribute.py act on them.
@@ -29,7 +30,7 @@ STREAMS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/models/best.py)
-DATASETS = ("fashion_mnist", "mnist")  # the built-in datasets, sorted: data.py's DATASETS (a test checks)
+DATASETS = tuple(list_datasets())  # the built-in datasets, sorted: kerascnn.data.DATASETS' names
 
 
 class ConfigError(UsageError, ValueError):

@@ -3,7 +3,7 @@
 Your own images are `kerascnn.images`'; `kerascnn.pipeline` loads either
 and builds the `tf.data` input from them.
 
-Each dataset is read from the first place that has it:
+A dataset by name is read from the first place that holds it:
 
 1. `data_dir` (`--data-dir`) or else the `KERASCNN_DATA_DIR` environment
    variable: when one is given, only there (an empty or wrong directory is
@@ -20,39 +20,60 @@ In a directory, the dataset is either the four IDX files
 (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
 `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`; gzipped or not)
 or Keras' `.npz` (keys `x_train`, `y_train`, `x_test`, `y_test`), either in
-the directory itself or in a sub-directory named after the dataset.
+a sub-directory named after the dataset (`<dir>/fashion_mnist`) or in the
+directory itself, in that order.
+
+MNIST and Fashion-MNIST use the same four file names, so a built-in
+dataset is recognised by its content, not by its file names: the SHA-256
+of its four arrays (`content_digest`) must be the one `DATASETS` records
+for it, whether the IDX files are gzipped or not or the arrays come from
+an `.npz`. A place holding another built-in dataset is never used for
+this one: the search goes on past it, and if nothing holds the dataset
+asked for, the error names the place and what it holds ("/data holds
+mnist, not fashion_mnist"). A given `data_dir` is still searched alone,
+so a `--data-dir` holding MNIST is an error for `--dataset fashion_mnist`
+rather than a quiet switch to Debian's copy; give Fashion-MNIST its own
+`<dir>/fashion_mnist` beside MNIST's files to keep both in one place.
+Files that hold no built-in dataset (a subset, your own digits) are an
+error too: your own data loads by path (`--dataset my.npz` or a folder of
+class subfolders, `kerascnn.images`), unchecked.
 
 Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
 pipeline scales them to [0, 1] per batch, inside the `tf.data` graph
-(`scale_images`, also used where NumPy arrays are fed).
+(`scale_images`, also used where NumPy arrays are fed). This module
+imports NumPy only when it reads data, so `kerascnn.config` can take the
+dataset names from `DATASETS` without it.
 
 Example, with a tiny MNIST-shaped `.npz` written for it (`load_dataset("mnist")`
-reads the real one from the places above the same way):
+reads the real one from the places above the same way, and accepts it by
+its digest):
 
 >>> import tempfile
+>>> import numpy as np
 >>> images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     np.savez(os.path.join(folder, "mnist.npz"), x_train=images, y_train=labels, x_test=images[:10],
 ...              y_test=labels[:10])
-...     data = load_dataset("mnist", data_dir=folder)
->>> data.x_train.shape, data.x_train.dtype, data.source.endswith("mnist.npz")
-((20, 28, 28, 1), dtype('uint8'), True)
+...     try:
+...         load_dataset("mnist", data_dir=folder)
+...     except DataError as e:
+...         print(str(e).replace(folder, "<folder>")[:92])
+<folder>/mnist.npz holds neither mnist nor fashion_mnist (sha256 76a80b13c6bc395a80a66522f66
 """
+
+from __future__ import annotations  # the annotations name np.ndarray; NumPy is imported where data is read
 
 import dataclasses
 import gzip
+import hashlib
 import os
 import struct
 import zlib
-
-import numpy as np
 
 from kerascnn.errors import UsageError
 
 IMAGE_SHAPE = (28, 28, 1)  # MNIST's and Fashion-MNIST's; a model knows no dataset (kerascnn.layers.DIGIT_SHAPE)
 NUM_CLASSES = 10
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -60,21 +81,38 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-# name -> (sub-directory names to look in, .npz file names, Keras loader, sizes)
+# The built-in datasets, the one list of them (kerascnn.config, the commands and evaluate take their names from
+# here). Each entry:
+#   title: the name in words; classes: a name per label, in label order;
+#   dirs: sub-directories of a searched directory to look in first; npz: its `.npz` file names;
+#   system_dirs: directories searched after Keras' cache (no `data_dir` given); keras: its `keras.datasets` module;
+#   sizes: (training, test) images; sha256: `content_digest` of its arrays, what identifies its files (computed
+#   from MNIST's IDX files, ../shared/datasets/mnist, and Debian's dataset-fashion-mnist; the same gzipped, plain
+#   or as an .npz).
 DATASETS = {
     "mnist": {
+        "title": "MNIST",
+        "classes": tuple(str(c) for c in range(NUM_CLASSES)),
         "dirs": ("mnist",),
         "npz": ("mnist.npz",),
         "system_dirs": (),
+        "keras": "mnist",
         "sizes": (60000, 10000),
+        "sha256": "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16",
     },
     "fashion_mnist": {
+        "title": "Fashion-MNIST",
+        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot"),
         "dirs": ("fashion_mnist", "fashion-mnist"),
         "npz": ("fashion_mnist.npz", "fashion-mnist.npz"),
         "system_dirs": ("/usr/share/datasets/fashion-mnist",),
+        "keras": "fashion_mnist",
         "sizes": (60000, 10000),
+        "sha256": "ca3ab2a37f845e1b8ae23cab1b51749a3011ba3bf1d9016176d75cbaabac376f",
     },
 }
+FASHION_CLASSES = DATASETS["fashion_mnist"]["classes"]
 OWN_VAL_SHARE = 0.1  # your own images: at most this share of the training part validates (see `split`)
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
@@ -122,9 +160,12 @@ class DataSpec:
 
 
 def digit_spec(name="mnist"):
-    """The `DataSpec` of MNIST (class names "0".."9") or Fashion-MNIST (its ten names)."""
-    names = list(FASHION_CLASSES) if name == "fashion_mnist" else [str(c) for c in range(NUM_CLASSES)]
-    return DataSpec(names)
+    """The `DataSpec` of a built-in dataset: its class names (MNIST's "0".."9", Fashion-MNIST's ten names).
+
+    Args:
+        name: str, a key of `DATASETS`. Defaults to "mnist".
+    """
+    return DataSpec(list(DATASETS[name]["classes"]))
 
 
 @dataclasses.dataclass
@@ -140,8 +181,8 @@ class Dataset:
     spec: DataSpec = None
 
     def __post_init__(self):
-        if self.spec is None:
-            self.spec = digit_spec(self.name)
+        if self.spec is None:  # a built-in dataset's, or digits' for arrays made in memory
+            self.spec = digit_spec(self.name if self.name in DATASETS else "mnist")
 
 
 @dataclasses.dataclass
@@ -162,6 +203,7 @@ class Splits:
 
 
 def list_datasets():
+    """The built-in datasets' names, sorted (`DATASETS`' keys)."""
     return sorted(DATASETS)
 
 
@@ -178,13 +220,13 @@ def search_dirs(name, data_dir=None):
 
 
 def load_dataset(name, data_dir=None, download=True):
-    """Loads dataset `name` from the first place that has it (see module doc).
+    """Loads dataset `name` from the first place that holds it (see module doc).
 
     Your own images (a folder or an `.npz`) load through
     `kerascnn.pipeline.load_dataset`, which calls this for a name.
 
     Args:
-        name: str, "mnist" or "fashion_mnist".
+        name: str, a built-in dataset: "mnist" or "fashion_mnist" (`DATASETS`).
         data_dir: str or None, the directory to read from (and nowhere
             else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
             the standard places.
@@ -196,16 +238,24 @@ def load_dataset(name, data_dir=None, download=True):
 
     Raises:
         DataError: nothing found (the message lists the places searched and
-            the files expected), or a file found is broken.
+            the files expected, and names any place that holds another
+            built-in dataset instead), files that hold no built-in dataset
+            (the message gives their digest), or a file found is broken.
     """
     dirs = search_dirs(name, data_dir)
     user_dir = data_dir or os.environ.get("KERASCNN_DATA_DIR")
     if user_dir and not os.path.isdir(user_dir):
-        raise DataError(f"Data directory {user_dir} does not exist or is not a directory.")
+        raise DataError(f"Data directory {user_dir} does not exist or is not a directory. "
+                        f"Received: data_dir={user_dir!r}")
+    others = []  # (place, the other built-in dataset it holds): never used for `name`
     for d in dirs:
         found = _load_from_dir(name, d)
-        if found is not None:
+        if found is None:
+            continue
+        held = identify(found, name, user_dir)
+        if held == name:
             return found
+        others.append((found.source, held))
     if user_dir:
         reason = f"the data directory given ({user_dir}) is searched alone"
     elif download:
@@ -215,10 +265,72 @@ def load_dataset(name, data_dir=None, download=True):
             reason = f"download through keras.datasets failed ({type(e).__name__}: {e})"
     else:
         reason = "download disabled"
-    expected = f"the IDX files {', '.join(IDX_FILES)} or {' / '.join(DATASETS[name]['npz'])}"
+    expected = f"{DATASETS[name]['title']}'s IDX files {', '.join(IDX_FILES)} or {' / '.join(DATASETS[name]['npz'])}"
+    if others:
+        held = "; ".join(f"{place} holds {other}, not {name}" for place, other in others)
+        found = (f"{held} (a built-in dataset is recognised by the content of its files, not their names, and "
+                 f"another dataset's files are never used for it).")
+        hint = (f"Put {name}'s files in {os.path.join(user_dir or os.path.dirname(dirs[0]), DATASETS[name]['dirs'][0])}"
+                f" or point --data-dir or KERASCNN_DATA_DIR at a directory holding them.")
+    else:
+        found = f"Dataset {name!r} not found."
+        hint = "Point --data-dir or KERASCNN_DATA_DIR at a directory holding them."
     raise DataError(
-        f"Dataset {name!r} not found. Looked in: {', '.join(dirs)}; {reason}. "
-        f"Expected {expected}. Point --data-dir or KERASCNN_DATA_DIR at a directory holding them."
+        f"{found} Looked in: {', '.join(dirs)}; {reason}. Expected {expected}. {hint} "
+        f"Received: dataset={name!r}, data_dir={user_dir!r}"
+    )
+
+
+def content_digest(x_train, y_train, x_test, y_test):
+    """The SHA-256 of a dataset's four arrays: what identifies a built-in dataset's files (`DATASETS`' `sha256`).
+
+    The arrays are hashed as uint8, C-contiguous bytes, in this order, so
+    the digest does not depend on how they were stored: IDX files gzipped
+    or not, an `.npz`, images (N, 28, 28) or (N, 28, 28, 1). Hashing
+    MNIST's 55 MB takes about 30 ms.
+
+    Returns:
+        str, 64 hexadecimal digits.
+
+    >>> import numpy as np
+    >>> content_digest(np.zeros((1, 2, 2), np.uint8), np.array([3]), np.zeros((0, 2, 2)), np.array([], np.uint8))[:16]
+    '016a682d1df4f869'
+    """
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in (x_train, y_train, x_test, y_test):
+        digest.update(np.ascontiguousarray(array, np.uint8).data)
+    return digest.hexdigest()
+
+
+def identify(data, name, data_dir=None):
+    """Which built-in dataset `data`'s arrays are, by their `content_digest`.
+
+    Args:
+        data: `Dataset`, read from a place searched for `name`.
+        name: str, the dataset asked for (named in the error).
+        data_dir: str or None, the directory given (named in the error).
+
+    Returns:
+        str, the key of the `DATASETS` entry whose `sha256` the arrays have
+        (`name` itself, or another built-in dataset the caller must not use).
+
+    Raises:
+        DataError: the arrays are no built-in dataset; the message names
+            the place, `name` and the digest found.
+    """
+    digest = content_digest(data.x_train, data.y_train, data.x_test, data.y_test)
+    for known, entry in DATASETS.items():
+        if entry["sha256"] == digest:
+            return known
+    sizes = f"{len(data.x_train)} training and {len(data.x_test)} test images"
+    raise DataError(
+        f"{data.source} holds neither {' nor '.join(DATASETS)} (sha256 {digest}, {sizes}), so it is not loaded as "
+        f"{name!r}: a built-in dataset is recognised by its content, and {name}'s {DATASETS[name]['sizes'][0]} + "
+        f"{DATASETS[name]['sizes'][1]} images have sha256 {DATASETS[name]['sha256']}. Your own data loads by path: "
+        f"--dataset my.npz or a folder of class subfolders (docs/IMAGES.md). "
+        f"Received: dataset={name!r}, data_dir={data_dir!r}"
     )
 
 
@@ -250,6 +362,8 @@ def _idx_path(directory, gz_name):
 
 
 def _checked(name, source, x_train, y_train, x_test, y_test):
+    import numpy as np
+
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.shape[1:] != IMAGE_SHAPE[:2] and x.shape[1:] != IMAGE_SHAPE:
             raise DataError(
@@ -272,6 +386,8 @@ def read_idx(path, magic):
     Raises:
         DataError: the file is truncated, not gzip, or has the wrong magic.
     """
+    import numpy as np
+
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -301,6 +417,8 @@ def read_idx_pair(images_path, labels_path):
 
 def read_npz(path):
     """Reads Keras' `.npz` layout without unpickling anything."""
+    import numpy as np
+
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
@@ -314,9 +432,10 @@ def read_npz(path):
 
 
 def _download(name):
-    import keras
+    """`name` through `keras.datasets`, which checks its downloads' file hashes itself."""
+    import importlib
 
-    loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}[name]
+    loader = importlib.import_module(f"keras.datasets.{DATASETS[name]['keras']}")
     (x_train, y_train), (x_test, y_test) = loader.load_data()
     return _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test)
 
@@ -334,6 +453,8 @@ def split(data, val_size=5000, subset=None, seed=777):
     Raises:
         DataError: `val_size` or `subset` asks for more images than there are.
     """
+    import numpy as np
+
     n = len(data.x_train)
     if data.spec.raw_pixels:
         val_size = max(1, min(val_size, int(n * OWN_VAL_SHARE)))
@@ -370,9 +491,12 @@ def scale_images(images):
     Takes a NumPy array (evaluation, summaries, Keras without TensorFlow) or
     a tensor inside the `tf.data` graph (`make_dataset`).
 
+    >>> import numpy as np
     >>> scale_images(np.array([0, 51, 255], np.uint8))
     array([0. , 0.2, 1. ], dtype=float32)
     """
+    import numpy as np
+
     if isinstance(images, np.ndarray):
         return images.astype(np.float32) / np.float32(255)
     import tensorflow as tf
@@ -383,4 +507,6 @@ def scale_images(images):
 def model_input(images, raw_pixels):
     """NumPy uint8 images as a model takes them: raw 0..255 pixels as float32 for a model that scales
     its own (`DataSpec.raw_pixels`, `kerascnn.layers.takes_raw_pixels`), else scaled to [0, 1]."""
+    import numpy as np
+
     return np.asarray(images, np.float32) if raw_pixels else scale_images(images)

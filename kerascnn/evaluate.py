@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from kerascnn import figures, loading
+from kerascnn import data as data_lib, figures, loading
 
 
 @dataclasses.dataclass
@@ -120,7 +120,7 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
     if dataset is None:
         dataset = (loaded.run_config or {}).get("dataset", "mnist")
         source = (loaded.data or {}).get("source")
-        if source and not os.path.exists(dataset) and dataset not in ("mnist", "fashion_mnist"):
+        if source and not os.path.exists(dataset) and dataset not in data_lib.DATASETS:
             dataset = source  # the run's folder, named relative to where it was trained: data.json has it whole
     test = _test_set(loaded, dataset, data_dir)
     probabilities = loaded.model.predict(_model_input(loaded.model, test), batch_size=batch_size, verbose=0)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli, write_tiny_mnist
+from conftest import MNIST_DIR, ROOT, run_cli, write_tiny_mnist
 from kerascnn.commands.train import default_verbose
 from kerascnn.commands.train import main as train_main
 
@@ -50,6 +50,28 @@ def test_missing_or_broken_data_dir(capsys, tmp_path):
     fails_with(capsys, tmp_path, ["--data-dir", str(tmp_path / "none")], "does not exist")
     write_tiny_mnist(tmp_path / "bad", **{"train-labels-idx1-ubyte.gz": [1, 2, 3]})
     fails_with(capsys, tmp_path, ["--data-dir", str(tmp_path / "bad")], "20 train images but 3 labels")
+
+
+def test_a_folder_of_mnist_is_not_fashion_mnist(tmp_path):
+    """The README's offline setup (a folder of MNIST's four files) asked for Fashion-MNIST: the real command exits 2
+    naming the folder, the dataset asked for and the one it holds, and writes no run directory."""
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    for name in os.listdir(MNIST_DIR):
+        if name.endswith(".gz"):
+            os.symlink(os.path.join(MNIST_DIR, name), digits / name)
+    result = run_cli("train.py", "--dataset", "fashion_mnist", "--data-dir", str(digits), "--epochs", "1",
+                     "--subset", "500", "--logdir", str(tmp_path / "logs"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{digits} holds mnist, not fashion_mnist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists() or not os.listdir(tmp_path / "logs")
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+def test_debians_fashion_mnist_is_not_mnist(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASCNN_DATA_DIR", "/usr/share/datasets/fashion-mnist")  # the default dataset is mnist
+    fails_with(capsys, tmp_path, ["--epochs", "1", "--subset", "500"],
+               "/usr/share/datasets/fashion-mnist holds fashion_mnist, not mnist")
 
 
 def test_config_file_layers_under_flags(capsys, tmp_path):

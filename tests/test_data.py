@@ -1,15 +1,19 @@
 """Dataset reading, its errors, the split and the tf.data pipeline."""
 
+import gzip
 import hashlib
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
 
 from conftest import MNIST_DIR, write_idx, write_tiny_mnist
-from kerascnn.data import Dataset, DataError, load_dataset, search_dirs, split
+from kerascnn.data import (DATASETS, Dataset, DataError, content_digest, digit_spec, list_datasets, load_dataset,
+                           search_dirs, split)
 from kerascnn.pipeline import epoch_variable, make_dataset
+from kerascnn.pipeline import load_dataset as pipeline_load_dataset
 
 
 def test_real_mnist_matches_its_checksums_and_shapes(mnist):
@@ -75,16 +79,123 @@ def test_epoch_keyed_order_depends_on_seed_and_epoch_only(mnist):
     np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in fresh]), second)
 
 
-def test_idx_and_npz_and_subdirectory_layouts(tmp_path):
-    write_tiny_mnist(tmp_path / "idx")
-    assert len(load_dataset("mnist", str(tmp_path / "idx"), download=False).x_train) == 20
-    write_tiny_mnist(tmp_path / "root" / "fashion_mnist", n_train=30)
-    assert len(load_dataset("fashion_mnist", str(tmp_path / "root"), download=False).x_train) == 30
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 255, (7, 28, 28), np.uint8), y_train=np.arange(7),
-             x_test=np.zeros((3, 28, 28), np.uint8), y_test=np.arange(3))
-    d = load_dataset("mnist", str(tmp_path), download=False)
-    assert d.x_train.shape == (7, 28, 28, 1) and d.source.endswith("mnist.npz")
+IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="dataset-fashion-mnist not installed")
+
+
+def link_idx(source, directory):
+    """`directory` holding symbolic links to the four IDX files in `source`; returns it as a str."""
+    os.makedirs(directory, exist_ok=True)
+    for name in IDX_NAMES:
+        os.symlink(os.path.join(source, name), os.path.join(directory, name))
+    return str(directory)
+
+
+def test_idx_and_npz_and_subdirectory_layouts(tmp_path, mnist):
+    """Real MNIST in each layout: gzipped IDX files, plain ones, an .npz; in the directory or its mnist/."""
+    link_idx(MNIST_DIR, tmp_path / "root")
+    assert load_dataset("mnist", str(tmp_path / "root"), download=False).source == str(tmp_path / "root")
+    link_idx(MNIST_DIR, tmp_path / "sub" / "mnist")
+    assert load_dataset("mnist", str(tmp_path / "sub"), download=False).source == str(tmp_path / "sub" / "mnist")
+    (tmp_path / "plain").mkdir()
+    for name in IDX_NAMES:
+        with gzip.open(os.path.join(MNIST_DIR, name)) as f:
+            (tmp_path / "plain" / name[: -len(".gz")]).write_bytes(f.read())
+    plain = load_dataset("mnist", str(tmp_path / "plain"), download=False)
+    np.savez(tmp_path / "mnist.npz", x_train=mnist.x_train[..., 0], y_train=mnist.y_train.astype(np.int64),
+             x_test=mnist.x_test[..., 0], y_test=mnist.y_test.astype(np.int64))  # Keras' layout, wider labels
+    from_npz = load_dataset("mnist", str(tmp_path), download=False)
+    assert from_npz.source == str(tmp_path / "mnist.npz") and from_npz.x_train.shape == (60000, 28, 28, 1)
+    digests = {content_digest(d.x_train, d.y_train, d.x_test, d.y_test) for d in (mnist, plain, from_npz)}
+    assert digests == {DATASETS["mnist"]["sha256"]}
+
+
+def test_digest_is_of_the_decoded_arrays_and_quick(mnist):
+    """gzip or not, (N, 28, 28) or (N, 28, 28, 1): the same bytes, the same digest; 55 MB hash in well under 1 s."""
+    arrays = (mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test)
+    start = time.perf_counter()
+    digest = content_digest(*arrays)
+    seconds = time.perf_counter() - start
+    assert digest == DATASETS["mnist"]["sha256"] and seconds < 1.0, seconds
+    assert content_digest(mnist.x_train[..., 0], mnist.y_train.astype(np.int32), mnist.x_test[..., 0],
+                          mnist.y_test) == digest
+    assert content_digest(mnist.x_train, mnist.y_train, mnist.x_test[::-1], mnist.y_test) != digest
+
+
+def test_mnist_files_asked_for_as_fashion_mnist_are_refused(tmp_path, monkeypatch):
+    """The README's offline setup: a folder of MNIST's four files. Same file names, but they are not Fashion-MNIST."""
+    folder = link_idx(MNIST_DIR, tmp_path / "digits")
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion_mnist", folder, download=False)
+    message = str(e.value)
+    assert f"{folder} holds mnist, not fashion_mnist" in message, message
+    assert "Received: dataset='fashion_mnist'" in message and os.path.join(folder, "fashion_mnist") in message
+    monkeypatch.setenv("KERASCNN_DATA_DIR", folder)  # the same through the environment, and never Debian's instead
+    with pytest.raises(DataError, match=f"{folder} holds mnist, not fashion_mnist"):
+        load_dataset("fashion_mnist")
+    assert load_dataset("mnist").source == folder  # the folder itself still serves MNIST
+
+
+@needs_fashion
+def test_fashion_mnist_files_asked_for_as_mnist_are_refused(tmp_path):
+    with pytest.raises(DataError, match=f"{FASHION_DIR} holds fashion_mnist, not mnist"):
+        load_dataset("mnist", FASHION_DIR, download=False)
+    shutil.copytree(FASHION_DIR, tmp_path / "mnist")  # a copy in MNIST's sub-directory: refused as well
+    with pytest.raises(DataError, match=f"{tmp_path / 'mnist'} holds fashion_mnist, not mnist"):
+        load_dataset("mnist", str(tmp_path), download=False)
+
+
+@needs_fashion
+def test_one_folder_holds_both_by_subfolder(tmp_path):
+    """MNIST's files at the root and Fashion-MNIST's in fashion_mnist/: each name gets its own."""
+    root = link_idx(MNIST_DIR, tmp_path)
+    link_idx(FASHION_DIR, tmp_path / "fashion_mnist")
+    fashion = load_dataset("fashion_mnist", root, download=False)
+    assert fashion.source == str(tmp_path / "fashion_mnist")
+    assert fashion.spec.class_names[7] == "Sneaker" and np.bincount(fashion.y_train).tolist() == [6000] * 10
+    assert load_dataset("mnist", root, download=False).source == root
+
+
+def test_default_search_passes_over_another_datasets_files(tmp_path, monkeypatch):
+    """No directory given: Keras' cache holding MNIST's files is no Fashion-MNIST; the search goes on to Debian's
+    copy, and with none the error names what the cache holds."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KERASCNN_DATA_DIR")
+    cache = link_idx(MNIST_DIR, tmp_path / ".keras" / "datasets")
+    assert load_dataset("mnist", download=False).source == cache
+    if os.path.isdir(FASHION_DIR):
+        assert load_dataset("fashion_mnist", download=False).source == FASHION_DIR
+    monkeypatch.setitem(DATASETS["fashion_mnist"], "system_dirs", ())
+    with pytest.raises(DataError) as e:
+        load_dataset("fashion_mnist", download=False)
+    assert f"{cache} holds mnist, not fashion_mnist" in str(e.value) and "download disabled" in str(e.value)
+
+
+def test_files_of_no_built_in_dataset_are_refused_and_load_as_your_own(tmp_path, mnist):
+    """A subset of MNIST is not MNIST: refused by name with its digest; by path it is your own data, unchecked."""
+    write_tiny_mnist(tmp_path / "tiny")
+    with pytest.raises(DataError, match=r"tiny holds neither mnist nor fashion_mnist \(sha256 [0-9a-f]{64}, 20 "
+                                        r"training and 10 test images\), so it is not loaded as 'mnist'"):
+        load_dataset("mnist", str(tmp_path / "tiny"), download=False)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=mnist.x_train[:300, ..., 0], y_train=mnist.y_train[:300], x_test=mnist.x_test[:50, ..., 0],
+             y_test=mnist.y_test[:50])
+    with pytest.raises(DataError, match=f"{path} holds neither mnist nor fashion_mnist") as e:
+        load_dataset("mnist", str(tmp_path), download=False)
+    assert "--dataset my.npz" in str(e.value)
+    own = pipeline_load_dataset(str(path))
+    assert own.x_train.shape == (300, 28, 28, 1) and own.spec.raw_pixels
+
+
+def test_the_dataset_table_is_the_one_list():
+    """Names, class names and the Keras loader all come from `DATASETS`."""
+    from kerascnn import config
+
+    assert config.DATASETS == tuple(list_datasets()) == ("fashion_mnist", "mnist")
+    assert digit_spec("fashion_mnist").class_names[7] == "Sneaker" and digit_spec().class_names == list("0123456789")
+    assert all(len(entry["sha256"]) == 64 for entry in DATASETS.values())
 
 
 def test_search_order(tmp_path, monkeypatch):
@@ -103,7 +214,7 @@ def test_an_empty_data_dir_is_an_error_not_a_fallback(tmp_path):
         load_dataset("mnist", str(tmp_path / "empty"))
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+@needs_fashion
 def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KERASCNN_DATA_DIR")
