@@ -275,9 +275,9 @@ def make_callbacks(config, run_dir, schedule, validation=None):
         *schedule,
         keras.callbacks.TerminateOnNaN(),
         # In a resumed run, it starts from the earlier sittings' best (its best.json).
-        SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max"),
+        SafeModelCheckpoint(os.path.join(run_dir, rundir.BEST_MODEL), monitor="val_accuracy", mode="max"),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
-        EpochLog(os.path.join(run_dir, "history.csv"), append=True),
+        EpochLog(os.path.join(run_dir, rundir.HISTORY), append=True),
     ]
     if validation is not None:
         callbacks.append(summaries_callback(config, run_dir, *validation))
@@ -285,5 +285,5 @@ def make_callbacks(config, run_dir, schedule, validation=None):
     callbacks += [RestoreTrainingWeights(swap) for swap in swaps]
     # Last: an epoch counts as done for resuming only once its checkpoint and logs are
     # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True))
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rundir.BACKUP), double_checkpoint=True))
     return callbacks

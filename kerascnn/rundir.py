@@ -19,9 +19,15 @@ import time
 
 from kerascnn.errors import UsageError
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
+# A run directory's files: every module names them through these (one place for each name).
+CONFIG = "config.json"  # the resolved config (`kerascnn.config.resolve`)
+METRICS = "metrics.json"  # written once the run has finished
 DATA = "data.json"  # class names, input size and colours, the test files carved (kerascnn.data.DataSpec)
+BEST_MODEL = "best.keras"  # the checkpoint of the best epoch by validation accuracy
+BEST_RECORD = "best.json"  # that checkpoint's epoch and score (beside BEST_MODEL, named after it)
+HISTORY = "history.csv"  # one row per epoch
+ELAPSED = "elapsed.json"  # training seconds and sittings so far
+BACKUP = "backup"  # a folder, while training: what an interrupted run resumes from
 
 
 class RunDirError(UsageError):
@@ -64,7 +70,7 @@ def find_resumable(logdir, model, config_dict):
     """The newest unfinished run of exactly this config, or None."""
     candidates = []
     for run in glob.glob(os.path.join(logdir, f"{model}-*")):
-        if os.path.exists(os.path.join(run, METRICS)) or not os.path.isdir(os.path.join(run, "backup")):
+        if os.path.exists(os.path.join(run, METRICS)) or not os.path.isdir(os.path.join(run, BACKUP)):
             continue
         try:
             with open(os.path.join(run, CONFIG)) as f:

@@ -32,8 +32,6 @@ from kerascnn.errors import RunFailed
 from kerascnn.loading import load_model_file
 
 
-ELAPSED = "elapsed.json"  # in the run directory: training seconds and sittings so far
-
 
 class TrainingDiverged(RunFailed, RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
@@ -77,12 +75,12 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     run_dir, resumed = _open_run_dir(config, plan, resolved, resume)
     # What the commands need of the data later: class names, input size and colours, the test files carved.
     rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
-    history_path = os.path.join(run_dir, "history.csv")
+    history_path = os.path.join(run_dir, rundir.HISTORY)
 
     # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
     # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
     validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
-    clock = TrainingClock(os.path.join(run_dir, ELAPSED), resumed)
+    clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed)
     run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
     # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
     (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
@@ -92,7 +90,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     )  # shuffle=False: the dataset shuffles itself, seeded
 
     # 4. Score the checkpoint chosen on validation, once, on the test set.
-    best_path = os.path.join(run_dir, "best.keras")
+    best_path = os.path.join(run_dir, rundir.BEST_MODEL)
     if model.stop_training:  # only TerminateOnNaN stops a run early
         kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
         raise TrainingDiverged(
