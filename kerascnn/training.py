@@ -33,7 +33,6 @@ from kerascnn.errors import RunFailed
 from kerascnn.loading import load_model_file
 
 
-
 class TrainingDiverged(RunFailed, RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
 

@@ -95,6 +95,22 @@ def test_disk_too_full_is_refused_before_training(tiny_disk):
     assert os.listdir(tiny_disk) == []
 
 
+def test_an_older_config_json_is_compared_as_brought_up_to_date(tmp_path):
+    """`same` maps a stored config before comparing: a run whose config.json predates the resolved one resumes."""
+    run = create_run_dir(str(tmp_path), "sequential")
+    os.makedirs(os.path.join(run, "backup"))
+    write_json(os.path.join(run, "config.json"), {"model": "sequential", "filters": None})
+    resolved = {"model": "sequential", "filters": 32}
+    assert find_resumable(str(tmp_path), "sequential", resolved) is None
+    fill = lambda stored: {**stored, "filters": stored["filters"] or 32}
+    assert find_resumable(str(tmp_path), "sequential", resolved, same=fill) == run
+
+    def refuse(stored):
+        raise ValueError("not a config")
+
+    assert find_resumable(str(tmp_path), "sequential", resolved, same=refuse) is None
+
+
 def test_run_file_names_are_written_in_rundir_only():
     """Every module names a run's files through rundir's constants, so a name cannot drift between them."""
     import ast
