@@ -62,9 +62,17 @@ __getattr__ = lazy_attributes(__name__, {
 })
 
 
+# Besides the built-in models (and the layers they are made of): every other class a saved kerascnn
+# model refers to. A run's `.keras` file keeps its compile, and with it the loss (`best`'s label smoothing).
+KERAS_CLASSES = ("kerascnn.losses",)
+
+
 def register_with_keras():
-    """Registers the package's layers and models with Keras' serialization (imports Keras)."""
+    """Registers every class a saved kerascnn model needs with Keras' serialization (imports Keras):
+    the built-in models, their layers, and the modules in `KERAS_CLASSES`."""
     importlib.import_module("kerascnn.models").load_builtin_models()
+    for module in KERAS_CLASSES:
+        importlib.import_module(module)
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):

@@ -5,6 +5,9 @@ Every way this project trains goes through `assemble`: `train()` (and so
 benchmark and the sweep. What differs between them is what they do with the
 `Run` it returns, never how a model is built, compiled or fed:
 
+0. the config, resolved (`kerascnn.config.resolve`: the model's recipe, its
+   defaults and the precision filled in), once: `Run.config` holds it, and
+   everything below reads it;
 1. the precision policy and the seed of every random draw (`config.seed`);
 2. the data: `config.dataset` (a name, a folder or an `.npz`), split by
    `config.split_seed` (or splits given);
@@ -33,10 +36,11 @@ import keras
 from kerascnn import data as data_lib
 from kerascnn import pipeline
 from kerascnn.callbacks import schedule_callbacks
+from kerascnn.config import resolve
 from kerascnn.distribute import Plan
 from kerascnn.layers import allow_jit
 from kerascnn.losses import SparseCrossentropy
-from kerascnn.models import create_model, resolve_recipe
+from kerascnn.models import create_model
 from kerascnn.precision import jit_compile_setting, set_precision
 
 
@@ -45,7 +49,7 @@ class Run:
     """What `assemble` made for one run of `config`.
 
     Attributes:
-        config: the `TrainConfig`.
+        config: the resolved `TrainConfig` (`kerascnn.config.resolve`) the run trains with.
         policy: str, the precision policy in use (`auto` resolved).
         plan: the `distribute.Plan` the run is spread by.
         model: the compiled `keras.Model`.
@@ -80,7 +84,8 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
     """Assembles a run of `config`: see the module docstring for the steps, in order.
 
     Args:
-        config: `TrainConfig`.
+        config: `TrainConfig`, resolved here unless it is already
+            (`kerascnn.config.resolve`).
         plan: `distribute.Plan`, from `distribute.setup(config.strategy)`,
             which must run before any computation. Defaults to one device.
         splits: `data.Splits` to train on. Defaults to `config.dataset`,
@@ -100,6 +105,7 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
         ModelError: the config's model or one of its arguments is unknown.
     """
     plan = plan or Plan("default")
+    config = resolve(config)  # the run's recipe, once (a resolved config comes back as it is)
     # First the policy and the seed: the pipelines' shuffles and the model's weights draw from it.
     policy = prepare(config) if model is None else keras.mixed_precision.dtype_policy().name
     if splits is None:
@@ -121,7 +127,13 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
 
 
 def load_splits(config):
-    """The config's dataset, loaded (`--image-size`, `--color-mode`) and split as the config says."""
+    """The config's dataset, loaded (`--image-size`, `--color-mode`) and split as the config says.
+
+    The one split: `train.py`'s run and `tune.py`'s search both call it, so
+    the test share a folder without `test/` gives up and the validation
+    split are carved by `config.split_seed` alike, and a search never trains
+    or validates on a picture the final run tests on.
+    """
     dataset = pipeline.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
                                     color_mode=config.color_mode, seed=config.split_seed, stream=config.stream)
     return data_lib.split(dataset, config.val_size, config.subset, config.split_seed)
@@ -143,6 +155,7 @@ def build_model(config, spec=None, **compile_overrides):
     Args:
         spec: `data.DataSpec` of the data it will be fed. Defaults to MNIST's.
     """
+    config = resolve(config)
     prepare(config)
     return _compiled_model(config, Plan("default"), compile_overrides, spec or data_lib.digit_spec())
 
@@ -159,36 +172,27 @@ def _eval_input(plan, x, y, config, arrays, spec):
     return pipeline.eval_dataset(x, y, plan, config.batch_size, scale=not spec.raw_pixels, cache=config.cache_dir)
 
 
-def config_recipe(config):
-    """The training settings a config trains with: its own, else its model's recipe's (`resolve_recipe`).
-
-    >>> from kerascnn.config import TrainConfig
-    >>> config_recipe(TrainConfig(model="sequential", label_smoothing=0.1))
-    {'ema': 0.0, 'label_smoothing': 0.1, 'epochs': 15}
-    """
-    return resolve_recipe(config.model, ema=config.ema, label_smoothing=config.label_smoothing, epochs=config.epochs)
-
-
 def compile_model(model, config, **overrides):
     """Adam, cross-entropy on probabilities, accuracy: the one compile.
 
-    The weight average (`ema`) and label smoothing are the config's, or the
-    model's recipe's where the config leaves them None.
+    The weight average (`ema`) and label smoothing are the resolved
+    config's (`kerascnn.config.resolve`): its own, or the model's recipe's
+    where it leaves them None.
 
     Args:
         overrides: other `Model.compile` arguments, e.g. `jit_compile=True`
             (the benchmark) or `steps_per_execution=10` (the sweep).
     """
-    recipe = config_recipe(config)
+    config = resolve(config)  # a run's config is resolved already, and comes back as it is
     allow_jit(model)
-    if recipe["label_smoothing"]:
-        loss = SparseCrossentropy(recipe["label_smoothing"])
+    if config.label_smoothing:
+        loss = SparseCrossentropy(config.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(
         **{
             "optimizer": keras.optimizers.Adam(
-                config.lr, use_ema=recipe["ema"] > 0, ema_momentum=recipe["ema"] or 0.99
+                config.lr, use_ema=config.ema > 0, ema_momentum=config.ema or 0.99
             ),
             "loss": loss,
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],

@@ -32,8 +32,7 @@ import os
 import keras
 
 from kerascnn import compat, rundir
-from kerascnn.config import check_value
-from kerascnn.models.registry import resolve_recipe
+from kerascnn.config import check_value, resolve
 from kerascnn.summaries import summaries_callback
 
 EPOCHS_FROM = 1  # epochs are numbered from 1 wherever a run writes them (best.json, history.csv, metrics.json)
@@ -239,21 +238,24 @@ def schedule_callbacks(config, epoch_variable=None):
     """The callbacks that set each epoch of a run of `config`, in order.
 
     `EpochSeeds` (the epoch's data order, dropout and augmentation), the
-    learning-rate schedule, and, when the run averages its weights (`ema` >
-    0, from the config or the model's recipe), `SwapEMAWeights`, which puts
+    learning-rate schedule, and, when the run averages its weights (the
+    resolved config's `ema` > 0), `SwapEMAWeights`, which puts
     the average in the model for validation and for the callbacks after it
     at the end of each epoch. Called by `kerascnn.assemble.assemble`, so
     every way of training runs the same schedule.
 
     Args:
+        config: `TrainConfig`, as `kerascnn.config.resolve` made it (a run's
+            `Run.config`); resolved here if not.
         epoch_variable: the data pipeline's epoch `tf.Variable` (see
             `EpochSeeds`), or None. Defaults to None.
     """
+    config = resolve(config)  # a no-op for a run's config: resolved once, by assemble
     callbacks = [
         EpochSeeds(config.seed, epoch_variable),
         keras.callbacks.LearningRateScheduler(StepDecay(config.lr, config.lr_period, config.lr_factor)),
     ]
-    if resolve_recipe(config.model, ema=config.ema)["ema"]:
+    if config.ema:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     return callbacks
 
@@ -262,6 +264,7 @@ def make_callbacks(config, run_dir, schedule, validation=None):
     """The callbacks for one run of `config` writing into `run_dir`, in order.
 
     Args:
+        config: the run's resolved `TrainConfig` (`Run.config`).
         schedule: the run's `schedule_callbacks` (`Run.schedule`); they come first.
         validation: (x_val, y_val) or None: with the validation arrays,
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
@@ -275,9 +278,9 @@ def make_callbacks(config, run_dir, schedule, validation=None):
         *schedule,
         keras.callbacks.TerminateOnNaN(),
         # In a resumed run, it starts from the earlier sittings' best (its best.json).
-        SafeModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_accuracy", mode="max"),
+        SafeModelCheckpoint(os.path.join(run_dir, rundir.BEST_MODEL), monitor="val_accuracy", mode="max"),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
-        EpochLog(os.path.join(run_dir, "history.csv"), append=True),
+        EpochLog(os.path.join(run_dir, rundir.HISTORY), append=True),
     ]
     if validation is not None:
         callbacks.append(summaries_callback(config, run_dir, *validation))
@@ -285,5 +288,5 @@ def make_callbacks(config, run_dir, schedule, validation=None):
     callbacks += [RestoreTrainingWeights(swap) for swap in swaps]
     # Last: an epoch counts as done for resuming only once its checkpoint and logs are
     # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True))
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rundir.BACKUP), double_checkpoint=True))
     return callbacks

@@ -1,8 +1,10 @@
 """One flat, commented configuration that flows from the CLI to `fit()`.
 
 Precedence follows nanoGPT/LightningCLI: the defaults below < a JSON file
-(`--config` or `--hparams`) < command-line flags. The resolved config is saved
-as `config.json` in every run directory so the run can be reproduced.
+(`--config` or `--hparams`) < command-line flags. A None field means "the
+model's default"; `resolve` fills every one of them in, once per run, and the
+resolved config is what the run trains with and what it saves as
+`config.json`, so `train.py --config <run>/config.json` repeats the run.
 
 Example:
 
@@ -31,6 +33,11 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/models/best.py)
 DATASETS = tuple(list_datasets())  # the built-in datasets, sorted: kerascnn.data.DATASETS' names
+# The fields that are the model builder's arguments (None: the model's default, `resolve` fills it in).
+MODEL_FIELDS = ("members", "filters", "kernel_size", "dense_units", "dropout", "batchnorm", "residual", "rotation",
+                "shift", "zoom", "member", "tta")
+# The fields a model's training recipe sets (None: the recipe's, `kerascnn.models.resolve_recipe`).
+RECIPE_FIELDS = ("ema", "label_smoothing", "epochs")
 
 
 class ConfigError(UsageError, ValueError):
@@ -157,21 +164,7 @@ class TrainConfig:
 
     def model_kwargs(self):
         """The builder arguments this config sets (None = the model's default)."""
-        names = (
-            "members",
-            "filters",
-            "kernel_size",
-            "dense_units",
-            "dropout",
-            "batchnorm",
-            "residual",
-            "rotation",
-            "shift",
-            "zoom",
-            "member",
-            "tta",
-        )
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in MODEL_FIELDS if getattr(self, n) is not None}
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -191,6 +184,57 @@ class TrainConfig:
     def from_json(cls, path):
         """Reads a config (or a tuner's best hyperparameters) from a JSON file."""
         return cls.from_dict(read_json_file(path))
+
+
+def resolve(config):
+    """The config a run of `config` trains with: every "the model's default" filled in.
+
+    The one place a run's recipe is decided; a run resolves its config once
+    and passes the result on (data, model, compile, callbacks, `fit()`,
+    `config.json`, TensorBoard's text summary). Filled in, where `config`
+    leaves them None:
+
+    * `epochs`, `ema`, `label_smoothing`: the model's recipe
+      (`kerascnn.models.resolve_recipe`);
+    * the model's arguments (`MODEL_FIELDS`) that the model's builder takes:
+      the builder's defaults (`kerascnn.models.model_defaults`). A field the
+      model does not take (`members` of `sequential`) stays None;
+    * `precision`: `auto` becomes the policy this machine runs
+      (`kerascnn.precision.resolve_precision`).
+
+    Resolving a resolved config hands it back as it is. Imports Keras (the
+    model's module).
+
+    Example:
+
+    >>> resolved = resolve(TrainConfig(model="sequential", dropout=0.2, precision="float32"))
+    >>> resolved.epochs, resolved.label_smoothing, resolved.filters, resolved.dropout, resolved.members
+    (15, 0.0, 32, 0.2, None)
+    >>> resolve(resolved) is resolved
+    True
+
+    Args:
+        config: `TrainConfig`.
+
+    Returns:
+        A new `TrainConfig`, `config` itself if it was resolved already.
+
+    Raises:
+        ModelError: `config.model` is not a registered model.
+    """
+    if getattr(config, "_resolved", False):
+        return config
+    from kerascnn.models.registry import model_defaults, resolve_recipe
+    from kerascnn.precision import resolve_precision
+
+    values = resolve_recipe(config.model, **{name: getattr(config, name) for name in RECIPE_FIELDS})
+    defaults = model_defaults(config.model)
+    for name in MODEL_FIELDS:
+        if getattr(config, name) is None and name in defaults:
+            values[name] = defaults[name]
+    resolved = dataclasses.replace(config, **values, precision=resolve_precision(config.precision))
+    resolved._resolved = True  # not a field: a copy made by dataclasses.replace is resolved again
+    return resolved
 
 
 def read_json_file(path, error=ConfigError):

@@ -29,9 +29,11 @@ import os
 import zipfile
 import zlib
 
+from kerascnn import rundir
 from kerascnn.errors import UsageError
 
-RUN_MODEL = "best.keras"
+RUN_MODEL = rundir.BEST_MODEL  # the model a run directory names
+ARCHIVE_CONFIG = "config.json"  # Keras' own, inside a .keras (zip) archive: not the run's rundir.CONFIG
 # Serialized objects that carry Python code. Keras' safe mode refuses the
 # bytecode too; refusing them by name first gives the user a precise message.
 CODE_CLASSES = {"Lambda": "a `Lambda` layer", "__lambda__": "a serialized Python lambda"}
@@ -89,7 +91,7 @@ def resolve_model_path(path):
         if not os.path.isfile(model_path):
             raise ModelFileError(
                 f"{path} is not a run directory: it has no {RUN_MODEL}. Pass a run directory "
-                "(logs/<model>-<time>/ holding config.json and best.keras) or a .keras file."
+                f"(logs/<model>-<time>/ holding {rundir.CONFIG} and {RUN_MODEL}) or a .keras file."
             )
         return model_path, path
     if not path.endswith(".keras"):
@@ -111,12 +113,12 @@ def check_keras_file(path):
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-            if "config.json" not in names:
-                raise ModelFileError(f"{path}: not a Keras model: the archive has no config.json.")
+            if ARCHIVE_CONFIG not in names:
+                raise ModelFileError(f"{path}: not a Keras model: the archive has no {ARCHIVE_CONFIG}.")
             bad = archive.testzip()  # reads every member and checks its CRC
             if bad is not None:
                 raise ModelFileError(f"{path} is corrupt: {bad} inside it fails its CRC check.")
-            config = json.loads(archive.read("config.json"))
+            config = json.loads(archive.read(ARCHIVE_CONFIG))
     except zipfile.BadZipFile:
         raise ModelFileError(
             f"{path} is truncated or corrupt: it is not a readable .keras (zip) archive."
@@ -187,8 +189,8 @@ def load(path):
     """
     model_path, run_dir = resolve_model_path(path)
     model = load_model_file(model_path)
-    run_config = _read_optional(os.path.join(run_dir, "config.json")) if run_dir is not None else None
-    data = _read_optional(os.path.join(os.path.dirname(os.path.abspath(model_path)), "data.json"))
+    run_config = _read_optional(os.path.join(run_dir, rundir.CONFIG)) if run_dir is not None else None
+    data = _read_optional(os.path.join(os.path.dirname(os.path.abspath(model_path)), rundir.DATA))
     return LoadedModel(model, model_path, run_dir, run_config, data)
 
 

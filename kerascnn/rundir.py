@@ -19,9 +19,15 @@ import time
 
 from kerascnn.errors import OutputExists, UsageError
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
+# A run directory's files: every module names them through these (one place for each name).
+CONFIG = "config.json"  # the resolved config (`kerascnn.config.resolve`)
+METRICS = "metrics.json"  # written once the run has finished
 DATA = "data.json"  # class names, input size and colours, the test files carved (kerascnn.data.DataSpec)
+BEST_MODEL = "best.keras"  # the checkpoint of the best epoch by validation accuracy
+BEST_RECORD = "best.json"  # that checkpoint's epoch and score (beside BEST_MODEL, named after it)
+HISTORY = "history.csv"  # one row per epoch
+ELAPSED = "elapsed.json"  # training seconds and sittings so far
+BACKUP = "backup"  # a folder, while training: what an interrupted run resumes from
 
 
 class RunDirError(UsageError):
@@ -60,16 +66,24 @@ def check_writable(logdir, needed=0):
         )
 
 
-def find_resumable(logdir, model, config_dict):
-    """The newest unfinished run of exactly this config, or None."""
+def find_resumable(logdir, model, config_dict, same=None):
+    """The newest unfinished run of exactly this config, or None.
+
+    Args:
+        same: function of a run's stored config dict returning the dict to
+            compare with `config_dict` (an older `config.json`, brought up to
+            date); a `ValueError` from it means "not this config". Defaults
+            to comparing the stored dict as it is.
+    """
     candidates = []
     for run in glob.glob(os.path.join(logdir, f"{model}-*")):
-        if os.path.exists(os.path.join(run, METRICS)) or not os.path.isdir(os.path.join(run, "backup")):
+        if os.path.exists(os.path.join(run, METRICS)) or not os.path.isdir(os.path.join(run, BACKUP)):
             continue
         try:
             with open(os.path.join(run, CONFIG)) as f:
-                if json.load(f) == config_dict:
-                    candidates.append(run)
+                stored = json.load(f)
+            if (same(stored) if same else stored) == config_dict:
+                candidates.append(run)
         except (OSError, ValueError):
             continue
     return max(candidates, key=os.path.getmtime) if candidates else None

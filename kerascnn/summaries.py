@@ -302,9 +302,9 @@ def summaries_callback(config, run_dir, x_val, y_val):
     precision included) when it exists, else `config` itself; the pictures
     name the classes as the run's `data.json` does.
     """
-    from kerascnn.rundir import DATA, read_json
+    from kerascnn.rundir import CONFIG, DATA, read_json
 
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, CONFIG)
     values = read_json(path) if os.path.exists(path) else config.to_dict()
     data = os.path.join(run_dir, DATA)
     names = read_json(data).get("class_names") if os.path.exists(data) else None

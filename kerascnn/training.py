@@ -26,13 +26,11 @@ import time
 import keras
 
 from kerascnn import distribute, rundir
-from kerascnn.assemble import assemble, config_recipe
+from kerascnn.assemble import assemble
 from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
+from kerascnn.config import TrainConfig, resolve
 from kerascnn.errors import RunFailed
 from kerascnn.loading import load_model_file
-
-
-ELAPSED = "elapsed.json"  # in the run directory: training seconds and sittings so far
 
 
 class TrainingDiverged(RunFailed, RuntimeError):
@@ -64,35 +62,36 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         TrainingDiverged: the loss became NaN or infinite; `best.keras` (if any)
             keeps the last good epoch.
     """
-    # 1. Spread the run, then assemble it: precision, seed, data, pipelines, model, schedule.
+    # 1. Spread the run, resolve its config, then assemble it: precision, seed, data, pipelines, model, schedule.
     plan = distribute.setup(config.strategy)  # first: JAX joins its cluster before any computation
+    # The recipe, the model's defaults and the precision, decided once: everything below reads this config,
+    # and config.json records it, so `train.py --config <run>/config.json` trains this run again.
+    config = resolve(config)
     run = assemble(config, plan)
     model = run.model
     if plan.is_chief:  # only the chief writes the run directory
         rundir.check_writable(config.logdir, rundir.bytes_needed(model.count_params()))
 
     # 2. Its directory: the interrupted run of the same config, or a new one.
-    epochs = config_recipe(config)["epochs"]
-    resolved = {**config.to_dict(), "epochs": epochs, "precision": run.policy}
-    run_dir, resumed = _open_run_dir(config, plan, resolved, resume)
+    run_dir, resumed = _open_run_dir(config, plan, resume)
     # What the commands need of the data later: class names, input size and colours, the test files carved.
     rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
-    history_path = os.path.join(run_dir, "history.csv")
+    history_path = os.path.join(run_dir, rundir.HISTORY)
 
     # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
     # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
     validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
-    clock = TrainingClock(os.path.join(run_dir, ELAPSED), resumed)
+    clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed)
     run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
     # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
     (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
     model.fit(
-        run.train, epochs=epochs, validation_data=run.val, verbose=verbose, shuffle=False,
+        run.train, epochs=config.epochs, validation_data=run.val, verbose=verbose, shuffle=False,
         callbacks=[*run_callbacks, *callbacks, clock],
     )  # shuffle=False: the dataset shuffles itself, seeded
 
     # 4. Score the checkpoint chosen on validation, once, on the test set.
-    best_path = os.path.join(run_dir, "best.keras")
+    best_path = os.path.join(run_dir, rundir.BEST_MODEL)
     if model.stop_training:  # only TerminateOnNaN stops a run early
         kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
         raise TrainingDiverged(
@@ -126,10 +125,11 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     return RunResult(run_dir, metrics, resumed, model)
 
 
-def _open_run_dir(config, plan, resolved, resume):
-    """(run_dir, resumed): the interrupted run of `resolved` to resume, or a new directory."""
+def _open_run_dir(config, plan, resume):
+    """(run_dir, resumed): the interrupted run of the resolved `config` to resume, or a new directory."""
     resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
-    run_dir = rundir.find_resumable(config.logdir, config.model, resolved) if resume else None
+    resolved = config.to_dict()
+    run_dir = rundir.find_resumable(config.logdir, config.model, resolved, same=_resolved_dict) if resume else None
     if run_dir is not None:
         print(f"Resuming the interrupted run in {run_dir}")
         return run_dir, True
@@ -138,6 +138,12 @@ def _open_run_dir(config, plan, resolved, resume):
     run_dir = rundir.create_run_dir(config.logdir, config.model)
     rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
     return run_dir, False
+
+
+def _resolved_dict(stored):
+    """A run's `config.json` as resolved today: one written before model defaults were filled in (with nulls)
+    still matches the same config, so its interrupted run resumes."""
+    return resolve(TrainConfig.from_dict(stored)).to_dict()
 
 
 class TrainingClock(keras.callbacks.Callback):

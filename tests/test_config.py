@@ -9,34 +9,61 @@ import sys
 import pytest
 
 from conftest import ROOT
-from kerascnn.config import ConfigError, TrainConfig
+from kerascnn.config import MODEL_FIELDS, ConfigError, TrainConfig, resolve
+
+
+def recipe(config):
+    resolved = resolve(config)
+    return {name: getattr(resolved, name) for name in ("ema", "label_smoothing", "epochs")}
 
 
 def test_defaults_are_the_lectures():
-    from kerascnn.assemble import config_recipe
-
     c = TrainConfig()
     assert (c.model, c.epochs, c.batch_size, c.lr, c.lr_period, c.lr_factor, c.seed) == (
         "sequential", None, 100, 1e-3, 5, 0.5, 777)
-    assert config_recipe(c) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}  # None: the model's recipe
-    assert config_recipe(TrainConfig(epochs=3, ema=0.9))["epochs"] == 3
+    assert recipe(c) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}  # None: the model's recipe
+    assert recipe(TrainConfig(epochs=3, ema=0.9))["epochs"] == 3
     assert c.model_kwargs() == {}
     assert TrainConfig(members=3, dropout=0.2).model_kwargs() == {"members": 3, "dropout": 0.2}
 
 
 def test_best_trains_two_members_for_28_epochs_with_smoothing_unless_flags_ask_for_the_lectures_recipe():
     """The recipe the accuracy search chose (docs/ACCURACY.md); the lecture's stays one set of flags away."""
-    from kerascnn.assemble import config_recipe
     from kerascnn.commands.train import build_parser, resolve_config
     from kerascnn.models import create_model
 
-    assert config_recipe(TrainConfig(model="best")) == {"ema": 0.0, "label_smoothing": 0.1, "epochs": 28}
+    assert recipe(TrainConfig(model="best")) == {"ema": 0.0, "label_smoothing": 0.1, "epochs": 28}
     assert len(create_model("best").members) == 2
     parser = build_parser()
     flags = ["--model", "best", "--members", "5", "--epochs", "15", "--label-smoothing", "0"]
     lecture = resolve_config(parser.parse_args(flags), parser)
-    assert config_recipe(lecture) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}
+    assert recipe(lecture) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}
     assert len(create_model("best", **lecture.model_kwargs()).members) == 5
+
+
+@pytest.mark.parametrize("name", __import__("kerascnn.models", fromlist=["list_models"]).list_models())
+def test_resolve_fills_in_every_model_default_once(name):
+    """What a run saves as config.json: no null for an argument the model takes, the values its builder used."""
+    from kerascnn.models import model_defaults
+
+    config = TrainConfig(model=name, dropout=0.1, precision="float32")
+    resolved = resolve(config)
+    defaults = model_defaults(name)
+    taken = [field for field in MODEL_FIELDS if field in defaults]
+    assert taken and all(getattr(resolved, field) is not None for field in taken)
+    assert resolved.dropout == (0.1 if "dropout" in defaults else None)
+    assert all(getattr(resolved, f) == defaults[f] for f in taken if f != "dropout")
+    assert all(getattr(resolved, f) is None for f in MODEL_FIELDS if f not in defaults)  # not this model's
+    assert None not in (resolved.epochs, resolved.ema, resolved.label_smoothing)
+    assert resolve(resolved) is resolved  # once: a resolved config comes back as it is
+    assert resolve(TrainConfig.from_dict(resolved.to_dict())).to_dict() == resolved.to_dict()  # from config.json
+    assert config.dropout == 0.1 and config.filters is None  # the config given is left as it was
+
+
+def test_resolve_makes_auto_precision_a_policy():
+    from kerascnn.precision import resolve_precision
+
+    assert resolve(TrainConfig()).precision == resolve_precision("auto") != "auto"
 
 
 @pytest.mark.parametrize("field,value,expected", [

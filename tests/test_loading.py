@@ -3,6 +3,7 @@
 Each of `evaluate`, `predict` and `export` is run on each kind of bad input.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -157,6 +158,62 @@ def test_import_kerascnn_is_enough_for_keras_to_load_a_saved_ensemble(tmp_path, 
     done = subprocess.run([sys.executable, "-c", LOAD_WITH_KERAS.format(imports=imports), path],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert expected in done.stdout + done.stderr, done.stderr[-2000:]
+
+
+LOAD_EVERY_MODEL = """
+import json, sys
+{imports}
+found = {{}}
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        model = keras.saving.load_model(path)  # compile=True: the loss, optimizer and metrics too
+        found[name] = [type(model).__name__, type(model.loss).__name__, getattr(model.loss, "label_smoothing", 0.0)]
+    except Exception as e:
+        found[name] = repr(e)[:500]
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled_models(tmp_path_factory):
+    """Every registered model with its default recipe, compiled as a run compiles it, saved: {name: (path, expect)}."""
+    import kerascnn
+    from kerascnn.assemble import compile_model
+    from kerascnn.config import TrainConfig, resolve
+
+    directory = tmp_path_factory.mktemp("compiled")
+    saved = {}
+    for name in kerascnn.list_models():
+        config = resolve(TrainConfig(model=name, precision="float32"))  # the recipe: best's label smoothing
+        model = compile_model(kerascnn.create_model(name, **config.model_kwargs()), config)
+        path = str(directory / f"{name}.keras")
+        model.save(path)
+        expected_loss = "SparseCrossentropy" if config.label_smoothing else "SparseCategoricalCrossentropy"
+        saved[name] = (path, [type(model).__name__, expected_loss, config.label_smoothing])
+    return saved
+
+
+@pytest.fixture(scope="module")
+def loaded_in_fresh_processes(compiled_models):
+    """What plain `keras.saving.load_model` makes of each saved model in a fresh process, per import order."""
+    paths = json.dumps({name: path for name, (path, _) in compiled_models.items()})
+    found = {}
+    for order, imports in (("kerascnn first", "import kerascnn\nimport keras"),
+                           ("keras first", "import keras\nimport kerascnn")):
+        done = subprocess.run([sys.executable, "-c", LOAD_EVERY_MODEL.format(imports=imports), paths],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found[order] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+@pytest.mark.parametrize("order", ["kerascnn first", "keras first"])
+@pytest.mark.parametrize("name", __import__("kerascnn").list_models())
+def test_import_kerascnn_lets_keras_load_every_compiled_model(name, order, compiled_models, loaded_in_fresh_processes):
+    """A run's best.keras keeps its compile: every class it names (best's smoothed loss too) is registered by
+    `import kerascnn`, whether Keras is imported before or after it."""
+    _, expected = compiled_models[name]
+    assert loaded_in_fresh_processes[order][name] == expected
 
 
 def test_load_model_takes_a_run_directory_and_refuses_bad_files(small_run, tmp_path, test_batch):

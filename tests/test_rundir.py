@@ -93,3 +93,44 @@ def test_disk_too_full_is_refused_before_training(tiny_disk):
     with pytest.raises(RunDirError, match=r"has 2 MB free; this run needs about 30 MB"):
         check_writable(str(tiny_disk / "logs"), bytes_needed(619786))
     assert os.listdir(tiny_disk) == []
+
+
+def test_an_older_config_json_is_compared_as_brought_up_to_date(tmp_path):
+    """`same` maps a stored config before comparing: a run whose config.json predates the resolved one resumes."""
+    run = create_run_dir(str(tmp_path), "sequential")
+    os.makedirs(os.path.join(run, "backup"))
+    write_json(os.path.join(run, "config.json"), {"model": "sequential", "filters": None})
+    resolved = {"model": "sequential", "filters": 32}
+    assert find_resumable(str(tmp_path), "sequential", resolved) is None
+    fill = lambda stored: {**stored, "filters": stored["filters"] or 32}
+    assert find_resumable(str(tmp_path), "sequential", resolved, same=fill) == run
+
+    def refuse(stored):
+        raise ValueError("not a config")
+
+    assert find_resumable(str(tmp_path), "sequential", resolved, same=refuse) is None
+
+
+def test_run_file_names_are_written_in_rundir_only():
+    """Every module names a run's files through rundir's constants, so a name cannot drift between them."""
+    import ast
+
+    from kerascnn import rundir
+
+    names = {rundir.CONFIG, rundir.METRICS, rundir.DATA, rundir.BEST_MODEL, rundir.BEST_RECORD, rundir.HISTORY,
+             rundir.ELAPSED, rundir.BACKUP}
+    package = os.path.dirname(rundir.__file__)
+    # loading.py's ARCHIVE_CONFIG is Keras' config.json inside a .keras zip, not the run's.
+    allowed = {(os.path.join(package, "loading.py"), "config.json")}
+    found = []
+    for root, _, files in os.walk(package):
+        for name in files:
+            path = os.path.join(root, name)
+            if not name.endswith(".py") or path == rundir.__file__:
+                continue
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and node.value in names and (path, node.value) not in allowed:
+                    found.append(f"{os.path.relpath(path, package)}:{node.lineno}: {node.value!r}")
+    assert not found, found

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from kerascnn.config import TrainConfig
+from kerascnn.config import TrainConfig, resolve
 from kerascnn.loading import load_model_file
 from kerascnn.training import TrainingDiverged, train
 
@@ -39,7 +39,8 @@ def test_one_epoch_on_5000_images_learns(tmp_path, test_batch):
     assert not os.path.exists(os.path.join(run, "backup"))  # removed once training finished
 
     saved = json.load(open(os.path.join(run, "config.json")))
-    assert saved == {**config.to_dict(), "precision": "float32"}
+    assert saved == resolve(config).to_dict()  # the values that ran: the recipe's epochs, the model's defaults
+    assert (saved["precision"], saved["filters"], saved["dropout"], saved["batchnorm"]) == ("float32", 32, 0.4, False)
     m = json.load(open(os.path.join(run, "metrics.json")))
     assert m == result.metrics and m["epochs"] == 2 and m["params"] == 619786 and m["train_images"] == 5000
     assert m["test_accuracy"] > 0.9  # chance is 0.1
@@ -158,6 +159,32 @@ def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
     for m in (metrics, ref_metrics):
         assert (m["best_epoch"], m["best_val_accuracy"]) == (int(best["epoch"]), float(best["val_accuracy"]))
     assert json.load(open(os.path.join(run, "best.json")))["best_epoch"] == int(best["epoch"])
+
+
+def test_a_runs_config_json_alone_trains_the_same_run_again(tmp_path):
+    """config.json is the resolved config: the values that ran, the model's defaults and the recipe filled in
+    (no null for an argument the model takes), and `train.py --config` on it alone repeats the run's epochs."""
+    from kerascnn.config import MODEL_FIELDS
+    from kerascnn.models import model_defaults
+
+    logdir = str(tmp_path / "logs")
+    first = run_cli("train.py", "--model", "best", "--members", "1", "--epochs", "1", "--subset", "300",
+                    "--val-size", "100", "--precision", "float32", "--logdir", logdir, "--verbose", "0")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run,) = glob.glob(os.path.join(logdir, "best-*"))
+    saved = json.load(open(os.path.join(run, "config.json")))
+    taken = [name for name in MODEL_FIELDS if name in model_defaults("best")]
+    assert [name for name in taken if saved[name] is None] == []
+    assert (saved["epochs"], saved["label_smoothing"], saved["members"], saved["filters"], saved["rotation"]) == (
+        1, 0.1, 1, 32, 15.0)
+
+    again = run_cli("train.py", "--config", os.path.join(run, "config.json"), "--verbose", "0")
+    assert again.returncode == 0, again.stderr[-2000:]
+    (second,) = set(glob.glob(os.path.join(logdir, "best-*"))) - {run}
+    assert json.load(open(os.path.join(second, "config.json"))) == saved
+    numbers = lambda d: [{k: r[k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
+                         for r in history(d)]
+    assert numbers(second) == numbers(run) and len(numbers(run)) == 1
 
 
 @pytest.mark.parametrize("model", ["functional", "subclass"])

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -207,7 +208,7 @@ def test_best_hparams_are_what_train_py_hparams_reads(search):
     with open(path) as f:
         values = json.load(f)
     best = max(search["progress"], key=lambda r: r["val_accuracy"])
-    assert values == {"model": "best", "dataset": "mnist", **best["hparams"]}
+    assert values == {"model": "best", "dataset": "mnist", "split_seed": 777, **best["hparams"]}
     # train.py's own parsing: the file under its defaults, flags over the file.
     parser = build_parser()
     config = resolve_config(parser.parse_args(["--hparams", path, "--epochs", "3"]), parser)
@@ -225,6 +226,57 @@ def test_a_search_of_another_kind_is_refused_and_left_as_it_is(search):
         assert status == 2 and f"holds a search made with {found}; this command asks for {asked}" in err, err
         assert "--overwrite to start afresh" in err
     assert snapshot(search["directory"]) == before
+
+
+def test_the_search_never_sees_a_picture_the_final_run_tests_on(mnist, tmp_path, monkeypatch):
+    """tune.py --seed 1 on a folder without test/: the search and train.py carve the same 20% test share
+    (one split function, one seed field, --split-seed), so no picture the search trains or validates on is
+    in the final run's test set. Pictures are compared by their pixels' hash."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    import train
+    from kerascnn import data as data_lib
+
+    digest = lambda image: hashlib.sha256(np.ascontiguousarray(image, np.uint8).reshape(-1).tobytes()).hexdigest()
+    root = tmp_path / "digits"  # 200 real digits in class folders, no test/ folder
+    for i, (image, label) in enumerate(zip(mnist.x_train[:200], mnist.y_train[:200])):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[..., 0]).save(root / str(label) / f"{i}.png")
+    every_picture = {digest(np.asarray(Image.open(path))) for path in root.glob("*/*.png")}
+    assert len(every_picture) == 200
+
+    seen = set()  # what the search trains and validates on, as the one split hands it over
+    split = data_lib.split
+
+    def recording_split(*args, **kwargs):
+        splits = split(*args, **kwargs)
+        seen.update(digest(image) for image in (*splits.x_train, *splits.x_val))
+        return splits
+
+    monkeypatch.setattr(data_lib, "split", recording_split)
+    status, out, err = call_main(["--tuner", "random", "--max-trials", "1", "--max-epochs", "1", "--seed", "1",
+                                  "--dataset", str(root), "--val-size", "40", "--stream", "off",
+                                  "--precision", "float32", "--directory", str(tmp_path / "tune")])
+    assert status == 0, err
+    assert len(seen) == 160 and seen <= every_picture  # 80% of the folder, hashed as the files are
+    searched = set(seen)
+    hparams = shlex.split(out.strip().splitlines()[-1])[-1]
+
+    # The final run, as tune.py prints it (one member, one epoch: only its split matters here).
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = train.main(["--hparams", hparams, "--members", "1", "--epochs", "1", "--verbose", "0",
+                             "--logdir", str(tmp_path / "logs")])
+    assert status == 0, err.getvalue()[-2000:]
+    run_dir = out.getvalue().strip().splitlines()[-1].split("run_dir=")[1]
+    with open(os.path.join(run_dir, "data.json")) as f:
+        test_files = json.load(f)["test_files"]
+    tested = {digest(np.asarray(Image.open(root / name))) for name in test_files}
+    assert len(tested) == 40
+    assert not searched & tested, f"{len(searched & tested)} of the final run's test pictures were in the search"
 
 
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("sklearn"), reason="needs keras-tuner[bayesian]")

@@ -80,7 +80,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     """
     import keras
 
-    from kerascnn.assemble import assemble, config_recipe
+    from kerascnn.assemble import assemble
     from kerascnn.data import model_input
     from kerascnn.models.ensemble import MemberPredictor
     from kerascnn.training import peak_rss_mb
@@ -90,6 +90,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     (x_train, y_train), (x_val, y_val) = run.train, run.val
     x_test, y_test = model_input(run.splits.x_test, run.splits.spec.raw_pixels), run.splits.y_test
     model, policy = run.model, run.policy
+    config = run.config  # resolved: the recipe's epochs, the model's defaults
     members = MemberPredictor(model, tta=0)
     members_tta = MemberPredictor(model) if config.tta else None
     label = label or config.model
@@ -133,7 +134,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
         x_train,
         y_train,
         batch_size=config.batch_size,
-        epochs=config_recipe(config)["epochs"],
+        epochs=config.epochs,
         callbacks=[*run.schedule, Recorder()],  # the weight average, if any, is in for Recorder
         verbose=0,
     )

@@ -78,7 +78,7 @@ def report(result):
         return
     values = " ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in result.best_hparams.items() if k not in ("model", "dataset", "image_size", "color_mode")
+        for k, v in result.best_hparams.items() if k not in ("model", "dataset", "split_seed", "image_size", "color_mode")
     )
     best = f"trial_{result.best_trial_id}, val_accuracy={result.best_score:.4f}"
     print(f"Best of {result.trials_done} trials: {best}, {values}")

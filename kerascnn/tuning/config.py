@@ -64,13 +64,17 @@ class SearchConfig:
     color_mode: Optional[str] = as_in_train("color_mode")
     stream: str = as_in_train("stream")
     cache_dir: Optional[str] = as_in_train("cache_dir")
+    split_seed: int = as_in_train("split_seed", help="seeds the test share of a folder without test/ and the "
+                                  "validation split, as train.py's --split-seed: the final run tests on what the "
+                                  "search never saw")
     # Where the search lives.
     directory: str = flag(os.path.join("logs", "tune"), "where searches live")
     project_name: Optional[str] = flag(None, "this search's folder in --directory (default: <dataset>-best)",
                                        rule=Rule("a folder name (no path separators)", is_folder_name))
     overwrite: bool = flag(False, "start afresh instead of resuming", switch=True)
     # How trials run.
-    seed: int = as_in_train("seed", help="seeds the oracle's sampling, and every trial's weights and shuffling")
+    seed: int = as_in_train("seed", help="seeds the oracle's sampling, and every trial's weights and shuffling "
+                            "(not the split: --split-seed)")
     precision: str = as_in_train("precision")
     worker_timeout: float = flag(60.0, "distributed: seconds of silence after which a worker is lost and its trial "
                                  "goes to another", rule=POSITIVE)
@@ -89,12 +93,22 @@ class SearchConfig:
         return os.path.join(self.directory, self.project_name)
 
     def data_values(self):
-        """What `train.py` needs to read the data as the search did: the dataset, and the image size and
-        colour mode when they were set."""
-        values = {"dataset": self.dataset, "image_size": self.image_size, "color_mode": self.color_mode}
+        """What `train.py` needs to read and split the data as the search did: the dataset, the split's seed,
+        and the image size and colour mode when they were set."""
+        values = {"dataset": self.dataset, "split_seed": self.split_seed, "image_size": self.image_size,
+                  "color_mode": self.color_mode}
         return {k: v for k, v in values.items() if v is not None}
+
+    def train_config(self):
+        """The `TrainConfig` of what every trial shares: `best` with `MEMBERS` member, this search's data, its
+        split (`kerascnn.assemble.load_splits` reads it, as `train.py` does), seed and precision."""
+        return TrainConfig(
+            model="best", members=MEMBERS, dataset=self.dataset, subset=self.subset, val_size=self.val_size,
+            data_dir=self.data_dir, image_size=self.image_size, color_mode=self.color_mode, stream=self.stream,
+            cache_dir=self.cache_dir, split_seed=self.split_seed, seed=self.seed, precision=self.precision,
+        )
 
     def kind(self):
         """The settings a resumed search must share with the one that started it."""
-        keys = ("tuner", "dataset", "subset", "val_size", "max_epochs", "seed")
+        keys = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed")
         return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in keys}}

@@ -14,11 +14,9 @@ from typing import Optional
 import grpc
 import keras
 
-from kerascnn import data as data_lib
-from kerascnn import pipeline
 from kerascnn import rundir
-from kerascnn.config import TrainConfig
-from kerascnn.tuning.config import MEMBERS, SEARCH_FILE, SearchFailed, TuningError
+from kerascnn.assemble import load_splits
+from kerascnn.tuning.config import SEARCH_FILE, SearchFailed, TuningError
 from kerascnn.tuning.distributed import check_port_free, distributed_role
 from kerascnn.tuning.hypermodel import CNNHyperModel, best_hparams
 from kerascnn.tuning.oracles import make_oracle
@@ -72,10 +70,10 @@ def run_search(config, verbose=0):
     rundir.check_writable(config.directory)
     splits = None
     if role != "chief":  # the chief only serves the oracle
-        dataset = pipeline.load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
-                                        color_mode=config.color_mode, seed=config.seed, stream=config.stream)
-        splits = data_lib.split(dataset, config.val_size, config.subset, config.seed)
-        del dataset  # the test set stays out of the search
+        # train.py's split, by the same function and seed (--split-seed, not --seed): the final run's test
+        # set is what the search never trains or validates on.
+        splits = load_splits(config.train_config())
+        splits.x_test = splits.y_test = None  # the test set stays out of the search
     if role == "worker":
         if config.overwrite:
             print("--overwrite is the chief's to do; this worker joins the search as it is.", flush=True)
@@ -92,11 +90,7 @@ def run_search(config, verbose=0):
 
 
 def _search(config, role, address, splits, verbose, resuming=False):
-    base = TrainConfig(
-        model="best", members=MEMBERS, dataset=config.dataset, subset=config.subset, val_size=config.val_size,
-        data_dir=config.data_dir, image_size=config.image_size, color_mode=config.color_mode, seed=config.seed,
-        precision=config.precision, stream=config.stream, cache_dir=config.cache_dir,
-    )
+    base = config.train_config()
     tuner_class = _HyperbandSearchTuner if config.tuner == "hyperband" else _SearchTuner
     tuner = tuner_class(
         make_oracle(config), CNNHyperModel(base, splits.spec if splits else None), role=role, address=address, worker_timeout=config.worker_timeout,
