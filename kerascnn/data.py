@@ -183,6 +183,8 @@ class Dataset:
     def __post_init__(self):
         if self.spec is None:  # a built-in dataset's, or digits' for arrays made in memory
             self.spec = digit_spec(self.name if self.name in DATASETS else "mnist")
+            if self.name in DATASETS and self.source:
+                self.spec.record = {"source": self.source}  # where it was found (data.json, the start block)
 
 
 @dataclasses.dataclass

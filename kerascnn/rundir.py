@@ -27,6 +27,8 @@ BEST_MODEL = "best.keras"  # the checkpoint of the best epoch by validation accu
 BEST_RECORD = "best.json"  # that checkpoint's epoch and score (beside BEST_MODEL, named after it)
 HISTORY = "history.csv"  # one row per epoch
 ELAPSED = "elapsed.json"  # training seconds and sittings so far
+CONFUSION = "confusion_matrix.png"  # the test set's confusion matrix, drawn when training ends
+MISCLASSIFIED = "misclassified.png"  # the test set's most confident mistakes, drawn when training ends
 BACKUP = "backup"  # a folder, while training: what an interrupted run resumes from
 
 

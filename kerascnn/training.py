@@ -25,11 +25,12 @@ import time
 
 import keras
 
-from kerascnn import distribute, rundir
+from kerascnn import distribute, report, rundir
 from kerascnn.assemble import assemble
 from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
 from kerascnn.config import TrainConfig, resolve
 from kerascnn.errors import RunFailed
+from kerascnn.evaluate import score_predictions
 from kerascnn.loading import load_model_file
 
 
@@ -74,6 +75,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
 
     # 2. Its directory: the interrupted run of the same config, or a new one.
     run_dir, resumed = _open_run_dir(config, plan, resume)
+    if verbose and plan.is_chief:
+        print(report.start_block(config, run, run_dir, resumed), flush=True)
     # What the commands need of the data later: class names, input size and colours, the test files carved.
     rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
     history_path = os.path.join(run_dir, rundir.HISTORY)
@@ -99,10 +102,19 @@ def train(config, verbose="auto", resume=True, callbacks=()):
             f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
         )
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
-    scores = best.evaluate(run.test_input(), return_dict=True, verbose=0)
+    y_test = run.splits.y_test
+    if plan.num_processes == 1:  # one pass of predictions: the scores as `evaluate` computes them, and the pictures
+        probabilities = best.predict(run.test_input(), verbose=0)[:len(y_test)]
+        scores = score_predictions(y_test, probabilities, len(run.splits.spec.class_names))
+        if plan.is_chief:
+            report.write_result_pictures(run_dir, run.splits.x_test, y_test, probabilities, scores["accuracy"],
+                                         run.splits.spec.class_names)
+    else:  # Keras' JAX predict() cannot gather outputs spread over processes; evaluate() reduces them
+        scores = best.evaluate(run.test_input(), return_dict=True, verbose=0)
     metrics = {
         "test_accuracy": float(scores["accuracy"]),
-        "test_loss": float(scores["loss"]),
+        "test_loss": float(scores["loss"]),  # cross-entropy on the probabilities (no label smoothing)
+        "test_images": int(len(y_test)),
         "best_epoch": checkpoint.best_epoch,  # 1-based, as the log, history.csv and best.json number it
         "best_val_accuracy": float(checkpoint.best),
         "epochs": len(_history(history_path)),
@@ -119,6 +131,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "versions": versions(),
     }
     rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
+    if verbose and plan.is_chief:
+        print(report.end_block(metrics, run_dir), flush=True)
     if not plan.is_chief:
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir = None

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 
 from conftest import MNIST_DIR, ROOT, run_cli, write_tiny_mnist
 from kerascnn.commands.train import default_verbose
@@ -143,3 +144,22 @@ def test_a_training_command_prints_what_the_run_uses_and_no_tensorflow_log_lines
     uses = [line for line in lines if line.startswith("kerascnn: ")]
     assert len(uses) == 1 and re.fullmatch(r"kerascnn: TensorFlow \S+ backend, float32 precision, (CPU \(no GPU found\)|"
                                            r"\d+ GPUs? \(.+\))", uses[0]), uses
+    # Then what it found and what it will write, before the first epoch; what it kept and scored, at the end.
+    (run,) = os.listdir(tmp_path)
+    start = lines.index(uses[0]) + 1
+    assert lines[start:start + 4] == [
+        f"data: mnist from {os.path.abspath(MNIST_DIR)}: 10 classes, 28x28 grey",
+        "images: 200 train, 100 validation, 10,000 test",  # --subset counts the training split
+        "model: sequential, 619,786 parameters; float32; 1 epoch",
+        f"run directory: {tmp_path / run} (new)",
+    ]
+    metrics = json.load(open(tmp_path / run / "metrics.json"))
+    kept = lines.index("kept: epoch 1 of 1, the highest validation accuracy "
+                       f"({metrics['best_val_accuracy']:.2%})")
+    assert lines[kept + 1] == (f"test: accuracy {metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) "
+                               "on 10,000 images, scored once")
+    assert lines[kept + 2].startswith("time: 0:") and lines[kept + 2].endswith(f"results in {tmp_path / run}")
+    # The pictures `evaluate` draws are in the run directory: the test set's confusion matrix and mistakes.
+    for name in ("confusion_matrix.png", "misclassified.png"):
+        with Image.open(tmp_path / run / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) > 200

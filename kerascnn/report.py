@@ -1,0 +1,90 @@
+"""What a run says: a short block when it starts, one when it ends, and the result pictures it leaves.
+
+At the start: the data found (a built-in dataset and the folder it was read
+from, or your folder with its class count), the images in each split,
+their size and colours, the model with its parameter count and members,
+the precision and epochs, and the run directory. At the end: the epoch kept
+and why, the test accuracy (scored once, on the kept checkpoint) and the
+time. The pictures `python -m kerascnn evaluate` draws, the test set's
+confusion matrix and its most confident mistakes, are written into the run
+directory when training ends (`rundir.CONFUSION`, `rundir.MISCLASSIFIED`).
+
+Example:
+
+>>> print(end_block({"best_epoch": 8, "epochs": 28, "best_val_accuracy": 0.9976, "test_accuracy": 0.9957,
+...                  "test_loss": 0.0152, "test_images": 10000, "wall_seconds": 621.4, "sittings": 1}, "logs/run"))
+kept: epoch 8 of 28, the highest validation accuracy (99.76%)
+test: accuracy 99.57% (loss 0.0152) on 10,000 images, scored once
+time: 10:21 of training in 1 sitting; results in logs/run
+"""
+
+import os
+
+import numpy as np
+
+from kerascnn import figures, rundir
+
+
+def _shape_words(shape):
+    height, width, channels = shape
+    return f"{height}x{width} {'RGB' if channels == 3 else 'grey' if channels == 1 else f'{channels} channels'}"
+
+
+def start_block(config, run, run_dir, resumed):
+    """The lines a run prints before its first epoch (see the module docstring)."""
+    spec, splits = run.splits.spec, run.splits
+    source = spec.record.get("source")
+    classes = len(spec.class_names)
+    if spec.raw_pixels:
+        found = f"your images, {source or config.dataset}: {classes} classes"
+    else:
+        found = f"{config.dataset}" + (f" from {source}" if source else "") + f": {classes} classes"
+    size = _shape_words(tuple(spec.image_shape))
+    if spec.image_size and tuple(spec.image_size) != tuple(spec.image_shape[:2]):
+        size += f", resized to {spec.image_size[0]}x{spec.image_size[1]} by the model"
+    members = getattr(run.model, "members", None)
+    model = f"{config.model}" + (f", {len(members)} members" if members else "")
+    epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
+    return "\n".join([
+        f"data: {found}, {size}",
+        f"images: {run.train_images:,} train, {len(splits.y_val):,} validation, {len(splits.y_test):,} test",
+        f"model: {model}, {run.model.count_params():,} parameters; {run.policy}; {epochs}",
+        f"run directory: {run_dir} ({'resumed' if resumed else 'new'})",
+    ])
+
+
+def _clock(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def end_block(metrics, run_dir):
+    """The lines a run prints when it has been scored (see the module docstring)."""
+    sittings = metrics["sittings"]
+    return "\n".join([
+        f"kept: epoch {metrics['best_epoch']} of {metrics['epochs']}, the highest validation accuracy "
+        f"({metrics['best_val_accuracy']:.2%})",
+        f"test: accuracy {metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) on "
+        f"{metrics['test_images']:,} images, scored once",
+        f"time: {_clock(metrics['wall_seconds'])} of training in {sittings} sitting{'s' * (sittings != 1)}; "
+        f"results in {run_dir}",
+    ])
+
+
+def write_result_pictures(run_dir, x_test, y_test, probabilities, accuracy, class_names):
+    """The test set's confusion matrix and most confident mistakes as PNGs in `run_dir`; returns their paths.
+
+    Args:
+        x_test: uint8 array (N, H, W, C) of the test images, or None where
+            they are not in memory (streamed from disk): then only the matrix.
+    """
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    cm = figures.confusion_matrix(y_test, predicted, len(class_names))
+    title = f"{rundir.BEST_MODEL} on the test set: accuracy {accuracy:.4f}"
+    paths = [figures.save_png(figures.draw_confusion_matrix(cm, title, class_names=class_names),
+                              os.path.join(run_dir, rundir.CONFUSION))]
+    if isinstance(x_test, np.ndarray) and x_test.ndim == 4:
+        grid = figures.draw_misclassified(x_test, y_test, probabilities, class_names=class_names)
+        paths.append(figures.save_png(grid, os.path.join(run_dir, rundir.MISCLASSIFIED)))
+    return paths
