@@ -434,12 +434,17 @@ def read_npz(path):
 
 
 def _download(name):
-    """`name` through `keras.datasets`, which checks its downloads' file hashes itself."""
+    """`name` through `keras.datasets`, then recognised by its content like any other copy."""
     import importlib
 
     loader = importlib.import_module(f"keras.datasets.{DATASETS[name]['keras']}")
     (x_train, y_train), (x_test, y_test) = loader.load_data()
-    return _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test)
+    data = _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test)
+    held = identify(data, name)
+    if held != name:
+        raise DataError(f"keras.datasets.{name} gave {held}'s images, not {name}'s; it was not used. "
+                        f"Received: dataset={name!r}")
+    return data
 
 
 def split(data, val_size=5000, subset=None, seed=777):

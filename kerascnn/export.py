@@ -58,7 +58,8 @@ def default_out(model_path, fmt):
 
 
 def check_out(out, fmt):
-    """Raises `ExportError` if the artifact cannot go to `out`."""
+    """Raises `ExportError` for a tflite `out` without .tflite, or `rundir.check_new_file`'s errors (`out` exists,
+    or its folder does not): every command's outputs are refused alike."""
     if fmt == "tflite" and not out.endswith(".tflite"):
         raise ExportError(f"--out for tflite must end with .tflite (LiteRT's rule). Received: --out {out}")
     check_new_file(out)
@@ -126,8 +127,9 @@ def export_model(model, out, fmt):
         fmt: str, one of `FORMATS`.
 
     Raises:
-        ExportError: unknown format, `out` exists or cannot be written, or
-            the converter is missing.
+        ExportError: unknown format, a tflite `out` without .tflite, or the
+            converter is missing.
+        OutputExists, UsageError: `out` exists, or its folder does not.
     """
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format; expected one of {sorted(FORMATS)}. Received: format={fmt!r}")

@@ -103,17 +103,17 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         )
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     y_test = run.splits.y_test
-    if plan.num_processes == 1:  # one pass of predictions: the scores as `evaluate` computes them, and the pictures
-        probabilities = best.predict(run.test_input(), verbose=0)[:len(y_test)]
+    probabilities = None
+    if plan.name != "multiworker":  # one pass of predictions: the scores as `evaluate` computes them, and the pictures
+        probabilities = best.predict(run.test_input(), verbose=0)
         scores = score_predictions(y_test, probabilities, len(run.splits.spec.class_names))
-        if plan.is_chief:
-            report.write_result_pictures(run_dir, run.splits.x_test, y_test, probabilities, scores["accuracy"],
-                                         run.splits.spec.class_names)
-    else:  # Keras' JAX predict() cannot gather outputs spread over processes; evaluate() reduces them
+    else:  # its test batches hold copies per device, and Keras' JAX predict() cannot gather outputs over processes
+        best.compile(loss=keras.losses.SparseCategoricalCrossentropy(),  # evaluate()'s reduction, the same loss
+                     metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         scores = best.evaluate(run.test_input(), return_dict=True, verbose=0)
     metrics = {
         "test_accuracy": float(scores["accuracy"]),
-        "test_loss": float(scores["loss"]),  # cross-entropy on the probabilities (no label smoothing)
+        "test_loss": float(scores["loss"]),  # cross-entropy on the probabilities, unsmoothed, as `evaluate` says
         "test_images": int(len(y_test)),
         "best_epoch": checkpoint.best_epoch,  # 1-based, as the log, history.csv and best.json number it
         "best_val_accuracy": float(checkpoint.best),
@@ -131,6 +131,9 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "versions": versions(),
     }
     rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
+    if probabilities is not None and plan.is_chief:  # after the metrics: a picture cannot cost the scores
+        report.write_result_pictures(run_dir, run.splits.x_test, y_test, probabilities, scores["accuracy"],
+                                     run.splits.spec.class_names)
     if verbose and plan.is_chief:
         print(report.end_block(metrics, run_dir), flush=True)
     if not plan.is_chief:

@@ -183,3 +183,21 @@ def test_a_jax_run_as_a_command_keeps_its_result_and_its_gradcam(tmp_path):
     seen = json.loads(check.stdout.strip().splitlines()[-1])
     assert seen["cam_max"] == pytest.approx(1.0) and seen["cam_sum"] > 1.0 and seen["saliency_max"] == pytest.approx(1.0)
     assert seen["stages"][-2:] == ["dense 10", "softmax 10"]
+
+
+def test_a_bf16_model_saved_and_loaded_has_its_gradcam(tmp_path, test_batch):
+    """Mixed bfloat16 (what --precision auto picks on AVX-512 BF16 CPUs): the loaded Sequential was blank there too."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(3)
+    from kerascnn.models import create_model
+
+    model = create_model("sequential", filters=8, dense_units=32)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = test_batch
+    model.fit(x[:600], y[:600], epochs=1, batch_size=50, verbose=0)
+    model.save(tmp_path / "bf16.keras")
+    keras.mixed_precision.set_dtype_policy("float32")  # as a later process that loads it
+    loaded = load_model(str(tmp_path / "bf16.keras"))
+    e = explain(loaded, x[700])
+    assert e.gradcam.max() == pytest.approx(1.0) and e.saliency.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(e.gradcam, reference_gradcam(loaded, e), atol=0.05)  # bf16 sums, rounded
