@@ -40,7 +40,7 @@ from kerascnn.config import resolve
 from kerascnn.distribute import Plan
 from kerascnn.layers import allow_jit
 from kerascnn.losses import SparseCrossentropy
-from kerascnn.models import create_model
+from kerascnn.models import create_model, model_defaults
 from kerascnn.precision import jit_compile_setting, set_precision
 
 
@@ -162,8 +162,16 @@ def build_model(config, spec=None, **compile_overrides):
 
 def _compiled_model(config, plan, compile_overrides, spec):
     with plan.scope():  # the variables, mirrored over the replicas; the optimizer's and metrics' too
-        model = create_model(config.model, **config.model_kwargs(), **spec.model_kwargs())
+        model = create_model(config.model, **config.model_kwargs(), **model_data_kwargs(config.model, spec))
         return compile_model(model, config, **compile_overrides)
+
+
+def model_data_kwargs(name, spec):
+    """`spec.model_kwargs()` for model `name`: `global_pool` left out for a registered model that takes none."""
+    kwargs = spec.model_kwargs()
+    if "global_pool" in kwargs and "global_pool" not in model_defaults(name):
+        del kwargs["global_pool"]
+    return kwargs
 
 
 def _eval_input(plan, x, y, config, arrays, spec):

@@ -145,12 +145,17 @@ class DataSpec:
     record: dict = dataclasses.field(default_factory=dict)
 
     def model_kwargs(self):
-        """The builder arguments for this data (none for MNIST: the builders' defaults are its)."""
+        """The builder arguments for this data (none for MNIST: the builders' defaults are its).
+
+        Your own images get `global_pool=True`: a global average pooling in
+        place of the flatten, so the model's size does not grow with the
+        picture (`kerascnn.models.lecture`).
+        """
         if not self.raw_pixels:
             return {}
         size = tuple(self.image_size or self.image_shape[:2])
         return {"input_shape": tuple(self.image_shape), "num_classes": len(self.class_names), "image_size": size,
-                "rescale": 1 / 255}
+                "rescale": 1 / 255, "global_pool": True}
 
     def to_dict(self):
         """What `data.json` holds: `class_names`, `image_shape`, `image_size`, `raw_pixels` and the record."""

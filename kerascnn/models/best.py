@@ -38,7 +38,7 @@ from kerascnn.layers import (
     working_size,
 )
 from kerascnn.models.ensemble import build_ensemble
-from kerascnn.models.lecture import LectureCNN, front
+from kerascnn.models.lecture import LectureCNN, flatten, front
 from kerascnn.models.registry import ModelError, register_model
 
 
@@ -72,6 +72,7 @@ def strided_cnn(
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
+    global_pool=False,
     name="strided_cnn",
 ):
     """Conv-conv-strided conv stages, the member of Deotte's 99.75% MNIST ensemble.
@@ -82,6 +83,7 @@ def strided_cnn(
     softmax. With 256 dense units, about twice the lecture member's
     multiply-adds (15.3M against 8.0M per image) and 74% of its
     parameters: the lecture member puts 85% of its weights in one dense layer.
+    `global_pool` pools globally in place of the flatten (`kerascnn.models.lecture.flatten`).
     """
     side = min(working_size(input_shape, image_size))
     for _ in range(2):  # two VALID 3x3 convs then a stride-2 SAME conv, per stage (the lecture's arithmetic)
@@ -99,7 +101,7 @@ def strided_cnn(
         x = ConvBNReLU(width, 3, padding="valid")(x)
         x = ConvBNReLU(width, 5, strides=2, padding="same")(x)
         x = layers.Dropout(dropout)(x)
-    x = DenseBNReLU(dense_units)(layers.Flatten()(x))
+    x = DenseBNReLU(dense_units)(flatten(global_pool)(x))
     x = layers.Dropout(dropout)(x)
     return keras.Model(inputs, classified(x, num_classes), name=name)
 
@@ -164,26 +166,28 @@ def best(
     image_size=None,
     rescale=None,
     tta=0,
+    global_pool=False,
 ):
     """Augmented, batch-normalised CNNs in a softmax-averaging ensemble.
 
     `member="lecture"` is the lecture CNN with batch norm; "strided" is
     `strided_cnn`; "residual" is `residual_cnn` (`filters` only: it has no
     dense layer or dropout). `kernel_size` and `batchnorm` are the lecture
-    member's only.
+    member's only. `global_pool` replaces the lecture and strided members'
+    flatten with a global average pooling (the residual member has one already).
     """
     pixels = {"num_classes": num_classes, "image_size": image_size, "rescale": rescale}
     if member == "lecture":
         shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
         make = lambda name: LectureCNN(
             filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
-            rotation=rotation, shift=shift, zoom=zoom, **pixels, name=name,
+            rotation=rotation, shift=shift, zoom=zoom, **pixels, global_pool=global_pool, name=name,
         )
     elif member == "strided":
         shape, _ = pixel_input(input_shape, image_size, rescale)
         make = lambda name: strided_cnn(
             filters=filters, dense_units=dense_units, dropout=dropout, rotation=rotation, shift=shift, zoom=zoom,
-            input_shape=input_shape, **pixels, name=name,
+            input_shape=input_shape, **pixels, global_pool=global_pool, name=name,
         )
     elif member == "residual":
         shape, _ = pixel_input(input_shape, image_size, rescale)

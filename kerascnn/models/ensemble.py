@@ -164,6 +164,7 @@ def ensemble(
     image_size=None,
     rescale=None,
     tta=0,
+    global_pool=False,
 ):
     """The lecture's ensemble: `members` subclassed CNNs, softmax averaged.
 
@@ -173,6 +174,6 @@ def ensemble(
     shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
     member = lambda name: LectureCNN(
         filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, num_classes=num_classes,
-        image_size=image_size, rescale=rescale, name=name,
+        image_size=image_size, rescale=rescale, global_pool=global_pool, name=name,
     )
     return build_ensemble(member, members, "ensemble", shape, tta)

@@ -7,6 +7,14 @@ dense 10 with softmax: 619,786 parameters. Options used by `best` and the
 tuner: `batchnorm` (ConvBNReLU/DenseBNReLU blocks) and augmentation
 (`rotation` degrees, `shift` pixels; 0 turns it off).
 
+`global_pool=True` puts a global average pooling where the flatten is: the
+dense layer then takes the last stage's 128 channels whatever the picture's
+size, so the parameter count no longer grows with it (a 96x128 picture
+flattens to 12x16x128 = 24,576 values, a 6.3M-weight dense layer; pooled,
+128 values, 33K weights). Models built for your own images get it
+(`kerascnn.data.DataSpec.model_kwargs`); MNIST's keep the flatten, their
+619,786 parameters and their saved files.
+
 Example:
 
 >>> from kerascnn.models import create_model
@@ -14,6 +22,8 @@ Example:
 619786
 >>> create_model("subclass").count_params()
 619786
+>>> create_model("sequential", global_pool=True).count_params()
+128266
 """
 
 import keras
@@ -35,6 +45,11 @@ from kerascnn.layers import (
 from kerascnn.models.registry import ModelError, register_model
 
 STAGES = 3  # conv stages; filters double at each
+
+
+def flatten(global_pool=False, dtype=None):
+    """The layer between the last stage and the dense layer: `Flatten`, or a global average pooling."""
+    return layers.GlobalAveragePooling2D(dtype=dtype) if global_pool else layers.Flatten(dtype=dtype)
 
 
 def front(input_shape, *, image_size=None, rescale=None, rotation=0.0, shift=0.0, zoom=0.0):
@@ -63,6 +78,7 @@ def sequential(
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
+    global_pool=False,
 ):
     """The lecture CNN with `keras.Sequential`.
 
@@ -74,7 +90,7 @@ def sequential(
     stack = [keras.Input(shape), *first]
     for stage in range(STAGES):
         stack += [conv_block(filters * 2**stage, kernel_size, batchnorm), pool()]
-    stack += [layers.Flatten(), dense_block(dense_units, batchnorm), layers.Dropout(dropout)]
+    stack += [flatten(global_pool), dense_block(dense_units, batchnorm), layers.Dropout(dropout)]
     return keras.Sequential(stack + classifier_head(num_classes), name="sequential_cnn")
 
 
@@ -94,6 +110,7 @@ def functional(
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
+    global_pool=False,
 ):
     """The lecture CNN with the Functional API.
 
@@ -113,7 +130,7 @@ def functional(
             branch = layers.Conv2D(filters * 2**stage, kernel_size, padding="same")(x)
             x = layers.ReLU()(layers.Add()([x, branch]))
         x = pool()(x)
-    x = layers.Flatten()(x)
+    x = flatten(global_pool)(x)
     x = dense_block(dense_units, batchnorm)(x)
     x = layers.Dropout(dropout)(x)
     for layer in classifier_head(num_classes):
@@ -142,6 +159,9 @@ class LectureCNN(keras.Model):
         image_size: tuple (height, width) or None: resize the input to it
             (`kerascnn.layers.pixel_input`). Defaults to None.
         rescale: float or None: multiply the input's pixels by it. Defaults to None.
+        global_pool: bool, a global average pooling in place of the flatten:
+            a parameter count that does not grow with the picture. Defaults
+            to False (the lecture's flatten; files saved before it load as such).
     """
 
     def __init__(
@@ -158,6 +178,7 @@ class LectureCNN(keras.Model):
         num_classes=DIGIT_CLASSES,
         image_size=None,
         rescale=None,
+        global_pool=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -172,6 +193,7 @@ class LectureCNN(keras.Model):
         self.num_classes = num_classes
         self.image_size = None if image_size is None else tuple(image_size)
         self.rescale = rescale
+        self.global_pool = bool(global_pool)
         # The sublayers take this model's dtype policy, not the global one. Only
         # the model's own policy is saved, so sublayers left to the global policy
         # would compute in whatever precision the loading process has set:
@@ -183,7 +205,7 @@ class LectureCNN(keras.Model):
         self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype)
         self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm, dtype=dtype) for s in range(STAGES)]
         self.pools = [pool(dtype=dtype) for _ in range(STAGES)]
-        self.flatten = layers.Flatten(dtype=dtype)
+        self.flatten = flatten(global_pool, dtype=dtype)
         self.hidden = dense_block(dense_units, batchnorm, dtype=dtype)
         self.drop = layers.Dropout(dropout, dtype=dtype)
         self.logits, self.softmax = classifier_head(num_classes, dtype=dtype)
@@ -221,6 +243,7 @@ class LectureCNN(keras.Model):
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "rescale": self.rescale,
+            "global_pool": self.global_pool,
         }
 
 
@@ -239,13 +262,14 @@ def subclass(
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
+    global_pool=False,
 ):
     """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
     shape, _ = front(input_shape, image_size=image_size, rescale=rescale)  # the member augments in `call`
     model = LectureCNN(
         filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
         rotation=rotation, shift=shift, zoom=zoom, num_classes=num_classes, image_size=image_size, rescale=rescale,
-        name="subclass_cnn",
+        global_pool=global_pool, name="subclass_cnn",
     )
     model.build((None, *shape))
     return model
