@@ -137,7 +137,7 @@ class TrainConfig:
     subset: Optional[int] = flag(None, "train on the first N training images", rule=AT_LEAST_1)
     data_dir: Optional[str] = flag(None, "dataset directory (default: $KERASCNN_DATA_DIR, then caches)")
     image_size: Optional[int] = flag(None, "your own images: the side N (N x N) the model works at (default: the "
-                                     "data's most common size)", rule=AT_LEAST_1)
+                                     "data's most common size, scaled down to 128 px on the longer side)", rule=AT_LEAST_1)
     color_mode: Optional[str] = flag(None, "your own images; when not given, grayscale if every picture is grey",
                                      choices=COLOR_MODES)
     stream: str = flag("auto", "your own images: on: decode from disk as needed; off: into memory; auto: on when "

@@ -33,7 +33,9 @@ every file's header and checks it (`kerascnn.images.scan`):
   naming the folder.
 
 Sizes and colours follow the data: the most common size is the model's
-working size (`--image-size N` for N x N), and the colour mode is
+working size, scaled down to `MAX_SIDE` (128) pixels on the longer side,
+aspect kept, when it is larger, with a note (`capped_size`; `--image-size N`
+for N x N), and the colour mode is
 `grayscale` when every picture is grey, else `rgb` (`--color-mode`).
 Pictures of other sizes are resized (bilinear), grey ones repeated into
 three channels and the transparency of RGBA ones dropped; a note says how
@@ -66,7 +68,9 @@ from kerascnn.data import DataError, Dataset, DataSpec
 from kerascnn.images.npz import load_npz
 from kerascnn.images.scan import (
     EXTENSIONS,
+    MAX_SIDE,
     FolderScan,
+    capped_size,
     check_classes,
     choose_format,
     class_mismatch,
@@ -119,7 +123,7 @@ def load_images(path, image_size=None, color_mode=None, seed=777, log=print, str
         return _load_folder(path, image_size, color_mode, seed, log, stream)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file or folder. Received: dataset={path!r}")
-    return load_npz(path, image_size, color_mode)
+    return load_npz(path, image_size, color_mode, log)
 
 
 def _load_folder(root, image_size, color_mode, seed, log, stream):
@@ -162,10 +166,12 @@ def _load_folder(root, image_size, color_mode, seed, log, stream):
 
 __all__ = [
     "EXTENSIONS",
+    "MAX_SIDE",
     "STREAM_SHARE",
     "TEST_SHARE",
     "FolderScan",
     "ImageFiles",
+    "capped_size",
     "check_classes",
     "dataset_label",
     "is_image_dataset",

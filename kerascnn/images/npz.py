@@ -6,10 +6,10 @@ import numpy as np
 
 from kerascnn.config import COLOR_MODES
 from kerascnn.data import DataError, Dataset, DataSpec, read_npz
-from kerascnn.images.scan import as_size
+from kerascnn.images.scan import as_size, cap_note, capped_size
 
 
-def load_npz(path, image_size, color_mode):
+def load_npz(path, image_size, color_mode, log=print):
     x_train, y_train, x_test, y_test = read_npz(path)
     names = None
     with np.load(path, allow_pickle=False) as f:
@@ -40,7 +40,9 @@ def load_npz(path, image_size, color_mode):
     if len(names) < 2:
         raise DataError(f"{path}: only one class; a classifier needs at least 2.")
     shape = xs[0].shape[1:]
-    size = as_size(image_size) or shape[:2]
+    size = as_size(image_size) or capped_size(shape[:2])
+    if image_size is None and size != tuple(shape[:2]):
+        log(cap_note(shape[:2], size))
     spec = DataSpec(names, shape, raw_pixels=True, image_size=size,
                     record={"source": os.path.abspath(path), "color_mode": COLOR_MODES[shape[-1] == 3]})
     name = os.path.splitext(os.path.basename(path))[0]

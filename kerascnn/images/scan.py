@@ -15,6 +15,9 @@ from kerascnn.data import DataError
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # those image_dataset_from_directory reads
 GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 MAX_LISTED = 10  # bad files named in one message
+# The longest side the model works at by default. Larger pictures are scaled down to it, aspect kept:
+# a 400x300 photo is worked at 128x96, a 12-megapixel one at 128x96 too (`capped_size`).
+MAX_SIDE = 128
 
 
 def as_size(image_size):
@@ -22,6 +25,31 @@ def as_size(image_size):
     if image_size is None:
         return None
     return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
+def capped_size(size, longest=MAX_SIDE):
+    """The default working (height, width) for pictures of `size`: itself, or scaled down to `longest`.
+
+    Pictures whose longer side is at most `longest` keep their size (MNIST's
+    28x28, CIFAR's 32x32, 8x8 digits); larger ones are scaled so the longer
+    side is `longest`, the aspect kept and each side rounded, never below 8
+    pixels nor below the picture's own side.
+
+    >>> capped_size((28, 28)), capped_size((300, 400)), capped_size((3000, 4000)), capped_size((10, 4000))
+    ((28, 28), (96, 128), (96, 128), (8, 128))
+    """
+    height, width = size
+    scale = longest / max(height, width)
+    if scale >= 1:
+        return tuple(size)
+    return tuple(max(round(side * scale), min(side, 8)) for side in (height, width))
+
+
+def cap_note(common, size):
+    """The one-line note for pictures scaled down by default (`capped_size`); sides as width x height."""
+    return (f"note: the pictures are {common[1]}x{common[0]} (width x height), larger than {MAX_SIDE} px on the "
+            f"longer side; the model works at {size[1]}x{size[0]} (resized, aspect kept), which keeps its memory "
+            f"small. --image-size N works at N x N instead.")
 
 
 class FolderScan:
@@ -149,13 +177,23 @@ def _bad(path, reason):
 
 
 def choose_format(files, image_size, color_mode, log):
-    """The working (height, width) and colour mode: the flags', else the data's; notes on conversions."""
+    """The working (height, width) and colour mode: the flags', else the data's; notes on conversions.
+
+    The data's size is its most common one, scaled down to `MAX_SIDE` on the
+    longer side when it is larger (`capped_size`), with a note.
+    """
     sizes = collections.Counter(size for _, size, _ in files)
     common = sizes.most_common(1)[0][0]
-    size = as_size(image_size) or common
-    others = sum(n for s, n in sizes.items() if s != size)
+    size = as_size(image_size) or capped_size(common)
+    if size != common and image_size is None:
+        log(cap_note(common, size))
+        size_of = common  # the note on other sizes is about the pictures, not the cap
+    else:
+        size_of = size
+    others = sum(n for s, n in sizes.items() if s != size_of)
     if others:
-        log(f"note: {others} of {len(files)} images are not {size[0]}x{size[1]} and are resized to it (bilinear).")
+        to = "it" if size_of == size else f"{size[0]}x{size[1]}"
+        log(f"note: {others} of {len(files)} images are not {size_of[0]}x{size_of[1]} and are resized to {to} (bilinear).")
     grey = [path for path, _, mode in files if mode in GREY_MODES]
     mode = color_mode or ("grayscale" if len(grey) == len(files) else "rgb")
     alpha = sum(mode_ in ("RGBA", "LA", "PA") for _, _, mode_ in files)
