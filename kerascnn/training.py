@@ -25,7 +25,7 @@ import time
 
 import keras
 
-from kerascnn import distribute, report, rundir
+from kerascnn import distribute, memory, report, rundir
 from kerascnn.assemble import assemble
 from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
 from kerascnn.config import TrainConfig, resolve
@@ -58,8 +58,8 @@ def train(config, verbose="auto", resume=True, callbacks=()):
             Defaults to none.
 
     Raises:
-        DataError, ModelError, RunDirError, DistributeError: before any run
-            directory exists.
+        DataError, ModelError, RunDirError, DistributeError, memory.OutOfMemory:
+            before any run directory exists.
         TrainingDiverged: the loss became NaN or infinite; `best.keras` (if any)
             keeps the last good epoch.
     """
@@ -70,6 +70,9 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     config = resolve(config)
     run = assemble(config, plan)
     model = run.model
+    # Before anything is written: a run that cannot fit this machine's memory is refused (exit 2).
+    memory.check_fits(memory.run_bytes(model, run.splits.spec, config), memory.available_bytes(),
+                      run.splits.spec.image_size or run.splits.spec.image_shape[:2], config.batch_size)
     if plan.is_chief:  # only the chief writes the run directory
         rundir.check_writable(config.logdir, rundir.bytes_needed(model.count_params()))
 
