@@ -396,17 +396,18 @@ def test_an_npz_of_any_shape_with_class_names(tmp_path):
 
 def test_mixed_sizes_and_grey_rgb_rgba_are_converted_with_notes(tmp_path):
     rng = np.random.default_rng(0)
-    for name, mode, size in [("a", "L", 20), ("a", "RGB", 20), ("b", "RGBA", 24), ("b", "RGB", 20)]:
+    for i, (name, mode, size) in enumerate([("a", "L", 20), ("a", "RGB", 20), ("a", "RGB", 20), ("b", "RGBA", 24),
+                                            ("b", "RGB", 20), ("b", "RGB", 20)]):  # 3 a class: one per split
         os.makedirs(tmp_path / name, exist_ok=True)
         channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
         pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8).squeeze()
-        Image.fromarray(pixels, mode).save(tmp_path / name / f"{mode}.png")
+        Image.fromarray(pixels, mode).save(tmp_path / name / f"{mode}{i}.png")
     (tmp_path / "a" / "notes.txt").write_text("not a picture")
     notes = []
     data = load_images(str(tmp_path), log=notes.append)
     assert data.x_train.shape[1:] == (20, 20, 3) and data.spec.record["color_mode"] == "rgb"
     text = "\n".join(notes)
-    assert "1 of 4 images are not 20x20 and are resized to it" in text
+    assert "1 of 6 images are not 20x20 and are resized to it" in text
     assert "1 grey images are read as RGB" in text and "1 images have transparency" in text
     assert "1 files without an image extension" in text and "notes.txt" in text
 
