@@ -3,11 +3,15 @@
 `--dataset` takes a name (`mnist`, `fashion_mnist`) or a path:
 
 * **A folder in Keras' layout**: one subfolder per class, its name the
-  class's name (any language). With `train/` and `test/` subfolders, each
-  holds the same classes and the test part is used only for the final
-  score. Otherwise a seeded, stratified share of each class
-  (`TEST_SHARE`) is set aside as the test part; which files, is recorded
-  in the run directory (`data.json`).
+  class's name (any language, compared in NFC). With split folders
+  (`SPLIT_NAMES`, any case: `train`/`training`, `val`/`valid`/`validation`/
+  `dev`, `test`/`testing`; `split_folders`), each holds the same classes;
+  a given test folder is used only for the final score, a given
+  validation folder is the validation set. Without a test folder a seeded,
+  stratified share of each class (`TEST_SHARE`) is set aside as the test
+  part; which files, is recorded in the run directory (`data.json`). Every
+  class needs a picture in each split (`data.MIN_PER_CLASS` in all).
+  Hidden files and folders and macOS metadata are skipped with one note.
 * **An `.npz`** with `x_train`, `y_train`, `x_test`, `y_test` (uint8
   pixels (N, H, W) or (N, H, W, C), integer labels from 0) and, if it
   likes, `class_names`.
