@@ -138,7 +138,8 @@ def _load_folder(root, image_size, color_mode, seed, log, stream):
     first = scans.get("train") or scans["all"]
     for p, scan in scans.items():
         if scan.classes != first.classes:
-            raise DataError(class_mismatch(parts[p], scan.classes, first.classes, f"{os.path.basename(parts['train'])}/"))
+            whose = f"{os.path.basename(parts['train'])}/"
+            raise DataError(class_mismatch(parts[p], scan.classes, first.classes, whose))
     files = [f for scan in scans.values() for f in scan.files]
     size, mode = choose_format(files, image_size, color_mode, log)
     skipped = sum(scan.skipped for scan in scans.values())
@@ -180,10 +181,9 @@ def _load_folder(root, image_size, color_mode, seed, log, stream):
     else:
         test = stratified_test_indices(y_train, TEST_SHARE, seed)
         train = np.setdiff1d(np.arange(len(y_train)), test)
-        kept = first.files
         x_train, y_train, x_test, y_test = x_train[train], y_train[train], x_train[test], y_train[test]
         spec.record.update(test_share=TEST_SHARE, split_seed=seed,
-                           test_files=[os.path.relpath(kept[i][0], root) for i in test])
+                           test_files=[os.path.relpath(first.files[i][0], root) for i in test])
     return Dataset(os.path.basename(os.path.normpath(root)), root, x_train, y_train, x_test, y_test, spec,
                    x_val, y_val)
 

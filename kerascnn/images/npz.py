@@ -83,9 +83,10 @@ def _check_classes(path, names, y_train, y_test):
     if names is not None and len(names) != top + 1:
         raise DataError(f"{path}: `class_names` must name each class, 0..{top} (the labels' range): "
                         f"{top + 1} names. Received: {len(names)} class_names {names[:10]}")
-    unused = sorted(set(range(top + 1)) - set(np.unique(y_train).tolist()) - set(np.unique(y_test).tolist()))
+    used = set(np.unique(y_train).tolist()) | set(np.unique(y_test).tolist())
+    unused = sorted(set(range(top + 1)) - used)
     if unused:
         start = " (labels that start at 1? subtract 1)" if unused == [0] else ""
         raise DataError(f"{path}: the labels skip class {', '.join(map(str, unused[:10]))}: no image has it{start}. "
                         f"Labels are the class numbers 0..K-1, each used. "
-                        f"Received: labels {sorted(set(np.unique(y_train).tolist()) | set(np.unique(y_test).tolist()))[:20]}")
+                        f"Received: labels {sorted(used)[:20]}")

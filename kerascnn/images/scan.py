@@ -97,7 +97,8 @@ def scan_folder(root):
             found += 1
         if not found and not broken:
             raise DataError(
-                f"{os.path.join(root, folders[name])}: the class folder {name!r} has no images ({', '.join(EXTENSIONS)}); "
+                f"{os.path.join(root, folders[name])}: the class folder {name!r} has no images "
+                f"({', '.join(EXTENSIONS)}); "
                 "add some or remove the folder."
             )
     if broken:
