@@ -5,8 +5,8 @@ from, or your folder with its class count), the images in each split,
 their size and colours, the model with its parameter count and members,
 the precision and epochs, and the run directory. At the end: the epoch kept
 and why, the test accuracy (scored once, on the kept checkpoint) and the
-time, and under the test score each class's test accuracy (the weakest
-ones when there are many). The start block warns in one line when the
+time, then each class's test accuracy (the weakest ones when there are
+many). The start block warns in one line when the
 classes are imbalanced more than `data.IMBALANCE` to 1. The pictures `python -m kerascnn evaluate` draws, the test set's
 confusion matrix and its most confident mistakes, are written into the run
 directory when training ends (`rundir.CONFUSION`, `rundir.MISCLASSIFIED`).
@@ -71,9 +71,9 @@ def end_block(metrics, run_dir):
         f"({metrics['best_val_accuracy']:.2%})",
         f"test: accuracy {metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) on "
         f"{metrics['test_images']:,} images, scored once",
-        *per_class_lines(metrics.get("per_class_accuracy")),
         f"time: {_clock(metrics['wall_seconds'])} of training in {sittings} sitting{'s' * (sittings != 1)}; "
         f"results in {run_dir}",
+        *per_class_lines(metrics.get("per_class_accuracy")),
     ])
 
 
@@ -95,16 +95,15 @@ def per_class_lines(per_class):
     """The end block's lines of each class's test accuracy, the weakest first when there are many.
 
     >>> per_class_lines({"cat": {"accuracy": 0.95, "images": 20}, "dog": {"accuracy": 0.5, "images": 2}})
-    ['  cat: 95.00% of 20', '  dog: 50.00% of 2']
+    ['test accuracy per class:', '  cat: 95.00% of 20', '  dog: 50.00% of 2']
     """
     if not per_class:
         return []
     items = [(name, v) for name, v in per_class.items() if v["accuracy"] is not None]
+    head = ["test accuracy per class:"]
     if len(items) > PER_CLASS_SHOWN:
         items = sorted(items, key=lambda item: item[1]["accuracy"])[:PER_CLASS_SHOWN // 2]
-        head = [f"  the {len(items)} weakest of {len(per_class)} classes (all in metrics.json):"]
-    else:
-        head = []
+        head = [f"test accuracy per class, the {len(items)} weakest of {len(per_class)} (all in metrics.json):"]
     return head + [f"  {name}: {v['accuracy']:.2%} of {v['images']:,}" for name, v in items]
 
 
