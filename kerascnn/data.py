@@ -114,6 +114,7 @@ DATASETS = {
 }
 FASHION_CLASSES = DATASETS["fashion_mnist"]["classes"]
 OWN_VAL_SHARE = 0.1  # your own images: at most this share of the training part validates (see `split`)
+MIN_PER_CLASS = 3  # your own images: one picture of each class for training, validation and test
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
@@ -184,6 +185,8 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     spec: DataSpec = None
+    x_val: np.ndarray = None  # a validation set given with the data (a folder's val/): used as it is, not carved
+    y_val: np.ndarray = None
 
     def __post_init__(self):
         if self.spec is None:  # a built-in dataset's, or digits' for arrays made in memory
@@ -458,23 +461,39 @@ def split(data, val_size=5000, subset=None, seed=777):
     The validation images are a seeded random sample of the training set;
     the training split is the rest, in the original order, optionally cut
     to its first `subset` images. The test set is passed through untouched.
+
     For your own images (`DataSpec.raw_pixels`) the validation split is
     `val_size` images or a tenth of the training part (`OWN_VAL_SHARE`),
-    whichever is fewer, so a folder of a few hundred pictures needs no flag.
+    whichever is fewer, so a folder of a few hundred pictures needs no flag;
+    it is stratified (`stratified_indices`: each class's share, at least one
+    picture of each), and every class must then be in every split. A
+    validation set given with the data (`Dataset.x_val`, a folder's `val/`)
+    is used as it is. MNIST and Fashion-MNIST keep their plain seeded sample,
+    so their splits, and the numbers measured on them, stay as they were.
 
     Raises:
-        DataError: `val_size` or `subset` asks for more images than there are.
+        DataError: `val_size` or `subset` asks for more images than there
+            are, or (your own images) a class is missing from a split.
     """
     import numpy as np
 
     n = len(data.x_train)
-    if data.spec.raw_pixels:
-        val_size = max(1, min(val_size, int(n * OWN_VAL_SHARE)))
-    if val_size >= n:
-        raise DataError(f"val_size={val_size} leaves no training images; {name_of(data)} has {n}.")
-    order = np.random.default_rng(seed).permutation(n)
-    val_idx = np.sort(order[:val_size])
-    train_idx = np.sort(order[val_size:])
+    given = data.x_val is not None
+    if given:
+        train_idx, val_idx = np.arange(n), None
+        val_size = len(data.x_val)
+    else:
+        if data.spec.raw_pixels:
+            val_size = max(1, min(val_size, int(n * OWN_VAL_SHARE)))
+        if val_size >= n:
+            raise DataError(f"val_size={val_size} leaves no training images; {name_of(data)} has {n}.")
+        if data.spec.raw_pixels:
+            val_idx = stratified_indices(data.y_train, val_size, seed)
+            train_idx = np.setdiff1d(np.arange(n), val_idx)
+        else:
+            order = np.random.default_rng(seed).permutation(n)
+            val_idx = np.sort(order[:val_size])
+            train_idx = np.sort(order[val_size:])
     if subset is not None:
         if subset > len(train_idx):
             raise DataError(
@@ -482,15 +501,84 @@ def split(data, val_size=5000, subset=None, seed=777):
                 f"{name_of(data)} left after the {val_size}-image validation split."
             )
         train_idx = train_idx[:subset]
-    return Splits(
+    x_val, y_val = (data.x_val, data.y_val) if given else (data.x_train[val_idx], data.y_train[val_idx])
+    splits = Splits(
         data.x_train[train_idx],
         data.y_train[train_idx],
-        data.x_train[val_idx],
-        data.y_train[val_idx],
+        x_val,
+        y_val,
         data.x_test,
         data.y_test,
         data.spec,
     )
+    if data.spec.raw_pixels:
+        check_every_class(splits, subset)
+    return splits
+
+
+def stratified_indices(labels, count, seed):
+    """A seeded sample of about `count` of `labels`' indices, each class in its share, sorted.
+
+    Each class gives its share of `count` (the largest remainders round
+    up, so the total is `count`), at least one and never all of its own.
+
+    >>> import numpy as np
+    >>> stratified_indices(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 5, 0).tolist()
+    [2, 3, 4, 5, 8]
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    classes, sizes = np.unique(labels, return_counts=True)
+    quota = sizes * count / len(labels)
+    take = np.floor(quota).astype(int)
+    extra = count - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:extra]] += 1
+    take = np.clip(take, 1, np.maximum(sizes - 1, 1))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+IMBALANCE = 10  # the start block warns when the largest class has more than this many times the smallest's pictures
+
+
+def check_every_class(splits, subset=None):
+    """Every class in the training, validation and test splits, or a `DataError` naming those that are not.
+
+    Records the pictures per class and split in the spec (`class_counts`,
+    in `data.json`; the start block's imbalance warning reads it).
+    """
+    import numpy as np
+
+    names = splits.spec.class_names
+    counts = {part: np.bincount(np.asarray(y, np.int64), minlength=len(names)).tolist()
+              for part, y in (("train", splits.y_train), ("validation", splits.y_val), ("test", splits.y_test))}
+    missing = [(names[c], part) for part, n in counts.items() for c in range(len(names)) if n[c] == 0]
+    if missing:
+        listed = ", ".join(f"{name!r} has no {part} pictures" for name, part in missing[:10])
+        cut = f" (after --subset {subset})" if subset is not None else ""
+        raise DataError(
+            f"Every class must be in the training, validation and test splits{cut}: {listed}. Give each class at "
+            f"least {MIN_PER_CLASS} pictures (one for each split; more to learn from), or remove it. "
+            f"Received: pictures per class {{split: counts}} = {counts}, classes={list(names)}"
+        )
+    splits.spec.record["class_counts"] = counts
+
+
+def imbalance_warning(spec):
+    """One line when the largest class holds more than `IMBALANCE` times the smallest's pictures, else None."""
+    counts = spec.record.get("class_counts")
+    if not counts:
+        return None
+    total = [sum(n) for n in zip(*counts.values())]
+    big, small = max(range(len(total)), key=total.__getitem__), min(range(len(total)), key=total.__getitem__)
+    if total[big] <= IMBALANCE * total[small]:
+        return None
+    names = spec.class_names
+    return (f"warning: the classes are imbalanced {total[big] / total[small]:.0f} to 1 ({names[big]!r}: {total[big]} "
+            f"pictures, {names[small]!r}: {total[small]}); the mean accuracy hides the small classes: read the "
+            f"per-class accuracy at the end.")
 
 
 def name_of(data):

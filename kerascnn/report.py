@@ -5,7 +5,9 @@ from, or your folder with its class count), the images in each split,
 their size and colours, the model with its parameter count and members,
 the precision and epochs, and the run directory. At the end: the epoch kept
 and why, the test accuracy (scored once, on the kept checkpoint) and the
-time. The pictures `python -m kerascnn evaluate` draws, the test set's
+time, then each class's test accuracy (the weakest ones when there are
+many). The start block warns in one line when the
+classes are imbalanced more than `data.IMBALANCE` to 1. The pictures `python -m kerascnn evaluate` draws, the test set's
 confusion matrix and its most confident mistakes, are written into the run
 directory when training ends (`rundir.CONFUSION`, `rundir.MISCLASSIFIED`).
 
@@ -23,6 +25,7 @@ import os
 import numpy as np
 
 from kerascnn import figures, rundir
+from kerascnn.data import imbalance_warning
 
 
 def _shape_words(shape):
@@ -45,12 +48,13 @@ def start_block(config, run, run_dir, resumed):
     members = getattr(run.model, "members", None)
     model = f"{config.model}" + (f", {len(members)} members" if members else "")
     epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
+    warning = imbalance_warning(spec)
     return "\n".join([
         f"data: {found}, {size}",
         f"images: {run.train_images:,} train, {len(splits.y_val):,} validation, {len(splits.y_test):,} test",
         f"model: {model}, {run.model.count_params():,} parameters; {run.policy}; {epochs}",
         f"run directory: {run_dir} ({'resumed' if resumed else 'new'})",
-    ])
+    ] + ([warning] if warning else []))
 
 
 def _clock(seconds):
@@ -69,7 +73,38 @@ def end_block(metrics, run_dir):
         f"{metrics['test_images']:,} images, scored once",
         f"time: {_clock(metrics['wall_seconds'])} of training in {sittings} sitting{'s' * (sittings != 1)}; "
         f"results in {run_dir}",
+        *per_class_lines(metrics.get("per_class_accuracy")),
     ])
+
+
+PER_CLASS_SHOWN = 20  # classes listed one by one at the end of a run; with more, the weakest
+
+
+def per_class_accuracy(y_true, predicted, class_names):
+    """{class name: {"accuracy": share of its test pictures classified right, "images": how many}}, in label order."""
+    y_true, predicted = np.asarray(y_true), np.asarray(predicted)
+    result = {}
+    for c, name in enumerate(class_names):
+        mine = y_true == c
+        result[name] = {"accuracy": float(np.mean(predicted[mine] == c)) if mine.any() else None,
+                        "images": int(mine.sum())}
+    return result
+
+
+def per_class_lines(per_class):
+    """The end block's lines of each class's test accuracy, the weakest first when there are many.
+
+    >>> per_class_lines({"cat": {"accuracy": 0.95, "images": 20}, "dog": {"accuracy": 0.5, "images": 2}})
+    ['test accuracy per class:', '  cat: 95.00% of 20', '  dog: 50.00% of 2']
+    """
+    if not per_class:
+        return []
+    items = [(name, v) for name, v in per_class.items() if v["accuracy"] is not None]
+    head = ["test accuracy per class:"]
+    if len(items) > PER_CLASS_SHOWN:
+        items = sorted(items, key=lambda item: item[1]["accuracy"])[:PER_CLASS_SHOWN // 2]
+        head = [f"test accuracy per class, the {len(items)} weakest of {len(per_class)} (all in metrics.json):"]
+    return head + [f"  {name}: {v['accuracy']:.2%} of {v['images']:,}" for name, v in items]
 
 
 def write_result_pictures(run_dir, x_test, y_test, probabilities, accuracy, class_names):

@@ -118,6 +118,9 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "test_accuracy": float(scores["accuracy"]),
         "test_loss": float(scores["loss"]),  # cross-entropy on the probabilities, unsmoothed, as `evaluate` says
         "test_images": int(len(y_test)),
+        **({"per_class_accuracy": report.per_class_accuracy(y_test, probabilities.argmax(axis=1),
+                                                            run.splits.spec.class_names)}
+           if probabilities is not None else {}),
         "best_epoch": checkpoint.best_epoch,  # 1-based, as the log, history.csv and best.json number it
         "best_val_accuracy": float(checkpoint.best),
         "epochs": len(_history(history_path)),

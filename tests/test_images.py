@@ -16,7 +16,7 @@ from PIL import Image
 import train
 import tune
 from kerascnn.commands.results import main as results_main
-from kerascnn.data import DataError
+from kerascnn.data import DataError, split
 from kerascnn.pipeline import load_dataset
 from kerascnn.images import load_images, stratified_test_indices
 
@@ -396,17 +396,18 @@ def test_an_npz_of_any_shape_with_class_names(tmp_path):
 
 def test_mixed_sizes_and_grey_rgb_rgba_are_converted_with_notes(tmp_path):
     rng = np.random.default_rng(0)
-    for name, mode, size in [("a", "L", 20), ("a", "RGB", 20), ("b", "RGBA", 24), ("b", "RGB", 20)]:
+    for i, (name, mode, size) in enumerate([("a", "L", 20), ("a", "RGB", 20), ("a", "RGB", 20), ("b", "RGBA", 24),
+                                            ("b", "RGB", 20), ("b", "RGB", 20)]):  # 3 a class: one per split
         os.makedirs(tmp_path / name, exist_ok=True)
         channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
         pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8).squeeze()
-        Image.fromarray(pixels, mode).save(tmp_path / name / f"{mode}.png")
+        Image.fromarray(pixels, mode).save(tmp_path / name / f"{mode}{i}.png")
     (tmp_path / "a" / "notes.txt").write_text("not a picture")
     notes = []
     data = load_images(str(tmp_path), log=notes.append)
     assert data.x_train.shape[1:] == (20, 20, 3) and data.spec.record["color_mode"] == "rgb"
     text = "\n".join(notes)
-    assert "1 of 4 images are not 20x20 and are resized to it" in text
+    assert "1 of 6 images are not 20x20 and are resized to it" in text
     assert "1 grey images are read as RGB" in text and "1 images have transparency" in text
     assert "1 files without an image extension" in text and "notes.txt" in text
 
@@ -517,3 +518,155 @@ def test_a_missing_npz_is_refused_at_the_flag(tmp_path, capsys):
         np.savez(path, x_train=np.zeros((4, 8, 8)), y_train=np.arange(4) % 2, x_test=np.zeros((2, 8, 8)),
                  y_test=np.arange(2))
         load_dataset(path)
+
+
+# --- layouts people use: split folders by any common name, junk skipped, one spelling of a class -------------------
+
+def _pictures(folder, classes, count=4):
+    """`count` tiny PNGs per class under folder/<class>/ (count: an int or a {class: int})."""
+    for name in classes:
+        os.makedirs(os.path.join(folder, name), exist_ok=True)
+        for i in range(count if isinstance(count, int) else count[name]):
+            _tiny_png(os.path.join(folder, name, f"{i}.png"), (17 * i) % 256)
+
+
+@pytest.mark.parametrize("folders, given_val, layout", [
+    (("train", "val"), True, "train/val"), (("Train", "Test"), False, "Train/Test"),
+    (("training", "testing"), False, "training/testing"), (("train", "valid", "test"), True, "train/valid/test"),
+    (("TRAIN", "Validation", "Testing"), True, "TRAIN/Validation/Testing"), (("train", "dev"), True, "train/dev"),
+])
+def test_split_folders_are_recognised_by_any_common_name_and_case(folders, given_val, layout, tmp_path):
+    for folder in folders:
+        _pictures(str(tmp_path / folder), ["cat", "dog"], 5)
+    data = load_images(str(tmp_path), log=lambda _: None)
+    assert data.spec.class_names == ["cat", "dog"]  # never the split folders
+    assert data.spec.record["layout"] == layout
+    splits = split(data, seed=1)
+    if given_val:  # the validation folder IS the validation set
+        assert len(splits.y_val) == 10 and np.array_equal(splits.x_val, data.x_val)
+    for part in (splits.y_train, splits.y_val, splits.y_test):
+        assert np.bincount(part, minlength=2).min() >= 1
+
+
+def test_a_run_on_train_valid_test_validates_on_valid_and_reports_each_class(tmp_path, capsys):
+    for folder, count in (("train", 6), ("valid", 2), ("test", 3)):
+        _pictures(str(tmp_path / "data" / folder), ["cat", "dog"], count)
+    status, out, err = call(train.main, ["--dataset", str(tmp_path / "data"), "--model", "sequential", "--epochs", "1",
+                                         "--logdir", str(tmp_path / "logs"), "--verbose", "1"], capsys)
+    assert status == 0, err
+    assert "images: 12 train, 4 validation, 6 test" in out
+    metrics = json.load(open(os.path.join(run_dir_of(out), "metrics.json")))
+    assert list(metrics["per_class_accuracy"]) == ["cat", "dog"]
+    assert all(v["images"] == 3 for v in metrics["per_class_accuracy"].values())
+    assert "  cat: " in out and " of 3" in out
+
+
+@pytest.mark.parametrize("folders, found", [
+    (("val", "test"), "no training folder"),
+    (("train", "test", "cats"), "other folders beside them: ['cats']"),
+    (("train", "Training", "test"), "2 train folders"),
+])
+def test_split_folders_that_make_no_layout_exit_2_saying_what_was_found(folders, found, tmp_path, capsys):
+    for folder in folders:
+        _pictures(str(tmp_path / "data" / folder), ["cat", "dog"], 3)
+    status, _, err = call(train.main, ["--dataset", str(tmp_path / "data"), "--epochs", "1",
+                                       "--logdir", str(tmp_path / "logs")], capsys)
+    assert status == 2 and "look like split folders but make no layout" in err and found in err, err
+    assert "Received: folders=" in err and not (tmp_path / "logs").exists()
+
+
+def test_hidden_files_and_macos_metadata_are_skipped_with_one_note(tmp_path):
+    _pictures(str(tmp_path), ["a", "b"], 3)
+    (tmp_path / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")  # AppleDouble, not a PNG
+    (tmp_path / ".DS_Store").write_bytes(b"Bud1")
+    (tmp_path / "a" / ".DS_Store").write_bytes(b"Bud1")
+    _pictures(str(tmp_path / ".thumbnails"), ["x"], 1)  # would become a class
+    _pictures(str(tmp_path / "b" / ".cache"), ["y"], 1)
+    (tmp_path / "__MACOSX" / "a").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "a" / "._1.png").write_bytes(b"\x00\x05\x16\x07")
+    notes = []
+    data = load_images(str(tmp_path), log=notes.append)
+    assert data.spec.class_names == ["a", "b"] and len(data.y_train) + len(data.y_test) == 6
+    hidden = [n for n in notes if "hidden" in n]
+    assert len(hidden) == 1 and hidden[0].startswith("note: 6 hidden files and folders and macOS metadata"), notes
+
+
+def test_nfc_and_nfd_spellings_of_a_class_are_one_class(tmp_path):
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "chat_é"), unicodedata.normalize("NFD", "chat_é")
+    _pictures(str(tmp_path / "train"), [nfc, "chien"], 4)
+    _pictures(str(tmp_path / "test"), [nfd, "chien"], 2)  # as a macOS zip stores it
+    data = load_images(str(tmp_path), log=lambda _: None)
+    assert data.spec.class_names == ["chat_é", "chien"] and data.spec.class_names[0] == nfc
+    assert np.bincount(data.y_test).tolist() == [2, 2]
+
+
+# --- every class in every split ------------------------------------------------------------------------------------
+
+def test_a_class_too_small_for_every_split_exits_2_naming_it(tmp_path, capsys):
+    _pictures(str(tmp_path / "data"), ["big", "small"], {"big": 20, "small": 2})
+    status, _, err = call(train.main, ["--dataset", str(tmp_path / "data"), "--epochs", "1", "--split-seed", "54",
+                                       "--logdir", str(tmp_path / "logs")], capsys)
+    assert status == 2 and "'small' (2)" in err and "at least 3" in err, err
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("seed", [54, 0, 1, 2, 3])
+def test_three_pictures_put_a_class_in_every_split_and_validation_is_stratified(seed, tmp_path):
+    _pictures(str(tmp_path), ["big", "small"], {"big": 40, "small": 3})
+    splits = split(load_images(str(tmp_path), seed=seed, log=lambda _: None), seed=seed)
+    assert [np.bincount(y, minlength=2)[1] for y in (splits.y_train, splits.y_val, splits.y_test)] == [1, 1, 1]
+    again = split(load_images(str(tmp_path), seed=seed, log=lambda _: None), seed=seed)
+    assert np.array_equal(splits.y_val, again.y_val) and np.array_equal(splits.x_val, again.x_val)  # seeded
+    assert splits.spec.record["class_counts"]["validation"] == np.bincount(splits.y_val).tolist()
+
+
+def test_built_in_validation_split_is_the_plain_seeded_sample_as_before(mnist):
+    s = split(mnist, val_size=5000, seed=777)
+    order = np.random.default_rng(777).permutation(len(mnist.y_train))
+    assert np.array_equal(s.y_val, mnist.y_train[np.sort(order[:5000])])  # the numbers measured stay comparable
+
+
+def test_a_run_on_imbalanced_classes_warns_at_the_start_and_scores_each_class(tmp_path, capsys):
+    _pictures(str(tmp_path / "data"), ["many", "few"], {"many": 66, "few": 4})
+    status, out, err = call(train.main, ["--dataset", str(tmp_path / "data"), "--model", "sequential", "--epochs",
+                                         "1", "--logdir", str(tmp_path / "logs"), "--verbose", "1"], capsys)
+    assert status == 0, err
+    assert "warning: the classes are imbalanced 16 to 1 ('many': 66 pictures, 'few': 4)" in out
+    metrics = json.load(open(os.path.join(run_dir_of(out), "metrics.json")))
+    assert metrics["per_class_accuracy"]["few"]["images"] == 1 and "  few: " in out
+
+
+# --- npz faults: exit 2 with what was received, before any run directory -------------------------------------------
+
+def _npz_fault(kind):
+    x = np.zeros((6, 8, 8), np.uint8)
+    y = np.arange(6) % 3
+    arrays = {"x_train": x, "y_train": y, "x_test": x[:3], "y_test": y[:3]}
+    if kind == "string labels":
+        arrays.update(y_train=np.array(["a", "b", "c"] * 2), y_test=np.array(["a", "b", "c"]))
+    elif kind == "one-hot":
+        arrays.update(y_train=np.eye(3, dtype=np.float32)[y], y_test=np.eye(3, dtype=np.float32)[y[:3]])
+    elif kind == "length mismatch":
+        arrays.update(y_train=y[:5])
+    elif kind == "labels from 1":
+        arrays.update(y_train=y + 1, y_test=y[:3] + 1)
+    elif kind == "class_names too short":
+        arrays.update(class_names=np.array(["a", "b"]))
+    return arrays
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("string labels", "must hold integer class numbers (names go in `class_names`"),
+    ("one-hot", "looks one-hot"),
+    ("length mismatch", "len(x_train)=6, len(y_train)=5"),
+    ("labels from 1", "the labels skip class 0: no image has it (labels that start at 1?"),
+    ("class_names too short", "`class_names` must name each class, 0..2"),
+])
+def test_npz_faults_exit_2_with_what_was_received_before_any_run_directory(kind, message, tmp_path, capsys):
+    path = str(tmp_path / "mine.npz")
+    np.savez(path, **_npz_fault(kind))
+    status, _, err = call(train.main, ["--dataset", path, "--epochs", "1", "--logdir", str(tmp_path / "logs")], capsys)
+    assert status == 2 and message in err and "Received:" in err, err
+    assert not (tmp_path / "logs").exists()

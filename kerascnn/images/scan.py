@@ -6,6 +6,7 @@ What `scan_folder` refuses, and why, is in `kerascnn.images`' docstring.
 import collections
 import errno
 import os
+import unicodedata
 import warnings
 
 import numpy as np
@@ -18,6 +19,19 @@ MAX_LISTED = 10  # bad files named in one message
 # The longest side the model works at by default. Larger pictures are scaled down to it, aspect kept:
 # a 400x300 photo is worked at 128x96, a 12-megapixel one at 128x96 too (`capped_size`).
 MAX_SIDE = 128
+
+
+MAC_METADATA = "__MACOSX"  # a macOS zip's folder of resource forks; `._x.png` and `.DS_Store` are hidden names
+
+
+def is_hidden(name):
+    """Whether a file or folder is hidden or macOS metadata (`.x`, `._x.png`, `.DS_Store`, `__MACOSX`): skipped."""
+    return name.startswith(".") or name == MAC_METADATA
+
+
+def nfc(name):
+    """A name in Unicode's composed form (NFC): "é" typed on Linux and stored by macOS (NFD) is one name."""
+    return unicodedata.normalize("NFC", name)
 
 
 def as_size(image_size):
@@ -53,12 +67,13 @@ def cap_note(common, size):
 
 
 class FolderScan:
-    """What `scan_folder` found: class names (sorted), image files, (path, size, mode) each, their
-    labels, and skips."""
+    """What `scan_folder` found: class names (sorted, in NFC), image files, (path, size, mode) each, their
+    labels, and skips: files without an image extension, and hidden files and macOS metadata (`hidden`)."""
 
-    def __init__(self, classes, files, labels, skipped_names):
+    def __init__(self, classes, files, labels, skipped_names, hidden=()):
         self.classes, self.files, self.labels = classes, files, labels
         self.skipped_names, self.skipped = skipped_names[:MAX_LISTED], len(skipped_names)
+        self.hidden = list(hidden)
 
 
 def scan_folder(root):
@@ -71,12 +86,21 @@ def scan_folder(root):
         entries = sorted(os.listdir(root))
     except OSError as e:
         raise DataError(f"{root}: cannot be read ({e.strerror}).") from None
-    classes = []
+    folders, hidden = {}, []  # class name (NFC) -> its folder's name as stored
     for name in entries:
         full = os.path.join(root, name)
+        if is_hidden(name):
+            hidden.append(os.path.relpath(full, root))
+            continue
         _check_link(full, root)
         if os.path.isdir(full):
-            classes.append(name)
+            if nfc(name) in folders:
+                raise DataError(
+                    f"{root}: the class folders {folders[nfc(name)]!r} and {name!r} are one name spelt two ways "
+                    f"(Unicode NFC and NFD); merge them. Received: folders={[folders[nfc(name)], name]}"
+                )
+            folders[nfc(name)] = name
+    classes = sorted(folders)
     if not classes:
         raise DataError(
             f"{root} has no class subfolders: a dataset folder holds one subfolder per class "
@@ -89,7 +113,7 @@ def scan_folder(root):
     files, labels, skipped, broken = [], [], [], []
     for label, name in enumerate(classes):
         found = 0
-        for path in _walk(os.path.join(root, name), root):
+        for path in _walk(os.path.join(root, folders[name]), root, hidden):
             if not path.lower().endswith(EXTENSIONS):
                 skipped.append(os.path.relpath(path, root))
                 continue
@@ -103,7 +127,8 @@ def scan_folder(root):
             found += 1
         if not found and not broken:
             raise DataError(
-                f"{os.path.join(root, name)}: the class folder {name!r} has no images ({', '.join(EXTENSIONS)}); "
+                f"{os.path.join(root, folders[name])}: the class folder {name!r} has no images "
+                f"({', '.join(EXTENSIONS)}); "
                 "add some or remove the folder."
             )
     if broken:
@@ -113,16 +138,23 @@ def scan_folder(root):
             f"{len(broken)} files in {root} cannot be read as images; nothing was trained or written. "
             f"Move them away (or fix them) and run again:\n  {listed}{more}"
         )
-    return FolderScan(classes, files, labels, skipped)
+    return FolderScan(classes, files, labels, skipped, hidden)
 
 
-def _walk(folder, root):
+def _walk(folder, root, hidden):
     # Like Keras: symbolic links to folders inside a class folder are not followed (no loops).
+    # Hidden files and folders and macOS metadata are not read; their paths go to `hidden`.
     for dirpath, dirnames, filenames in sorted(os.walk(folder, followlinks=False)):
-        dirnames.sort()
+        if any(is_hidden(part) for part in os.path.relpath(dirpath, folder).split(os.sep) if part != "."):
+            continue  # inside a hidden folder, counted once below
+        hidden.extend(os.path.relpath(os.path.join(dirpath, n), root) for n in dirnames if is_hidden(n))
+        dirnames[:] = sorted(n for n in dirnames if not is_hidden(n))
         for name in dirnames:
             _check_link(os.path.join(dirpath, name), root)
         for name in sorted(filenames):
+            if is_hidden(name):
+                hidden.append(os.path.relpath(os.path.join(dirpath, name), root))
+                continue
             _check_link(os.path.join(dirpath, name), root)  # a link to itself shows up as a file
             yield os.path.join(dirpath, name)
 
@@ -231,5 +263,6 @@ def class_mismatch(where, found, expected, whose):
 
 def check_classes(where, found, expected, whose="the model"):
     """Raises `DataError` naming `where` when its class names are not `expected`, in order."""
-    if list(found) != list(expected):
+    found, expected = [nfc(n) for n in found], [nfc(n) for n in expected]
+    if found != expected:
         raise DataError(class_mismatch(where, list(found), list(expected), whose))
