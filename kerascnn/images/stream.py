@@ -32,9 +32,11 @@ class ImageFiles:
     parts needed whole (validation pictures in TensorBoard, a test set).
     `kerascnn.pipeline.make_dataset` streams them to a model in batches.
 
-    Decoding is `image_dataset_from_directory`'s: `tf.io.decode_image` to
-    `channels` (grey repeated into RGB, transparency dropped), a bilinear
-    resize to `size`, then rounded to uint8: the pixels Keras' loader gives, as integers.
+    Decoding is `kerascnn.images.decode.decode_image`'s, the one decoder
+    of every path (Pillow: EXIF orientation, palettes, every mode to
+    `channels`, transparency on white), run by `tf.numpy_function`, then a
+    bilinear resize to `size` (`tf.image.resize`, as the model's own
+    `Resizing` layer), rounded to uint8.
     """
 
     dtype = np.dtype(np.uint8)
@@ -66,8 +68,10 @@ class ImageFiles:
         """The uint8 pixels of the file at `path` (a string tensor), inside a `tf.data` graph."""
         import tensorflow as tf
 
-        image = tf.io.decode_image(tf.io.read_file(path), channels=self.channels, expand_animations=False)
-        image = tf.image.resize(image, self.size, method="bilinear")
+        from kerascnn.images.decode import decode_file_for_tf
+
+        image = tf.numpy_function(decode_file_for_tf, [path, self.channels], tf.uint8, stateful=False)
+        image = tf.image.resize(tf.ensure_shape(image, (None, None, self.channels)), self.size, method="bilinear")
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         return tf.ensure_shape(image, (*self.size, self.channels))
 
