@@ -80,8 +80,8 @@ def open_image(source, name=None):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 image.load()  # decodes it: truncated data and bad checksums show here
-                orientation = image.getexif().get(ORIENTATION, 1)
-                if orientation not in (1, None):
+                exif = "exif" in image.info or image.format in ("TIFF", "MPO")  # else no orientation to read
+                if exif and image.getexif().get(ORIENTATION, 1) not in (1, None):
                     return ImageOps.exif_transpose(image)
                 return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -132,9 +132,3 @@ def decode_image(source, channels, name=None):
         DataError: it cannot be decoded; the message names it.
     """
     return to_pixels(open_image(source, name), channels)
-
-
-def decode_file_for_tf(path, channels):
-    """`decode_image` for `tf.numpy_function`: `path` arrives as bytes (the file system's encoding)."""
-    path = os.fsdecode(path)
-    return decode_image(path, int(channels))
