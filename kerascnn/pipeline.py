@@ -201,17 +201,15 @@ def file_batches(files, labels, batch_size, shuffle=False, seed=777, epoch=None,
     """
     import tensorflow as tf
 
-    paths, labels = tf.constant(files.paths), tf.constant(labels)
+    labels = tf.constant(labels)
 
-    def load(i):
-        return files.decode(tf.gather(paths, i)), tf.gather(labels, i)
+    def load(indices):  # decoded in parallel, in order (`ImageFiles.decoded`)
+        return files.decoded(indices).map(lambda image, i: (image, tf.gather(labels, i)))
 
-    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache is None:
-        indices = epoch_order(len(files), seed, epoch) if shuffle else tf.data.Dataset.range(len(files))
-        ds = indices.map(load, **parallel)
+        ds = load(epoch_order(len(files), seed, epoch) if shuffle else tf.data.Dataset.range(len(files)))
     else:
-        decoded = tf.data.Dataset.range(len(files)).map(load, **parallel).cache(files.cache_file(cache))
+        decoded = load(tf.data.Dataset.range(len(files))).cache(files.cache_file(cache))
         buffer = max(1, min(len(files), SHUFFLE_BYTES // int(np.prod(files.shape[1:]))))
         if not shuffle:
             ds = decoded

@@ -6,9 +6,10 @@ Which preparation a picture gets depends on the model:
   Fashion-MNIST model does) gets the MNIST-style preparation below;
 * a model trained on **your own images** (one that scales its own raw
   pixels, `kerascnn.layers.takes_raw_pixels`) gets what training did: the
-  file decoded by TensorFlow into the model's channels (grey or RGB, as
-  `image_dataset_from_directory` does), resized bilinearly to the model's
-  size, raw 0..255 pixels in (`prepare_as_trained`).
+  file decoded by the one decoder of `kerascnn.images.decode` into the
+  model's channels (grey or RGB; EXIF orientation, palettes and every mode
+  as training read them), resized bilinearly to the model's size, raw
+  0..255 pixels in (`prepare_as_trained`).
 
 A photo or scan of a handwritten digit looks nothing like an MNIST image
 until it is prepared the way MNIST's were (LeCun et al.): any PNG or JPEG,
@@ -213,15 +214,17 @@ def prepare_as_trained(path, model):
 def prepare_bytes_as_trained(data, model):
     """A picture held in memory (an upload), prepared as `prepare_as_trained` prepares a file.
 
-    Pillow checks the bytes first (`kerascnn.images.read_header`: a
-    decompression bomb or a corrupt picture never reaches the decoder), then
-    they are decoded as training decoded them (TensorFlow's `decode_image`
-    into the model's channels) and resized bilinearly to the model's working
-    size (`prepared_shape`), as `image_dataset_from_directory` did; the model
-    scales the pixels itself.
+    They are decoded by the one decoder training used
+    (`kerascnn.images.decode.decode_image`: Pillow, EXIF orientation
+    applied, palettes expanded, every mode converted to the model's
+    channels, transparency composited on white; a decompression bomb or a
+    corrupt picture is refused) and resized bilinearly to the model's
+    working size (`prepared_shape`) with `tf.image.resize`, as the training
+    pipeline resized them; the model scales the pixels itself.
 
     Args:
-        data: bytes of a PNG, JPEG, GIF or BMP.
+        data: bytes of a picture in any format Pillow reads (PNG, JPEG,
+            GIF, BMP, WebP, TIFF, ...).
         model: `keras.Model` that takes raw pixels (`kerascnn.layers.takes_raw_pixels`).
 
     Returns:
@@ -233,21 +236,17 @@ def prepare_bytes_as_trained(data, model):
     import tensorflow as tf
 
     from kerascnn.data import DataError
-    from kerascnn.images import read_header
+    from kerascnn.images.decode import decode_image
 
     if not data:
         raise ImageError("the file is empty (0 bytes).")
-    source = io.BytesIO(data)
-    try:
-        read_header(source)
-    except DataError as e:
-        raise ImageError(str(e).removeprefix(f"{source}: ")) from None
     height, width, channels = prepared_shape(model)
+    name = "the picture"
     try:
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-    except tf.errors.InvalidArgumentError as e:
-        raise ImageError(f"cannot decode the image as training did ({e.message.strip()}).") from None
-    return tf.image.resize(image, (height, width), method="bilinear").numpy().astype(np.float32)
+        pixels = decode_image(data, channels, name=name)
+    except DataError as e:
+        raise ImageError(str(e).removeprefix(f"{name}: ")) from None
+    return tf.image.resize(pixels, (height, width), method="bilinear").numpy().astype(np.float32)
 
 
 def prepared_shape(model):

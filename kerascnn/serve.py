@@ -14,8 +14,8 @@ A model trained on your own images (RGB or grey, any size; one that scales
 its own raw pixels, `kerascnn.layers.takes_raw_pixels`) is served too, for
 uploads and photos only: drawing stays for digit models, so the page hides
 the pad and says why. A picture is prepared as `predict` prepares a file for
-it (`kerascnn.predict.prepare_bytes_as_trained`: decoded into the model's
-channels, resized bilinearly to its working size, e.g. 32x32 RGB), the bars
+it (`kerascnn.predict.prepare_bytes_as_trained`: decoded by training's own
+decoder, `kerascnn.images.decode`, into the model's channels, resized bilinearly to its working size, e.g. 32x32 RGB), the bars
 carry the run's class names, and every map is at the model's size.
 
 Why Flask: the page is one HTML file with its script and style inline, so

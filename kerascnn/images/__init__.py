@@ -16,15 +16,18 @@
   pixels (N, H, W) or (N, H, W, C), integer labels from 0) and, if it
   likes, `class_names`.
 
-The folder is read as `keras.utils.image_dataset_from_directory` reads it
-(PNG, JPEG, GIF, BMP; subfolders of a class folder included; symbolic links
-to folders inside a class folder are not followed; the same decoding and
-bilinear resize: `ImageFiles.decode`), after a scan with Pillow that reads
-every file's header and checks it (`kerascnn.images.scan`):
+The folder is read with subfolders of a class folder included and
+symbolic links to folders inside a class folder not followed, as
+`keras.utils.image_dataset_from_directory` does, but every picture is
+decoded by the one decoder of every path (`kerascnn.images.decode`:
+Pillow, every format it reads, EXIF orientation applied, palettes
+expanded, every mode converted the same way, transparency on white),
+after a scan that decodes and checks every file (`kerascnn.images.scan`):
 
 * files whose names do not end in an image extension (`notes.txt`,
-  `Thumbs.db`) are **skipped and counted** in a note: they never claimed
-  to be images;
+  `Thumbs.db`), and files with no extension that Pillow does not
+  recognise, are **skipped and counted** in a note: they never claimed
+  to be images (a picture with no extension is read, as `predict` reads it);
 * a file that claims to be an image and cannot be decoded (truncated,
   corrupt, not what its name says, a decompression bomb, a broken link)
   **stops** the run before anything is written, with every such file
@@ -42,7 +45,7 @@ aspect kept, when it is larger, with a note (`capped_size`; `--image-size N`
 for N x N), and the colour mode is
 `grayscale` when every picture is grey, else `rgb` (`--color-mode`).
 Pictures of other sizes are resized (bilinear), grey ones repeated into
-three channels and the transparency of RGBA ones dropped; a note says how
+three channels and transparent ones composited on white; a note says how
 many. The pixels stay uint8; the model resizes and scales them itself
 (`kerascnn.layers.pixel_input`), so a saved model takes raw pixels.
 
@@ -58,7 +61,7 @@ pictures are written there during the first epoch and read back after it
 `kerascnn.pipeline.SHUFFLE_BYTES`, no longer the same as in memory. An `.npz` is always
 read into memory (`kerascnn.images.npz`).
 
-The modules, by job: `scan` (the folder checked), `stream` (pictures left
+The modules, by job: `decode` (the one decoder), `scan` (the folder checked), `stream` (pictures left
 on disk: `ImageFiles`), `npz`; this one puts them together. The `tf.data`
 pipelines that feed a model from either are `kerascnn.pipeline`'s.
 """
@@ -69,6 +72,7 @@ import numpy as np
 
 from kerascnn.config import COLOR_MODES, STREAMS
 from kerascnn.data import MIN_PER_CLASS, DataError, Dataset, DataSpec
+from kerascnn.images.decode import decode_image
 from kerascnn.images.npz import load_npz
 from kerascnn.images.scan import (
     EXTENSIONS,
@@ -248,6 +252,7 @@ __all__ = [
     "capped_size",
     "check_classes",
     "dataset_label",
+    "decode_image",
     "is_image_dataset",
     "load_images",
     "read_header",

@@ -12,9 +12,10 @@ import warnings
 import numpy as np
 
 from kerascnn.data import DataError
+from kerascnn.images.decode import has_alpha, image_extensions, open_image
 
-EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # those image_dataset_from_directory reads
-GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+EXTENSIONS = image_extensions()  # every format Pillow decodes here, as predict reads them
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 MAX_LISTED = 10  # bad files named in one message
 # The longest side the model works at by default. Larger pictures are scaled down to it, aspect kept:
 # a 400x300 photo is worked at 128x96, a 12-megapixel one at 128x96 too (`capped_size`).
@@ -114,7 +115,8 @@ def scan_folder(root):
     for label, name in enumerate(classes):
         found = 0
         for path in _walk(os.path.join(root, folders[name]), root, hidden):
-            if not path.lower().endswith(EXTENSIONS):
+            claims = path.lower().endswith(EXTENSIONS)
+            if not claims and (os.path.splitext(os.path.basename(path))[1] or not _is_picture(path)):
                 skipped.append(os.path.relpath(path, root))
                 continue
             try:
@@ -177,35 +179,34 @@ def _check_link(path, root):
 
 
 def read_header(path):
-    """(height, width) and Pillow mode of an image file, after Pillow's integrity check.
+    """(height, width) as shown (EXIF orientation applied) and Pillow mode of an image file, after a full decode.
+
+    The decode is `kerascnn.images.decode.open_image`'s, the one every path uses.
+    A palette or grey picture with a transparent colour reports "RGBA" or "LA".
 
     Raises:
         DataError: missing (a broken link), not an image, truncated or
             corrupt, or a decompression bomb; the message names the file.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                size, mode = (image.height, image.width), image.mode
-                if "transparency" in image.info and mode in ("P", "L"):
-                    mode = "RGBA" if mode == "P" else "LA"
-                image.load()  # decodes it: truncated data and bad checksums show here
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return _bad(path, "too many pixels to decode safely (a decompression bomb?)")
-    except UnidentifiedImageError:
-        return _bad(path, "not an image, though its name says so")
-    except FileNotFoundError:
-        return _bad(path, "missing (a broken symbolic link?)")
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return _bad(path, f"truncated or corrupt ({e})")
+    image = open_image(path)
+    size, mode = (image.height, image.width), image.mode
+    if has_alpha(image) and mode in ("P", "L", "1", "RGB"):
+        mode = "LA" if mode in ("L", "1") else "RGBA"
     return size, mode
 
 
-def _bad(path, reason):
-    raise DataError(f"{path}: {reason}")
+def _is_picture(path):
+    """Whether a file with no extension is a picture Pillow can open (its header only): such a file is
+    read like any picture, as `predict` reads it; any other is skipped."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return image.format not in ("EPS", "MPEG")
+    except Exception:  # noqa: BLE001 - anything Pillow cannot identify is not a picture
+        return False
 
 
 def choose_format(files, image_size, color_mode, log):
@@ -234,7 +235,7 @@ def choose_format(files, image_size, color_mode, log):
     if mode == "grayscale" and len(grey) < len(files):
         log(f"note: {len(files) - len(grey)} colour images are read as grey (--color-mode grayscale).")
     if alpha:
-        log(f"note: {alpha} images have transparency; it is dropped.")
+        log(f"note: {alpha} images have transparency; it is composited on white.")
     return size, mode
 
 
