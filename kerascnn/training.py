@@ -94,7 +94,7 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
 
     if resumed and os.path.exists(trained_path):
         # 3'. Training had finished when the run was stopped: its checkpoint and record are kept; score them.
-        if verbose and plan.is_chief:
+        if plan.is_chief:  # said whatever the verbosity, as "Resuming the interrupted run" is
             print(f"Training had finished; scoring {best_path} on the test set.", flush=True)
         checkpoint = SafeModelCheckpoint(best_path, monitor="val_accuracy", mode="max")  # reads best.json
         trained = rundir.read_json(trained_path)
