@@ -9,7 +9,8 @@
   a resumed run's checkpoint starts from.
 * `TensorBoard`: per-epoch scalars, train and validation on the same charts.
 * `BackupAndRestore`: running the same command again after an interruption
-  resumes from the last finished epoch instead of starting over.
+  resumes from the last finished epoch instead of starting over; the backup
+  is kept until the run's `metrics.json` is written.
 * `EpochSeeds`: each epoch's data order, dropout and augmentation depend on
   (seed, epoch) only, so a resumed run repeats the uninterrupted one.
 * `SwapEMAWeights` (when the run averages its weights, `ema` > 0):
@@ -288,5 +289,8 @@ def make_callbacks(config, run_dir, schedule, validation=None):
     callbacks += [RestoreTrainingWeights(swap) for swap in swaps]
     # Last: an epoch counts as done for resuming only once its checkpoint and logs are
     # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rundir.BACKUP), double_checkpoint=True))
+    # Kept when fit() ends (delete_checkpoint=False): `kerascnn.training.train` removes it once
+    # metrics.json is written, so a stop during the test scoring still finds the run to resume.
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rundir.BACKUP), double_checkpoint=True,
+                                                      delete_checkpoint=False))
     return callbacks

@@ -3,17 +3,20 @@
 `logs/<model>-<YYYYmmdd-HHMMSS>/` holds `config.json` (the resolved
 config), TensorBoard event files (`train/`, `validation/`), `best.keras`,
 `best.json` (its epoch and validation accuracy), `history.csv`, `elapsed.json` (training time over the run's sittings),
-`backup/` while training, and `metrics.json` once finished.
-A run that was interrupted (it has `backup/` but no `metrics.json`) is the
-one exception: running the same config again resumes it in place.
+`backup/` and `trained.json` until `metrics.json` is written, `run.lock` while a process works on it.
+A run that was interrupted (it has `backup/` or `trained.json` but no
+`metrics.json`) is the one exception: running the same config again
+resumes it in place.
 """
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 
@@ -29,7 +32,9 @@ HISTORY = "history.csv"  # one row per epoch
 ELAPSED = "elapsed.json"  # training seconds and sittings so far
 CONFUSION = "confusion_matrix.png"  # the test set's confusion matrix, drawn when training ends
 MISCLASSIFIED = "misclassified.png"  # the test set's most confident mistakes, drawn when training ends
-BACKUP = "backup"  # a folder, while training: what an interrupted run resumes from
+BACKUP = "backup"  # a folder, until metrics.json is written: what an interrupted run resumes from
+TRAINED = "trained.json"  # training finished, test scoring pending: epochs, seconds and sittings of the training
+LOCK = "run.lock"  # held (flock) by the process training or scoring the run; names it
 
 
 class RunDirError(UsageError):
@@ -79,7 +84,9 @@ def find_resumable(logdir, model, config_dict, same=None):
     """
     candidates = []
     for run in glob.glob(os.path.join(logdir, f"{model}-*")):
-        if os.path.exists(os.path.join(run, METRICS)) or not os.path.isdir(os.path.join(run, BACKUP)):
+        if os.path.exists(os.path.join(run, METRICS)):
+            continue
+        if not (os.path.isdir(os.path.join(run, BACKUP)) or os.path.exists(os.path.join(run, TRAINED))):
             continue
         try:
             with open(os.path.join(run, CONFIG)) as f:
@@ -89,6 +96,65 @@ def find_resumable(logdir, model, config_dict, same=None):
         except (OSError, ValueError):
             continue
     return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+class FileLock:
+    """An exclusive `fcntl.flock` on the file `path`, named after its holder (pid, host, time).
+
+    The operating system drops the lock when its process ends, killed or not,
+    so a stopped job can always be resumed; the file itself stays. A second
+    process asking for it gets `refused(holder)` raised at once, never a wait.
+    Used for a run directory (`RunLock`) and a search folder
+    (`kerascnn.tuning.project.SearchLock`).
+
+    Args:
+        path: str, the lock file (made, with its folder, if missing).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._file = None
+
+    def refused(self, holder):
+        """The exception raised when another process holds the lock; `holder` is what its file says."""
+        return RunDirError(f"{self.path} is held by another process ({holder}).")
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise self.refused(holder) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class RunLock(FileLock):
+    """The lock of a run directory (`run.lock` in it): one process trains or scores a run at a time."""
+
+    def __init__(self, run_dir):
+        super().__init__(os.path.join(run_dir, LOCK))
+        self.run_dir = run_dir
+
+    def refused(self, holder):
+        return RunDirError(
+            f"The run in {self.run_dir} is in use by another process ({holder}). Wait for it to finish, "
+            f"or add --no-resume to start a new run beside it. Received: run_dir={self.run_dir}"
+        )
 
 
 def create_run_dir(logdir, model):

@@ -16,6 +16,7 @@ Example:
 ['best_epoch', 'best_val_accuracy', 'epochs']
 """
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -69,41 +70,65 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     # and config.json records it, so `train.py --config <run>/config.json` trains this run again.
     config = resolve(config)
     run = assemble(config, plan)
-    model = run.model
     # Before anything is written: a run that cannot fit this machine's memory is refused (exit 2).
-    memory.check_fits(memory.run_bytes(model, run.splits.spec, config), memory.available_bytes(),
+    memory.check_fits(memory.run_bytes(run.model, run.splits.spec, config), memory.available_bytes(),
                       run.splits.spec.image_size or run.splits.spec.image_shape[:2], config.batch_size)
     if plan.is_chief:  # only the chief writes the run directory
-        rundir.check_writable(config.logdir, rundir.bytes_needed(model.count_params()))
+        rundir.check_writable(config.logdir, rundir.bytes_needed(run.model.count_params()))
 
-    # 2. Its directory: the interrupted run of the same config, or a new one.
-    run_dir, resumed = _open_run_dir(config, plan, resume)
+    # 2. Its directory: the interrupted run of the same config, or a new one, locked while this process works on it.
+    with contextlib.ExitStack() as lock:
+        run_dir, resumed = _open_run_dir(config, plan, resume, lock)
+        return _train_in(run_dir, resumed, config, plan, run, verbose, callbacks)
+
+
+def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
+    """Steps 3 and 4 of `train` in the opened (and locked) `run_dir`: fit, unless a resumed run's training
+    had finished (`trained.json`), then score its best checkpoint and write metrics.json."""
+    model = run.model
     if verbose and plan.is_chief:
         print(report.start_block(config, run, run_dir, resumed), flush=True)
     # What the commands need of the data later: class names, input size and colours, the test files carved.
     rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
     history_path = os.path.join(run_dir, rundir.HISTORY)
+    best_path = os.path.join(run_dir, rundir.BEST_MODEL)
+    backup_dir = os.path.join(run_dir, rundir.BACKUP)
+    trained_path = os.path.join(run_dir, rundir.TRAINED)
 
-    # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
-    # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
-    validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
-    clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed)
-    run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
-    # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
-    (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
-    model.fit(
-        run.train, epochs=config.epochs, validation_data=run.val, verbose=verbose, shuffle=False,
-        callbacks=[*run_callbacks, *callbacks, clock],
-    )  # shuffle=False: the dataset shuffles itself, seeded
+    if resumed and os.path.exists(trained_path):
+        # 3'. Training had finished when the run was stopped: its checkpoint and record are kept; score them.
+        if plan.is_chief:  # said whatever the verbosity, as "Resuming the interrupted run" is
+            print(f"Training had finished; scoring {best_path} on the test set.", flush=True)
+        checkpoint = SafeModelCheckpoint(best_path, monitor="val_accuracy", mode="max")  # reads best.json
+        trained = rundir.read_json(trained_path)
+    else:
+        # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
+        # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
+        validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
+        clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed)
+        run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
+        # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
+        (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
+        model.fit(
+            run.train, epochs=config.epochs, validation_data=run.val, verbose=verbose, shuffle=False,
+            callbacks=[*run_callbacks, *callbacks, clock],
+        )  # shuffle=False: the dataset shuffles itself, seeded
+
+        if model.stop_training:  # only TerminateOnNaN stops a run early
+            shutil.rmtree(backup_dir, ignore_errors=True)  # it may hold the diverged epoch: nothing to resume
+            kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
+            raise TrainingDiverged(
+                f"Training stopped: the loss became NaN or infinite (learning rate {config.lr}). "
+                f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
+            )
+        # From here until metrics.json, a stop leaves a run that resumes straight to the scoring.
+        trained = {"seconds": clock.seconds, "sittings": clock.sittings, "epochs": len(_history(history_path))}
+        rundir.write_json(trained_path, trained)
+    _pause_before_scoring()
 
     # 4. Score the checkpoint chosen on validation, once, on the test set.
-    best_path = os.path.join(run_dir, rundir.BEST_MODEL)
-    if model.stop_training:  # only TerminateOnNaN stops a run early
-        kept = f" The best checkpoint so far is kept: {best_path}." if os.path.exists(best_path) else ""
-        raise TrainingDiverged(
-            f"Training stopped: the loss became NaN or infinite (learning rate {config.lr}). "
-            f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
-        )
+    if not os.path.exists(best_path):
+        raise _damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing")
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     y_test = run.splits.y_test
     probabilities = None
@@ -123,9 +148,9 @@ def train(config, verbose="auto", resume=True, callbacks=()):
            if probabilities is not None else {}),
         "best_epoch": checkpoint.best_epoch,  # 1-based, as the log, history.csv and best.json number it
         "best_val_accuracy": float(checkpoint.best),
-        "epochs": len(_history(history_path)),
-        "wall_seconds": round(clock.seconds, 1),  # all sittings of a resumed run
-        "sittings": clock.sittings,
+        "epochs": trained["epochs"],
+        "wall_seconds": round(trained["seconds"], 1),  # training time, all sittings of a resumed run
+        "sittings": trained["sittings"],
         "peak_rss_mb": peak_rss_mb(),
         "resumed": resumed,
         "params": int(best.count_params()),
@@ -136,7 +161,10 @@ def train(config, verbose="auto", resume=True, callbacks=()):
         "global_batch_size": plan.global_batch(config.batch_size),
         "versions": versions(),
     }
-    rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
+    rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)  # atomic: the run is finished from here
+    shutil.rmtree(backup_dir, ignore_errors=True)  # what resuming needed, no longer
+    if os.path.exists(trained_path):
+        os.remove(trained_path)
     if probabilities is not None and plan.is_chief:  # after the metrics: a picture cannot cost the scores
         report.write_result_pictures(run_dir, run.splits.x_test, y_test, probabilities, scores["accuracy"],
                                      run.splits.spec.class_names)
@@ -148,17 +176,58 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     return RunResult(run_dir, metrics, resumed, model)
 
 
-def _open_run_dir(config, plan, resume):
-    """(run_dir, resumed): the interrupted run of the resolved `config` to resume, or a new directory."""
+def _check_resumable(run_dir):
+    """Raises `RunDirError` (exit 2) when the interrupted `run_dir` lacks what its resume needs.
+
+    A recorded best epoch (best.json) without its checkpoint cannot be made up: later epochs need not beat
+    it, and a finished training has no epochs left to write one. Refused before any training time is spent.
+    """
+    record = os.path.join(run_dir, rundir.BEST_RECORD)
+    if os.path.exists(record) and not os.path.exists(os.path.join(run_dir, rundir.BEST_MODEL)):
+        epoch = rundir.read_json(record).get("best_epoch")
+        raise _damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing ({rundir.BEST_RECORD} records "
+                                f"the best epoch, {epoch}, and only that file holds its weights)")
+    if not (os.path.isdir(os.path.join(run_dir, rundir.BACKUP)) or os.path.exists(os.path.join(run_dir, rundir.TRAINED))):
+        raise _damaged(run_dir, f"neither {rundir.BACKUP}/ nor {rundir.TRAINED} is there")
+
+
+def _damaged(run_dir, what):
+    return rundir.RunDirError(
+        f"The interrupted run in {run_dir} cannot be resumed: {what}. Add --no-resume to start a new run "
+        f"(the interrupted one is left as it is), or put the missing file back. Received: run_dir={run_dir}"
+    )
+
+
+PAUSE_BEFORE_SCORING = "KERASCNN_TEST_PAUSE_BEFORE_SCORING"  # tests only: see _pause_before_scoring
+
+
+def _pause_before_scoring():
+    """Test hook: sleeps `$KERASCNN_TEST_PAUSE_BEFORE_SCORING` seconds once training has finished
+    (trained.json written) and before the test scoring, so a test can stop a real process in that
+    window by waiting on trained.json. Unset (always, outside tests), it does nothing."""
+    seconds = os.environ.get(PAUSE_BEFORE_SCORING)
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def _open_run_dir(config, plan, resume, lock):
+    """(run_dir, resumed): the interrupted run of the resolved `config` to resume, or a new directory.
+
+    The chief's directory is locked (`rundir.RunLock`, entered on the `lock` ExitStack) before it is used:
+    a second process resuming the same run is refused, naming the first.
+    """
     resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
     resolved = config.to_dict()
     run_dir = rundir.find_resumable(config.logdir, config.model, resolved, same=_resolved_dict) if resume else None
     if run_dir is not None:
+        lock.enter_context(rundir.RunLock(run_dir))
+        _check_resumable(run_dir)
         print(f"Resuming the interrupted run in {run_dir}")
         return run_dir, True
     if not plan.is_chief:
         return distribute.worker_dir(), False  # the same files as the chief's, removed at the end
     run_dir = rundir.create_run_dir(config.logdir, config.model)
+    lock.enter_context(rundir.RunLock(run_dir))
     rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
     return run_dir, False
 

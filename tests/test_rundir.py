@@ -118,7 +118,7 @@ def test_run_file_names_are_written_in_rundir_only():
     from kerascnn import rundir
 
     names = {rundir.CONFIG, rundir.METRICS, rundir.DATA, rundir.BEST_MODEL, rundir.BEST_RECORD, rundir.HISTORY,
-             rundir.ELAPSED, rundir.BACKUP}
+             rundir.ELAPSED, rundir.BACKUP, rundir.TRAINED, rundir.LOCK}
     package = os.path.dirname(rundir.__file__)
     # loading.py's ARCHIVE_CONFIG is Keras' config.json inside a .keras zip, not the run's.
     allowed = {(os.path.join(package, "loading.py"), "config.json")}

@@ -209,3 +209,86 @@ def test_peak_memory_is_the_process_own_not_its_parents():
     own, worker = peak_rss_mb(), float(child.stdout.split()[-1])
     assert own > 2048 and 0 < worker < own - 1024, (own, worker)  # the worker loads Keras, well under 2 GiB
     del ballast
+
+
+# --- Stops during the test scoring; the run's lock; a missing checkpoint ------------------------------------
+SMALL = ["--model", "best", "--members", "1", "--filters", "8", "--dense-units", "32", "--epochs", "2",
+         "--subset", "400", "--val-size", "100", "--batch-size", "50", "--precision", "float32", "--verbose", "0"]
+PAUSE = {"KERASCNN_TEST_PAUSE_BEFORE_SCORING": "120"}  # kerascnn.training._pause_before_scoring: a window to stop in
+SCORES = ("test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "epochs", "test_images")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """metrics.json of the SMALL run, trained and scored in one go."""
+    logdir = tmp_path_factory.mktemp("uninterrupted")
+    done = run_cli("train.py", *SMALL, "--logdir", str(logdir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = glob.glob(os.path.join(logdir, "best-*"))
+    return json.load(open(os.path.join(run, "metrics.json")))
+
+
+def start_paused(logdir, log):
+    """train.py on SMALL, held before its test scoring; returns (process, run_dir) once training has finished,
+    found by its files: trained.json (training done, scoring pending) and no metrics.json."""
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *SMALL, "--logdir", str(logdir)],
+                            cwd=ROOT, env={**os.environ, **PAUSE}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not glob.glob(os.path.join(logdir, "best-*", "trained.json")):
+        assert proc.poll() is None, f"exited before its training finished: {open(log.name).read()[-2000:]}"
+        assert time.monotonic() < deadline, "hung: no trained.json after 300 s"
+        time.sleep(0.1)
+    (run,) = glob.glob(os.path.join(logdir, "best-*"))
+    assert len(history(run)) == 2 and not os.path.exists(os.path.join(run, "metrics.json"))
+    return proc, run
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_a_run_stopped_during_its_test_scoring_resumes_to_the_same_metrics(sig, tmp_path, uninterrupted):
+    """Training finished, the test scoring pending: a Ctrl-C or a kill -9 there loses nothing; the same command
+    again finds the run, skips the training and writes the uninterrupted run's metrics.json."""
+    logdir = tmp_path / "logs"
+    with open(tmp_path / "first.log", "w") as log:
+        proc, run = start_paused(logdir, log)
+        proc.send_signal(sig)
+        status = proc.wait(timeout=120)
+    output = open(tmp_path / "first.log").read()
+    if sig == signal.SIGINT:
+        assert status == 130 and "Run the same command again to resume" in output, output[-2000:]
+    else:
+        assert status == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(run, "metrics.json"))
+    assert os.path.isdir(os.path.join(run, "backup")) and os.path.exists(os.path.join(run, "best.keras"))
+
+    again = run_cli("train.py", *SMALL, "--logdir", str(logdir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Resuming the interrupted run in {run}" in again.stdout and "Training had finished" in again.stdout
+    assert glob.glob(os.path.join(logdir, "*")) == [run] and len(history(run)) == 2  # no epoch trained again
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert {k: metrics[k] for k in SCORES} == {k: uninterrupted[k] for k in SCORES}
+    assert metrics["resumed"] and metrics["sittings"] == 1  # one sitting of training
+    # Finished: what resuming needed is gone, and the same command starts a new run.
+    assert not os.path.exists(os.path.join(run, "backup")) and not os.path.exists(os.path.join(run, "trained.json"))
+
+
+def test_a_run_in_use_or_missing_its_checkpoint_is_refused_with_exit_2(tmp_path):
+    """A second process resuming a run that another one holds exits 2 naming that process; a run whose
+    best.keras is gone exits 2 saying so and offering --no-resume, before any training, never a traceback."""
+    logdir = tmp_path / "logs"
+    with open(tmp_path / "first.log", "w") as log:
+        first, run = start_paused(logdir, log)
+        try:
+            second = run_cli("train.py", *SMALL, "--logdir", str(logdir))
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert f"The run in {run} is in use by another process (pid {first.pid} on" in second.stderr
+            assert "Traceback" not in second.stderr and first.poll() is None
+        finally:
+            first.kill()
+            first.wait(timeout=120)
+
+    os.remove(os.path.join(run, "best.keras"))
+    third = run_cli("train.py", *SMALL, "--logdir", str(logdir))
+    assert third.returncode == 2 and "Traceback" not in third.stderr, third.stderr[-2000:]
+    assert f"The interrupted run in {run} cannot be resumed: its checkpoint best.keras is missing" in third.stderr
+    assert "--no-resume" in third.stderr
+    assert glob.glob(os.path.join(logdir, "*")) == [run] and not os.path.exists(os.path.join(run, "metrics.json"))

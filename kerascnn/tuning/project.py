@@ -6,58 +6,35 @@ asked for (`check_kind` compares with the `search.json` recorded there);
 `SearchLock` keeps a second single-machine search out of it.
 """
 
-import fcntl
 import os
 import shutil
-import socket
-import time
 
 from kerascnn import rundir
 from kerascnn.tuning.config import SEARCH_FILE, TuningError
 
 
-class SearchLock:
+class SearchLock(rundir.FileLock):
     """An exclusive lock on `<project_dir>.lock`, so two searches never share an oracle.
 
     The operating system drops the lock when its process ends, killed or not;
-    a stopped search can always be resumed. The file names its holder.
+    a stopped search can always be resumed. The file names its holder
+    (`kerascnn.rundir.FileLock`, which a run directory's lock shares).
 
     Args:
         project_dir: str, the search's folder (the lock file sits beside it).
     """
 
     def __init__(self, project_dir):
-        self.path = project_dir.rstrip(os.sep) + ".lock"
-        self._file = None
+        super().__init__(project_dir.rstrip(os.sep) + ".lock")
 
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            project = self.path[: -len(".lock")]
-            raise TuningError(
-                f"The search in {project} is in use by another tune.py ({holder}). Wait for it to finish, "
-                f"or use another --project-name; to share one search between machines, use the distributed "
-                f"mode (KERASTUNER_* variables, see docs/TUNING.md). Received: directory={os.path.dirname(project)!r}, "
-                f"project_name={os.path.basename(project)!r}"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        self._file = f
-        return self
-
-    def __exit__(self, *exc):
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+    def refused(self, holder):
+        project = self.path[: -len(".lock")]
+        return TuningError(
+            f"The search in {project} is in use by another tune.py ({holder}). Wait for it to finish, "
+            f"or use another --project-name; to share one search between machines, use the distributed "
+            f"mode (KERASTUNER_* variables, see docs/TUNING.md). Received: directory={os.path.dirname(project)!r}, "
+            f"project_name={os.path.basename(project)!r}"
+        )
 
 
 def check_project(config):
