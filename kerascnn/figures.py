@@ -99,6 +99,17 @@ def _rgb(hex_colour):
     return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
 
 
+def draw_confusion(y_true, probabilities, title, class_names=None):
+    """The confusion matrix of `probabilities`' most probable classes against `y_true`, drawn (RGB array).
+
+    The one path from predictions to the picture, for the run's test set
+    (`kerascnn.report`) and TensorBoard's validation images (`kerascnn.summaries`).
+    """
+    probabilities = np.asarray(probabilities)
+    cm = confusion_matrix(y_true, probabilities.argmax(axis=1), probabilities.shape[1])
+    return draw_confusion_matrix(cm, title, class_names=class_names)
+
+
 def draw_confusion_matrix(cm, title=None, size=(520, 520), class_names=None):
     """The confusion matrix as a picture: counts in cells, shaded by share of the true class.
 

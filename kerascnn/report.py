@@ -114,10 +114,8 @@ def write_result_pictures(run_dir, x_test, y_test, probabilities, accuracy, clas
         x_test: uint8 array (N, H, W, C) of the test images, or None where
             they are not in memory (streamed from disk): then only the matrix.
     """
-    predicted = np.asarray(probabilities).argmax(axis=1)
-    cm = figures.confusion_matrix(y_test, predicted, len(class_names))
     title = f"{rundir.BEST_MODEL} on the test set: accuracy {accuracy:.4f}"
-    paths = [figures.save_png(figures.draw_confusion_matrix(cm, title, class_names=class_names),
+    paths = [figures.save_png(figures.draw_confusion(y_test, probabilities, title, class_names),
                               os.path.join(run_dir, rundir.CONFUSION))]
     if isinstance(x_test, np.ndarray) and x_test.ndim == 4:
         grid = figures.draw_misclassified(x_test, y_test, probabilities, class_names=class_names)

@@ -211,15 +211,13 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     def _write_images(self, epoch, probabilities):
         import tensorflow as tf
 
-        predicted = probabilities.argmax(axis=1)
-        accuracy = float(np.mean(predicted == self.y_val))
-        cm = figures.confusion_matrix(self.y_val, predicted, probabilities.shape[1])
+        accuracy = float(np.mean(probabilities.argmax(axis=1) == self.y_val))
         title = f"validation, epoch {epoch + 1}: accuracy {accuracy:.4f}"
         grid = figures.draw_misclassified(self.x_val, self.y_val, probabilities, self.max_misclassified,
                                           class_names=self.class_names)
         writer = self._writer("validation")
         with writer.as_default():
-            picture = figures.draw_confusion_matrix(cm, title, class_names=self.class_names)
+            picture = figures.draw_confusion(self.y_val, probabilities, title, self.class_names)
             tf.summary.image(
                 "confusion_matrix", picture[None], step=epoch,
                 description="Validation split; rows: true class, columns: predicted.",

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from kerascnn.data import DataError
-from kerascnn.images.decode import has_alpha, image_extensions, open_image
+from kerascnn.images.decode import NOT_DECODED, has_alpha, image_extensions, open_image
 
 EXTENSIONS = image_extensions()  # every format Pillow decodes here, as predict reads them
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -204,7 +204,7 @@ def _is_picture(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
-                return image.format not in ("EPS", "MPEG")
+                return image.format not in NOT_DECODED
     except Exception:  # noqa: BLE001 - anything Pillow cannot identify is not a picture
         return False
 
