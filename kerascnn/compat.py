@@ -23,6 +23,7 @@ ImportError: kerascnn needs keras>=3.3,<3.16. Received: keras==2.15.0
 """
 
 import importlib.metadata
+import json
 import warnings
 
 from packaging.version import Version  # what pip itself compares versions with
@@ -131,6 +132,47 @@ def mark_jittable(layer):
     """
     layer.supports_jit = True
     return layer
+
+
+def backup_copies(backup_dir):
+    """The copies of a run's state that Keras' `BackupAndRestore(double_checkpoint=True)` keeps in `backup_dir`,
+    newest first: [(weights file, metadata file), ...].
+
+    Keras has no public way to ask which copy it will load, or to choose the
+    older one: its `on_train_begin` falls back to the previous copy only for
+    an `OSError` from the newer weights, and raises when that copy fails too
+    (a traceback, the backups it could not read overwritten by then).
+    `kerascnn.resuming` checks the copies first and puts the one that loads
+    where Keras reads it. The paths are the callback's `_weights_path` and
+    `_training_metadata_path` and, with `double_checkpoint` (as
+    `kerascnn.callbacks.make_callbacks` makes it), `_prev_weights_path` and
+    `_prev_training_metadata_path` (keras/src/callbacks/backup_and_restore.py:
+    latest.weights.h5 and training_metadata.json, `.bkp` for the previous).
+    """
+    import keras
+
+    callback = keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)
+    copies = [(callback._weights_path, callback._training_metadata_path)]
+    if hasattr(callback, "_prev_weights_path"):
+        copies.append((callback._prev_weights_path, callback._prev_training_metadata_path))
+    return copies
+
+
+def backup_epoch(metadata_path):
+    """The epochs finished when a `BackupAndRestore` copy was saved: its metadata file's `epoch`.
+
+    Keras writes `{"epoch": E, "batch": B}` there (`_save_model`) and
+    resumes at `initial_epoch = E`; E >= 1 for a copy saved at an epoch's end.
+
+    Raises:
+        OSError, ValueError: the file cannot be read or does not hold such a number.
+    """
+    with open(metadata_path) as f:
+        values = json.load(f)
+    epoch = values.get("epoch") if isinstance(values, dict) else None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise ValueError(f"no epoch count in it (epoch={epoch!r})")
+    return epoch
 
 
 # TensorFlow -----------------------------------------------------------------------

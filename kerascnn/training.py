@@ -17,7 +17,6 @@ Example:
 """
 
 import contextlib
-import csv
 import dataclasses
 import os
 import platform
@@ -26,10 +25,10 @@ import time
 
 import keras
 
-from kerascnn import distribute, memory, report, rundir
+from kerascnn import distribute, memory, report, resuming, rundir
 from kerascnn.assemble import assemble
 from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
-from kerascnn.config import TrainConfig, resolve
+from kerascnn.config import resolve
 from kerascnn.errors import RunFailed
 from kerascnn.evaluate import score_predictions
 from kerascnn.loading import load_model_file
@@ -84,10 +83,14 @@ def train(config, verbose="auto", resume=True, callbacks=()):
 
 def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
     """Steps 3 and 4 of `train` in the opened (and locked) `run_dir`: fit, unless a resumed run's training
-    had finished (`trained.json`), then score its best checkpoint and write metrics.json."""
+    had finished, then score its best checkpoint and write metrics.json.
+
+    Args:
+        resumed: `resuming.Resume` of an interrupted run, or None for a new one.
+    """
     model = run.model
     if verbose and plan.is_chief:
-        print(report.start_block(config, run, run_dir, resumed), flush=True)
+        print(report.start_block(config, run, run_dir, resumed is not None), flush=True)
     # What the commands need of the data later: class names, input size and colours, the test files carved.
     rundir.write_json(os.path.join(run_dir, rundir.DATA), run.splits.spec.to_dict())
     history_path = os.path.join(run_dir, rundir.HISTORY)
@@ -95,8 +98,10 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
     backup_dir = os.path.join(run_dir, rundir.BACKUP)
     trained_path = os.path.join(run_dir, rundir.TRAINED)
 
-    if resumed and os.path.exists(trained_path):
+    if resumed is not None and (resumed.point == "scoring" or resumed.epoch >= config.epochs):
         # 3'. Training had finished when the run was stopped: its checkpoint and record are kept; score them.
+        if not os.path.exists(trained_path):  # stopped after the last epoch's backup, before trained.json
+            rundir.write_json(trained_path, resuming.training_record(run_dir))
         if plan.is_chief:  # said whatever the verbosity, as "Resuming the interrupted run" is
             print(f"Training had finished; scoring {best_path} on the test set.", flush=True)
         checkpoint = SafeModelCheckpoint(best_path, monitor="val_accuracy", mode="max")  # reads best.json
@@ -105,7 +110,7 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
         # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
         validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
-        clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed)
+        clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed is not None)
         run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
         # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
         (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
@@ -121,14 +126,16 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
                 f"Training stopped: the loss became NaN or infinite (learning rate {config.lr}). "
                 f"Try a lower rate (for example --lr {config.lr / 10:g}).{kept}"
             )
-        # From here until metrics.json, a stop leaves a run that resumes straight to the scoring.
-        trained = {"seconds": clock.seconds, "sittings": clock.sittings, "epochs": len(_history(history_path))}
+        # From the last epoch's backup on, a stop leaves a run that resumes straight to the scoring: its backup
+        # holds every epoch (`resuming.prepare` reads its count), and from here trained.json says so.
+        _test_pause(PAUSE_AFTER_TRAINING)
+        trained = {"seconds": clock.seconds, "sittings": clock.sittings, "epochs": resuming.count_epochs(history_path)}
         rundir.write_json(trained_path, trained)
-    _pause_before_scoring()
+    _test_pause(PAUSE_BEFORE_SCORING)
 
     # 4. Score the checkpoint chosen on validation, once, on the test set.
     if not os.path.exists(best_path):
-        raise _damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing")
+        raise resuming.damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing")
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     y_test = run.splits.y_test
     probabilities = None
@@ -152,7 +159,7 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         "wall_seconds": round(trained["seconds"], 1),  # training time, all sittings of a resumed run
         "sittings": trained["sittings"],
         "peak_rss_mb": peak_rss_mb(),
-        "resumed": resumed,
+        "resumed": resumed is not None,
         "params": int(best.count_params()),
         "train_images": int(run.train_images),
         "precision": run.policy,
@@ -173,69 +180,55 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
     if not plan.is_chief:
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir = None
-    return RunResult(run_dir, metrics, resumed, model)
+    return RunResult(run_dir, metrics, resumed is not None, model)
 
 
-def _check_resumable(run_dir):
-    """Raises `RunDirError` (exit 2) when the interrupted `run_dir` lacks what its resume needs.
-
-    A recorded best epoch (best.json) without its checkpoint cannot be made up: later epochs need not beat
-    it, and a finished training has no epochs left to write one. Refused before any training time is spent.
-    """
-    record = os.path.join(run_dir, rundir.BEST_RECORD)
-    if os.path.exists(record) and not os.path.exists(os.path.join(run_dir, rundir.BEST_MODEL)):
-        epoch = rundir.read_json(record).get("best_epoch")
-        raise _damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing ({rundir.BEST_RECORD} records "
-                                f"the best epoch, {epoch}, and only that file holds its weights)")
-    if not (os.path.isdir(os.path.join(run_dir, rundir.BACKUP)) or os.path.exists(os.path.join(run_dir, rundir.TRAINED))):
-        raise _damaged(run_dir, f"neither {rundir.BACKUP}/ nor {rundir.TRAINED} is there")
+# Test hooks (tests only, never set otherwise): each holds a run that many seconds at one moment, so a test can
+# stop a real process there, found by the run's files. After training (fit() has returned; the last epoch's
+# backup, history row and checkpoint are on disk, trained.json is not), and before the test scoring
+# (trained.json written, metrics.json not).
+PAUSE_AFTER_TRAINING = "KERASCNN_TEST_PAUSE_AFTER_TRAINING"
+PAUSE_BEFORE_SCORING = "KERASCNN_TEST_PAUSE_BEFORE_SCORING"
 
 
-def _damaged(run_dir, what):
-    return rundir.RunDirError(
-        f"The interrupted run in {run_dir} cannot be resumed: {what}. Add --no-resume to start a new run "
-        f"(the interrupted one is left as it is), or put the missing file back. Received: run_dir={run_dir}"
-    )
-
-
-PAUSE_BEFORE_SCORING = "KERASCNN_TEST_PAUSE_BEFORE_SCORING"  # tests only: see _pause_before_scoring
-
-
-def _pause_before_scoring():
-    """Test hook: sleeps `$KERASCNN_TEST_PAUSE_BEFORE_SCORING` seconds once training has finished
-    (trained.json written) and before the test scoring, so a test can stop a real process in that
-    window by waiting on trained.json. Unset (always, outside tests), it does nothing."""
-    seconds = os.environ.get(PAUSE_BEFORE_SCORING)
+def _test_pause(variable):
+    """Sleeps `$variable` seconds (a `PAUSE_*` name above); unset, as always outside tests, it does nothing."""
+    seconds = os.environ.get(variable)
     if seconds:
         time.sleep(float(seconds))
 
 
 def _open_run_dir(config, plan, resume, lock):
-    """(run_dir, resumed): the interrupted run of the resolved `config` to resume, or a new directory.
+    """(run_dir, `resuming.Resume` or None): the interrupted run of the resolved `config` to resume, or a new one.
 
     The chief's directory is locked (`rundir.RunLock`, entered on the `lock` ExitStack) before it is used:
-    a second process resuming the same run is refused, naming the first.
+    a second process resuming the same run is refused, naming the first. A new directory that cannot be
+    locked or written is removed again: a refused run leaves no half-made directory.
     """
     resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
-    resolved = config.to_dict()
-    run_dir = rundir.find_resumable(config.logdir, config.model, resolved, same=_resolved_dict) if resume else None
+    run_dir = resuming.find(config) if resume else None
     if run_dir is not None:
         lock.enter_context(rundir.RunLock(run_dir))
-        _check_resumable(run_dir)
-        print(f"Resuming the interrupted run in {run_dir}")
-        return run_dir, True
+        resumed = resuming.prepare(run_dir)  # refuses a damaged run; puts its backup and history in order
+        if resumed.point == "epoch" and resumed.epoch < config.epochs:
+            where = f" from epoch {resumed.epoch + 1}"
+        else:
+            where = " from its first epoch (none had finished)" if resumed.point == "start" else ""
+        print(f"Resuming the interrupted run in {run_dir}{where}")
+        return run_dir, resumed
     if not plan.is_chief:
-        return distribute.worker_dir(), False  # the same files as the chief's, removed at the end
+        return distribute.worker_dir(), None  # the same files as the chief's, removed at the end
     run_dir = rundir.create_run_dir(config.logdir, config.model)
-    lock.enter_context(rundir.RunLock(run_dir))
-    rundir.write_json(os.path.join(run_dir, rundir.CONFIG), resolved)
-    return run_dir, False
-
-
-def _resolved_dict(stored):
-    """A run's `config.json` as resolved today: one written before model defaults were filled in (with nulls)
-    still matches the same config, so its interrupted run resumes."""
-    return resolve(TrainConfig.from_dict(stored)).to_dict()
+    try:
+        lock.enter_context(rundir.RunLock(run_dir))
+        rundir.write_json(os.path.join(run_dir, rundir.CONFIG), config.to_dict())
+    except (OSError, rundir.RunDirError) as e:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, rundir.RunDirError):
+            raise
+        raise rundir.RunDirError(f"Cannot write the new run directory {run_dir} ({e.strerror}); it was removed. "
+                                 f"Received: logdir={config.logdir!r}") from None
+    return run_dir, None
 
 
 class TrainingClock(keras.callbacks.Callback):
@@ -270,16 +263,6 @@ class TrainingClock(keras.callbacks.Callback):
         self.seconds = self.earlier + time.perf_counter() - self.start
         if write:
             rundir.write_json(self.path, {"seconds": self.seconds, "sittings": self.sittings})
-
-
-def _history(path):
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        return []
-    # A resumed run appends; an epoch re-run after a crash appears twice: keep the last.
-    return list({r["epoch"]: r for r in rows}.values())
 
 
 def peak_rss_mb():

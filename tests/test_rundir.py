@@ -5,11 +5,12 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from kerascnn.rundir import (
-    RunDirError, atomic_write, bytes_needed, check_writable, create_run_dir, find_resumable, write_json,
+    RunDirError, atomic_write, bytes_needed, check_writable, create_run_dir, find_resumable, resume_point, write_json,
 )
 
 
@@ -20,13 +21,22 @@ def test_run_dirs_are_unique(tmp_path):
 
 def test_resumable_only_for_same_config_and_unfinished(tmp_path):
     run = create_run_dir(str(tmp_path), "sequential")
-    write_json(os.path.join(run, "config.json"), {"model": "sequential", "lr": 0.001})
-    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.001}) is None  # no backup
+    same, other = {"model": "sequential", "lr": 0.001}, {"model": "sequential", "lr": 0.002}
+    assert resume_point(run) is None  # no config.json: not a run (yet)
+    write_json(os.path.join(run, "config.json"), same)
+    # Stopped before its first epoch ended: resumed in place, from the start, not left as an orphan.
+    assert resume_point(run) == "start" and find_resumable(str(tmp_path), "sequential", same) == run
+    (Path(run) / "history.csv").write_text("epoch,loss\r\n1,2.3\r\n2,nan\r\n")  # diverged: its backup removed
+    assert resume_point(run) is None and find_resumable(str(tmp_path), "sequential", same) is None
     os.makedirs(os.path.join(run, "backup"))
-    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.001}) == run
-    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.002}) is None
+    assert resume_point(run) is None  # an empty backup/ holds no epoch
+    (Path(run) / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    assert resume_point(run) == "epoch" and find_resumable(str(tmp_path), "sequential", same) == run
+    assert find_resumable(str(tmp_path), "sequential", other) is None
+    write_json(os.path.join(run, "trained.json"), {"epochs": 2})
+    assert resume_point(run) == "scoring"
     write_json(os.path.join(run, "metrics.json"), {"test_accuracy": 0.99})
-    assert find_resumable(str(tmp_path), "sequential", {"model": "sequential", "lr": 0.001}) is None
+    assert resume_point(run) is None and find_resumable(str(tmp_path), "sequential", same) is None
 
 
 def test_write_json_leaves_no_temporary(tmp_path):
@@ -134,3 +144,67 @@ def test_run_file_names_are_written_in_rundir_only():
                 if isinstance(node, ast.Constant) and node.value in names and (path, node.value) not in allowed:
                     found.append(f"{os.path.relpath(path, package)}:{node.lineno}: {node.value!r}")
     assert not found, found
+
+
+def test_names_and_paths_too_long_for_the_file_system_are_refused_and_nothing_is_made(tmp_path):
+    """A folder name over NAME_MAX (255 bytes here), or a log directory so deep that a run's files would pass
+    PATH_MAX, is refused naming it before anything is made: os.makedirs would fail half-way, or a run fail later."""
+    long_name = tmp_path / ("x" * 300) / "logs"
+    with pytest.raises(RunDirError, match=r"the folder name x{40}\.\.\. has 300 bytes; this file system takes names "
+                                          r"of at most 255 bytes\. Choose a shorter --logdir\. Received: logdir="):
+        check_writable(str(long_name))
+    deep = tmp_path / "/".join(["d" * 250] * 16)
+    with pytest.raises(RunDirError, match=r"is too long: its path has \d+ bytes, and a run writes files up to 256 "
+                                          r"bytes deeper, over this file system's limit of 4096 bytes a path"):
+        check_writable(str(deep))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A tmpfs holding one empty folder, mounted read-only: really unwritable, even by root. Needs mount rights."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    (mnt / "run").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+    yield mnt / "run"
+    subprocess.run(["umount", str(mnt)])
+
+
+def test_a_read_only_run_directory_is_named_not_a_traceback(read_only_folder):
+    from kerascnn.rundir import RunLock
+
+    with pytest.raises(RunDirError, match=rf"The run directory {read_only_folder} is not writable \(Read-only file "
+                                          r"system: .*run.lock\).*--no-resume.*Received: run_dir="):
+        with RunLock(str(read_only_folder)):
+            pass
+    with pytest.raises(RunDirError, match=r"is not writable"):
+        check_writable(str(read_only_folder))
+
+
+def test_the_run_lock_file_goes_with_a_finished_run_and_a_removed_file_is_locked_afresh(tmp_path):
+    """The holder of a finished run's lock removes run.lock as it lets go; an interrupted run keeps it (naming
+    its last holder). A process that locked a file the holder removed meanwhile locks the new one instead, so
+    two processes never hold the lock of one run at once."""
+    from kerascnn.rundir import FileLock, RunLock
+
+    run = create_run_dir(str(tmp_path), "sequential")
+    lock_file = os.path.join(run, "run.lock")
+    with RunLock(run):
+        assert f"pid {os.getpid()} on " in open(lock_file).read()
+    assert os.path.exists(lock_file)  # interrupted: kept
+    with RunLock(run):
+        write_json(os.path.join(run, "metrics.json"), {"test_accuracy": 0.9})
+    assert not os.path.exists(lock_file)  # finished: gone
+
+    first = FileLock(lock_file).__enter__()
+    late = open(lock_file)  # opened by a second process just before the holder removed the file
+    first.release(remove=True)
+    assert not os.path.exists(lock_file)
+    assert not FileLock(lock_file)._is_at_path(late)  # a lock taken on `late` does not count: the path is taken again
+    late.close()
+    with FileLock(lock_file):  # a new file, a new lock
+        with pytest.raises(RunDirError, match="held by another process"):
+            FileLock(lock_file).__enter__()
