@@ -153,11 +153,12 @@ def _check_checkpoint(run_dir):
                                f"the best epoch, {epoch}, and only that file holds its weights)")
 
 
-def damaged(run_dir, what):
-    """The refusal (exit 2) of the interrupted run in `run_dir`, which cannot resume because of `what`."""
+def damaged(run_dir, what, remedy="put the missing file back"):
+    """The refusal (exit 2) of the interrupted run in `run_dir`, which cannot resume because of `what`
+    unless the user does `remedy`."""
     return rundir.RunDirError(
         f"The interrupted run in {run_dir} cannot be resumed: {what}. Add --no-resume to start a new run "
-        f"(the interrupted one is left as it is), or put the missing file back. Received: run_dir={run_dir}"
+        f"(the interrupted one is left as it is), or {remedy}. Received: run_dir={run_dir}"
     )
 
 
@@ -185,8 +186,8 @@ def _usable_copy(run_dir, copies, rows, first):
                             f"{', '.join(map(str, missing))}")
             continue
         return i, epoch, problems
-    raise damaged(run_dir, f"no copy of its {rundir.BACKUP} can be used "
-                           f"({'; '.join(problems) or 'it holds none'})")
+    raise damaged(run_dir, f"no copy of its {rundir.BACKUP} can be used ({'; '.join(problems) or 'it holds none'})",
+                  remedy="put back what is damaged")
 
 
 def _why(error):

@@ -56,7 +56,7 @@ def bytes_needed(params):
 DEEPEST = 256
 
 
-def check_writable(logdir, needed=0, name="Log directory", received="logdir"):
+def check_writable(logdir, needed=0, name="Log directory", flag="--logdir", received=None):
     """Raises `RunDirError` naming `logdir` if a run cannot be written there.
 
     Probes by writing a file in the nearest existing directory (permission
@@ -68,11 +68,12 @@ def check_writable(logdir, needed=0, name="Log directory", received="logdir"):
     Args:
         logdir: str, the folder runs are written under.
         needed: int, bytes the run needs. Defaults to 0.
-        name, received: str, what `logdir` is, for the message ("Log directory"), and the argument that
-            gave it (named after "Received:"). Default to train.py's.
+        name, flag: str, what `logdir` is and the flag that chooses it, for the message. Default to
+            train.py's: "Log directory", "--logdir".
+        received: str, what the message says after "Received:". Defaults to `logdir=<logdir>`.
     """
     path = os.path.abspath(logdir)
-    said = f"Received: {received}={logdir!r}"
+    said = f"Received: {received or f'logdir={logdir!r}'}"
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -83,12 +84,12 @@ def check_writable(logdir, needed=0, name="Log directory", received="logdir"):
         if len(os.fsencode(part)) > name_max:
             raise RunDirError(
                 f"{name} {logdir}: the folder name {part[:40]}... has {len(os.fsencode(part))} bytes; this file "
-                f"system takes names of at most {name_max} bytes. Choose a shorter --{received}. {said}")
+                f"system takes names of at most {name_max} bytes. Choose a shorter {flag}. {said}")
     if len(os.fsencode(path)) + DEEPEST > path_max:
         raise RunDirError(
             f"{name} {logdir} is too long: its path has {len(os.fsencode(path))} bytes, and a run writes files up to "
             f"{DEEPEST} bytes deeper, over this file system's limit of {path_max} bytes a path. Choose a shorter "
-            f"--{received}. {said}")
+            f"{flag}. {said}")
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
         os.close(fd)
@@ -99,7 +100,7 @@ def check_writable(logdir, needed=0, name="Log directory", received="logdir"):
     if free < needed:
         raise RunDirError(
             f"{name} {logdir} has {free / 2**20:.0f} MB free; this run needs about "
-            f"{needed / 2**20:.0f} MB (best.keras, backup, logs). Free some space or choose --{received}. {said}"
+            f"{needed / 2**20:.0f} MB (best.keras, backup, logs). Free some space or choose another {flag}. {said}"
         )
 
 

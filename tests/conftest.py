@@ -88,6 +88,19 @@ def float32_policy():
     keras.mixed_precision.set_dtype_policy("float32")
 
 
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """An empty folder on a read-only file system (a tmpfs mounted read-only): unwritable even by root, whom
+    permission bits do not stop. Needs mount rights (skipped otherwise)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    yield folder
+    subprocess.run(["umount", str(folder)])
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """The run directory of one small ensemble, trained once per test session on real MNIST.

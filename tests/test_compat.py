@@ -6,6 +6,7 @@ that moved before any long run trips over it.
 
 import configparser
 import os
+import shutil
 import warnings
 
 import keras
@@ -78,6 +79,25 @@ def test_keras_still_marks_the_augmentation_layers_unjittable_and_the_mark_can_b
     layer = keras.layers.RandomRotation(0.1)
     assert layer.supports_jit is False  # what layers.allow_jit works around; if True, drop the workaround
     assert compat.mark_jittable(layer).supports_jit is True
+
+
+def test_the_backup_copies_are_where_keras_writes_them_newest_first(tmp_path):
+    """Two epochs with `BackupAndRestore(double_checkpoint=True)`, as every run makes it: the newest copy holds
+    epoch 2, the previous one epoch 1, and each copy's weights load into the model."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    backup = str(tmp_path / "backup")
+    model.fit(np.zeros((4, 3)), np.zeros((4, 2)), epochs=2, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True, delete_checkpoint=False)])
+    copies = compat.backup_copies(backup)
+    assert [compat.backup_epoch(metadata) for _, metadata in copies] == [2, 1]
+    for weights, _ in copies:  # Keras loads a copy by its name's ending, as it does the previous one: copied
+        shutil.copyfile(weights, tmp_path / "copy.weights.h5")
+        model.load_weights(tmp_path / "copy.weights.h5")
+    with open(copies[0][1], "w") as f:
+        f.write('{"batch": 0}')
+    with pytest.raises(ValueError, match="no epoch count"):
+        compat.backup_epoch(copies[0][1])
 
 
 def test_the_tensorflow_gradient_registry_is_the_dict_of_registered_gradients():

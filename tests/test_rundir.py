@@ -160,19 +160,6 @@ def test_names_and_paths_too_long_for_the_file_system_are_refused_and_nothing_is
     assert os.listdir(tmp_path) == []
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A tmpfs holding one empty folder, mounted read-only: really unwritable, even by root. Needs mount rights."""
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
-    (mnt / "run").mkdir()
-    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-    yield mnt / "run"
-    subprocess.run(["umount", str(mnt)])
-
-
 def test_a_read_only_run_directory_is_named_not_a_traceback(read_only_folder):
     from kerascnn.rundir import RunLock
 

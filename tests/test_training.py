@@ -2,18 +2,21 @@
 
 import csv
 import glob
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import MNIST_DIR, ROOT, run_cli
 from kerascnn.config import TrainConfig, resolve
 from kerascnn.loading import load_model_file
 from kerascnn.training import TrainingDiverged, train
@@ -96,17 +99,19 @@ def test_runs_never_share_a_directory(tmp_path):
     assert first != second and os.path.exists(os.path.join(first, "metrics.json"))
 
 
+# python -c KILL_MID_EPOCH CONFIG.json EPOCH BATCH: trains CONFIG and kills itself with SIGKILL at the end of
+# batch BATCH of epoch EPOCH (both from 1, as Keras' log prints them): no clean-up runs.
 KILL_MID_EPOCH = """
 import os, signal, sys
 import keras
 from kerascnn.config import TrainConfig
 from kerascnn.training import train
 
-class KillMidEpoch(keras.callbacks.Callback):  # kill -9 at batch 10 of epoch 2: no clean-up runs
+class KillMidEpoch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch = epoch + 1
     def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == 1 and batch == 10:
+        if (self.epoch, batch + 1) == (int(sys.argv[2]), int(sys.argv[3])):
             os.kill(os.getpid(), signal.SIGKILL)
 
 train(TrainConfig.from_json(sys.argv[1]), verbose=0, callbacks=[KillMidEpoch()])
@@ -125,8 +130,8 @@ def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
     reference_config.write_text(json.dumps({**values, "logdir": str(tmp_path / "reference")}))
 
     started = time.monotonic()
-    killed = subprocess.run([sys.executable, "-c", KILL_MID_EPOCH, str(config)], capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_EPOCH, str(config), "2", "11"], capture_output=True,
+                            text=True, timeout=300, cwd=ROOT)  # kill -9 at batch 11 of epoch 2
     killed_seconds = time.monotonic() - started
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     (run,) = glob.glob(os.path.join(tmp_path, "killed", "best-*"))
@@ -212,9 +217,10 @@ def test_peak_memory_is_the_process_own_not_its_parents():
 
 
 # --- Stops during the test scoring; the run's lock; a missing checkpoint ------------------------------------
-SMALL = ["--model", "best", "--members", "1", "--filters", "8", "--dense-units", "32", "--epochs", "2",
-         "--subset", "400", "--val-size", "100", "--batch-size", "50", "--precision", "float32", "--verbose", "0"]
-PAUSE = {"KERASCNN_TEST_PAUSE_BEFORE_SCORING": "120"}  # kerascnn.training._pause_before_scoring: a window to stop in
+SMALL_VALUES = {"model": "best", "members": 1, "filters": 8, "dense_units": 32, "epochs": 2, "subset": 400,
+                "val_size": 100, "batch_size": 50, "precision": "float32"}
+SMALL = [*(arg for k, v in SMALL_VALUES.items() for arg in (f"--{k.replace('_', '-')}", str(v))), "--verbose", "0"]
+PAUSE = {"KERASCNN_TEST_PAUSE_BEFORE_SCORING": "120"}  # kerascnn.training._test_pause: a window to stop in
 SCORES = ("test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "epochs", "test_images")
 
 
@@ -292,3 +298,161 @@ def test_a_run_in_use_or_missing_its_checkpoint_is_refused_with_exit_2(tmp_path)
     assert f"The interrupted run in {run} cannot be resumed: its checkpoint best.keras is missing" in third.stderr
     assert "--no-resume" in third.stderr
     assert glob.glob(os.path.join(logdir, "*")) == [run] and not os.path.exists(os.path.join(run, "metrics.json"))
+
+
+# --- Stops after the last epoch, in the first epoch; damaged backups and history; another config ------------
+@pytest.fixture(scope="module")
+def stopped_after_training(tmp_path_factory):
+    """A SMALL run killed (-9) after its last epoch's backup and before trained.json: every epoch trained and
+    backed up (backup/ holds epoch 2, and epoch 1 as the previous copy), the test scoring not begun. Found by its
+    files: the backup's metadata says 2 epochs; the process is held there by the after-training pause. Tests
+    work on copies (`copy_run`)."""
+    logdir = tmp_path_factory.mktemp("stopped_after_training")
+    env = {**os.environ, "KERASCNN_TEST_PAUSE_AFTER_TRAINING": "120"}
+    with open(logdir / "train.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *SMALL, "--logdir", str(logdir)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while backup_epochs(logdir) != 2:
+            assert proc.poll() is None, f"exited before its training finished: {open(log.name).read()[-2000:]}"
+            assert time.monotonic() < deadline, "hung: no backup of epoch 2 after 300 s"
+            time.sleep(0.1)
+        proc.kill()
+        assert proc.wait(timeout=120) == -signal.SIGKILL
+    (run,) = glob.glob(os.path.join(logdir, "best-*"))
+    assert len(history(run)) == 2 and sorted(os.listdir(os.path.join(run, "backup"))) == [
+        "latest.weights.h5", "latest.weights.h5.bkp", "training_metadata.json", "training_metadata.json.bkp"]
+    assert not os.path.exists(os.path.join(run, "trained.json")) and not os.path.exists(os.path.join(run, "metrics.json"))
+    return run
+
+
+def backup_epochs(logdir):
+    """The epochs the newest backup under `logdir` holds (Keras' metadata, read whole), or None."""
+    try:
+        (metadata,) = glob.glob(os.path.join(logdir, "best-*", "backup", "training_metadata.json"))
+        return json.load(open(metadata))["epoch"]
+    except ValueError:  # not there yet, or being written
+        return None
+
+
+def copy_run(run, logdir):
+    """A copy of the run directory `run` in `logdir` (a run is found by the folder it is in, wherever it began)."""
+    return shutil.copytree(run, os.path.join(logdir, os.path.basename(run)))
+
+
+def contents(run):
+    """{path in `run`: SHA-256 of the file} of every file but run.lock (which a refused process holds a while)."""
+    files = [os.path.join(root, name) for root, _, names in os.walk(run) for name in names if name != "run.lock"]
+    return {os.path.relpath(path, run): hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in files}
+
+
+def test_a_run_stopped_after_its_last_epoch_resumes_to_the_scoring_from_any_equal_command(
+        stopped_after_training, tmp_path, uninterrupted):
+    """A stop between the end of training and trained.json loses nothing: the backup holds every epoch, so the
+    same command scores the kept checkpoint, training nothing again, to the uninterrupted run's metrics. The same
+    command is recognised by its values: a trailing slash on --logdir and --data-dir given instead of
+    $KERASCNN_DATA_DIR (which the first sitting used) find the run. Finished, it keeps no run.lock."""
+    logdir = tmp_path / "logs"
+    run = copy_run(stopped_after_training, logdir)
+    env = {k: v for k, v in os.environ.items() if k != "KERASCNN_DATA_DIR"}
+    again = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *SMALL, "--logdir", f"{logdir}/",
+                            "--data-dir", MNIST_DIR], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Resuming the interrupted run in {run}\n" in again.stdout and "Training had finished" in again.stdout
+    assert glob.glob(os.path.join(logdir, "*")) == [run] and len(history(run)) == 2  # no epoch trained again
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert {k: metrics[k] for k in SCORES} == {k: uninterrupted[k] for k in SCORES}
+    assert metrics["sittings"] == 1  # one sitting of training
+    for gone in ("backup", "trained.json", "run.lock"):
+        assert not os.path.exists(os.path.join(run, gone)), gone
+
+
+def test_a_damaged_newest_backup_and_a_cut_history_row_resume_from_the_older_backup(
+        stopped_after_training, tmp_path, uninterrupted):
+    """The newest backup truncated and history.csv's last row cut mid-line (as a stop mid-write leaves them):
+    the run resumes from the previous backup, epoch 1, trains epoch 2 again, and history.csv ends with exactly
+    one complete row per epoch; the metrics are the uninterrupted run's."""
+    logdir = tmp_path / "logs"
+    run = copy_run(stopped_after_training, logdir)
+    with open(os.path.join(run, "backup", "latest.weights.h5"), "r+b") as f:
+        f.truncate(1000)
+    text = open(os.path.join(run, "history.csv"), newline="").read()
+    with open(os.path.join(run, "history.csv"), "w", newline="") as f:
+        f.write(text[:-20])
+
+    again = run_cli("train.py", *SMALL, "--logdir", str(logdir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "The newest backup cannot be used (backup/latest.weights.h5: " in again.stdout
+    assert "resuming from the previous one, epoch 1." in again.stdout
+    assert f"Resuming the interrupted run in {run} from epoch 2" in again.stdout
+    lines = open(os.path.join(run, "history.csv"), newline="").read().splitlines(keepends=True)
+    assert len(lines) == 3 and all(line.endswith("\r\n") for line in lines)  # the header and two whole rows
+    assert [r["epoch"] for r in history(run)] == ["1", "2"]
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert {k: metrics[k] for k in SCORES} == {k: uninterrupted[k] for k in SCORES}
+    assert metrics["sittings"] == 2 and not os.path.exists(os.path.join(run, "backup"))
+
+
+def test_a_run_whose_every_backup_copy_is_damaged_is_refused_and_left_as_it_is(stopped_after_training, tmp_path):
+    """Garbage in the newest backup, the previous one truncated to nothing: exit 2 naming both copies and
+    offering --no-resume, never a traceback and never training from scratch; not a file changed or removed."""
+    logdir = tmp_path / "logs"
+    run = copy_run(stopped_after_training, logdir)
+    with open(os.path.join(run, "backup", "latest.weights.h5"), "wb") as f:
+        f.write(b"not HDF5 " * 100)
+    open(os.path.join(run, "backup", "latest.weights.h5.bkp"), "wb").close()
+    before = contents(run)
+
+    again = run_cli("train.py", *SMALL, "--logdir", str(logdir))
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    (error,) = [line for line in again.stderr.splitlines() if line.startswith("train.py: error: ")]
+    assert f"The interrupted run in {run} cannot be resumed: no copy of its backup can be used " \
+           f"(backup/latest.weights.h5: " in error
+    assert "; backup/latest.weights.h5.bkp: " in error and "Add --no-resume to start a new run" in error
+    assert error.endswith(f"Received: run_dir={run}")
+    assert contents(run) == before and glob.glob(os.path.join(logdir, "*")) == [run]
+
+
+def test_an_interrupted_run_of_another_config_is_named_not_passed_over(stopped_after_training, tmp_path):
+    """The same model and data with another learning rate: exit 2 naming the interrupted run, the key that
+    differs with both values, and the two ways on; no new run directory is made beside it."""
+    logdir = tmp_path / "logs"
+    run = copy_run(stopped_after_training, logdir)
+    again = run_cli("train.py", *SMALL, "--lr", "0.002", "--logdir", str(logdir))
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    (error,) = [line for line in again.stderr.splitlines() if line.startswith("train.py: error: ")]
+    assert f"An interrupted run of best on mnist is in {run}, with another config: lr (0.001 there, 0.002 here). " \
+           f"To resume it, run it with its own settings (--config {run}/config.json); to start a new run beside " \
+           f"it (it is left as it is), add --no-resume. Received: lr=0.002" in error
+    assert glob.glob(os.path.join(logdir, "*")) == [run]
+
+
+def test_a_run_killed_in_its_first_epoch_is_resumed_in_place(tmp_path, uninterrupted):
+    """kill -9 in epoch 1 (no epoch finished, no backup yet): the same command resumes that directory from its
+    first epoch instead of leaving it an orphan beside a new one, to the uninterrupted run's metrics."""
+    logdir = tmp_path / "logs"
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({**SMALL_VALUES, "logdir": str(logdir)}))
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_EPOCH, str(config), "1", "3"], capture_output=True,
+                            text=True, timeout=300, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run,) = glob.glob(os.path.join(logdir, "best-*"))
+    assert not os.path.exists(os.path.join(run, "backup")) and os.path.exists(os.path.join(run, "config.json"))
+
+    again = run_cli("train.py", "--config", str(config), "--verbose", "0")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Resuming the interrupted run in {run} from its first epoch (none had finished)" in again.stdout
+    assert glob.glob(os.path.join(logdir, "*")) == [run] and [r["epoch"] for r in history(run)] == ["1", "2"]
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert {k: metrics[k] for k in SCORES} == {k: uninterrupted[k] for k in SCORES}
+
+
+def test_an_over_long_log_directory_exits_2_and_makes_nothing(tmp_path):
+    """A --logdir so deep that a run's files would pass the file system's path limit made a run directory,
+    then failed writing TensorBoard's files, with a traceback: now refused by name, nothing made."""
+    deep = tmp_path / "/".join(["d" * 250] * 16)
+    done = run_cli("train.py", "--subset", "200", "--val-size", "100", "--epochs", "1", "--logdir", str(deep))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"train.py: error: Log directory {deep} is too long: its path has" in done.stderr
+    assert f"Choose a shorter --logdir. Received: logdir={str(deep)!r}" in done.stderr
+    assert os.listdir(tmp_path) == []

@@ -407,3 +407,12 @@ def test_chief_and_two_workers_finish_even_when_a_worker_dies(tmp_path):
     assert "Worker tuner1 silent for" in out and f"its trial {lost} goes to the next free worker" in out
     assert TrainConfig.from_json(project / "best_hparams.json").model == "best"
     assert f"python train.py --hparams {project}/best_hparams.json" in out.splitlines()
+
+
+def test_a_read_only_search_folder_under_a_writable_directory_exits_2(tmp_path, read_only_folder):
+    """The search's own folder read-only (the --directory above it writable): refused by name before any data
+    is read, never a traceback from writing search.json into it."""
+    status, _, err = call_main(["--directory", str(tmp_path), "--project-name", read_only_folder.name])
+    assert status == 2 and f"Search folder {read_only_folder} is not writable ({read_only_folder}: Read-only file " \
+                           f"system). Received: directory={str(tmp_path)!r}, project_name='read-only'" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["read-only"] and os.listdir(read_only_folder) == []

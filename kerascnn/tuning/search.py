@@ -67,7 +67,9 @@ def run_search(config, verbose=0):
     role, address = distributed_role()
     if role == "chief":
         check_port_free(*address)
-    rundir.check_writable(config.directory)
+    # The search's own folder, where it already exists (a read-only one under a writable --directory included).
+    rundir.check_writable(config.project_dir, name="Search folder", flag="--directory or --project-name",
+                          received=f"directory={config.directory!r}, project_name={config.project_name!r}")
     splits = None
     if role != "chief":  # the chief only serves the oracle
         # train.py's split, by the same function and seed (--split-seed, not --seed): the final run's test
