@@ -74,17 +74,18 @@ def find(config):
 
     Raises:
         RunDirError: an interrupted run of the same model and data, that
-            holds finished work (a backup or a finished training), has
-            another config: its directory, the keys that differ with both
-            values, and the two ways on (its own settings, or `--no-resume`).
+            holds finished work (a backup or a finished training) and that no
+            process holds, has another config: its directory, the keys that
+            differ with both values, and the two ways on (its own settings, or
+            `--no-resume`).
     """
     wanted = identity(config.to_dict())
     run = rundir.find_resumable(config.logdir, config.model, wanted, same=stored_identity)
     if run is not None:
         return run
     for run, stored, point in rundir.unfinished_runs(config.logdir, config.model):
-        if point == "start":
-            continue  # no epoch finished there: a new run passes nothing over
+        if point == "start" or rundir.FileLock.is_held(os.path.join(run, rundir.LOCK)):
+            continue  # no epoch finished there, or not interrupted but training now: a new run passes nothing over
         try:
             theirs = stored_identity(stored)
         except ValueError:

@@ -225,6 +225,8 @@ class FileLock:
                 if self._is_at_path(f):
                     break
                 f.close()
+            else:
+                raise self.refused("another process, which keeps replacing the file")
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -241,6 +243,21 @@ class FileLock:
             return False
         held = os.fstat(f.fileno())
         return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+    @staticmethod
+    def is_held(path):
+        """Whether a process holds the lock of the file `path` now (probed with a shared lock, let go at once)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False  # no lock file: nobody holds it (a holder makes it before anything else)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing lets go of a lock taken
+        return False
 
     def release(self, remove=False):
         """Lets go of the lock; with `remove`, first deletes its file (only ever by the holder, while it holds it)."""

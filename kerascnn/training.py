@@ -59,7 +59,9 @@ def train(config, verbose="auto", resume=True, callbacks=()):
 
     Raises:
         DataError, ModelError, RunDirError, DistributeError, memory.OutOfMemory:
-            before any run directory exists.
+            before any run directory exists; RunDirError also for an interrupted
+            run that cannot be resumed as asked (in use, damaged, or of another
+            config: `kerascnn.resuming`), which is left as it is.
         TrainingDiverged: the loss became NaN or infinite; `best.keras` (if any)
             keeps the last good epoch.
     """

@@ -48,8 +48,12 @@ def test_an_interrupted_run_of_another_config_is_refused_naming_what_differs(tmp
             rf"{run}/config.json\); to start a new run beside it \(it is left as it is\), add --no-resume\. "
             rf"Received: epochs=4, lr=0\.002$")):
         find(new)
-    # Another dataset is another run: not named, a new run starts. So is a run with no finished epoch.
+    # Another dataset is another run: not named, a new run starts. So is a run training now (its lock held), and
+    # a run with no finished epoch.
     assert find(resolve(TrainConfig(dataset="fashion_mnist", logdir=logdir, precision="float32"))) is None
+    with rundir.RunLock(run):
+        assert rundir.FileLock.is_held(os.path.join(run, rundir.LOCK)) and find(new) is None
+    assert not rundir.FileLock.is_held(os.path.join(run, rundir.LOCK))
     os.remove(os.path.join(run, rundir.BACKUP, "training_metadata.json"))
     assert rundir.resume_point(run) == "start" and find(new) is None
 
