@@ -155,6 +155,7 @@ class LectureCNN(keras.Model):
         rotation: float, augmentation rotation in degrees; 0 for none. Defaults to 0.
         shift: float, augmentation shift in pixels; 0 for none. Defaults to 0.
         zoom: float, augmentation zoom as a fraction; 0 for none. Defaults to 0.
+        elastic: float, elastic distortion's alpha in pixels (`RandomElastic`); 0 for none. Defaults to 0.
         num_classes: int. Defaults to 10.
         image_size: tuple (height, width) or None: resize the input to it
             (`kerascnn.layers.pixel_input`). Defaults to None.
@@ -175,6 +176,7 @@ class LectureCNN(keras.Model):
         rotation=0.0,
         shift=0.0,
         zoom=0.0,
+        elastic=0.0,
         num_classes=DIGIT_CLASSES,
         image_size=None,
         rescale=None,
@@ -190,6 +192,7 @@ class LectureCNN(keras.Model):
         self.rotation = rotation
         self.shift = shift
         self.zoom = zoom
+        self.elastic = elastic
         self.num_classes = num_classes
         self.image_size = None if image_size is None else tuple(image_size)
         self.rescale = rescale
@@ -202,7 +205,7 @@ class LectureCNN(keras.Model):
         dtype = self.dtype_policy
         self.preprocess = pixel_input(image_size=image_size, rescale=rescale)[1]  # float32 under any policy
         size = working_size(image_size=image_size)[0]
-        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype)
+        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype, elastic=elastic)
         self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm, dtype=dtype) for s in range(STAGES)]
         self.pools = [pool(dtype=dtype) for _ in range(STAGES)]
         self.flatten = flatten(global_pool, dtype=dtype)
@@ -240,6 +243,7 @@ class LectureCNN(keras.Model):
             "rotation": self.rotation,
             "shift": self.shift,
             "zoom": self.zoom,
+            "elastic": self.elastic,
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "rescale": self.rescale,
