@@ -218,8 +218,8 @@ class TemperatureSoftmax(layers.Activation):
         return {**super().get_config(), "temperature": self.temperature}
 
 
-def classifier_head(num_classes=DIGIT_CLASSES, dtype=None):
+def classifier_head(num_classes=DIGIT_CLASSES, dtype=None, temperature=1.0):
     """Dense logits then the softmax (`TemperatureSoftmax`), kept in float32 under mixed precision."""
     check_value(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes,
                 error=ValueError)
-    return [layers.Dense(num_classes, dtype=dtype), TemperatureSoftmax(dtype="float32")]
+    return [layers.Dense(num_classes, dtype=dtype), TemperatureSoftmax(temperature, dtype="float32")]

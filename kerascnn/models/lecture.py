@@ -163,6 +163,8 @@ class LectureCNN(keras.Model):
         global_pool: bool, a global average pooling in place of the flatten:
             a parameter count that does not grow with the picture. Defaults
             to False (the lecture's flatten; files saved before it load as such).
+        temperature: float, its softmax head's temperature (`TemperatureSoftmax`),
+            set by calibration after training. Defaults to 1.0.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class LectureCNN(keras.Model):
         image_size=None,
         rescale=None,
         global_pool=False,
+        temperature=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -211,7 +214,7 @@ class LectureCNN(keras.Model):
         self.flatten = flatten(global_pool, dtype=dtype)
         self.hidden = dense_block(dense_units, batchnorm, dtype=dtype)
         self.drop = layers.Dropout(dropout, dtype=dtype)
-        self.logits, self.softmax = classifier_head(num_classes, dtype=dtype)
+        self.logits, self.softmax = classifier_head(num_classes, dtype=dtype, temperature=temperature)
 
     @property
     def layer_sequence(self):
@@ -248,6 +251,7 @@ class LectureCNN(keras.Model):
             "image_size": self.image_size,
             "rescale": self.rescale,
             "global_pool": self.global_pool,
+            "temperature": self.softmax.temperature,  # its calibration (`kerascnn.calibration`), saved with it
         }
 
 
