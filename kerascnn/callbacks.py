@@ -261,6 +261,27 @@ def schedule_callbacks(config, epoch_variable=None):
     return callbacks
 
 
+# The checkpoint rules (`TrainConfig.checkpoint`): what `best.keras` keeps, as ModelCheckpoint's monitor and mode,
+# and the words metrics.json and the end of a run say it with.
+CHECKPOINT_RULES = {
+    "accuracy": ("val_accuracy", "max", "the highest validation accuracy"),
+    "nll": ("val_nll", "min", "the lowest validation cross-entropy (unsmoothed)"),
+    "last": ("val_accuracy", "max", "the last epoch"),
+}
+
+
+def checkpoint_callback(config, run_dir):
+    """The run's `SafeModelCheckpoint` into `run_dir/best.keras`, keeping the epoch `config.checkpoint` says.
+
+    `accuracy` and `nll` save an epoch that beats the best so far (Keras'
+    `save_best_only`); `last` saves every epoch, so the file holds the
+    final one. In a resumed run, it starts from the earlier sittings' record (best.json).
+    """
+    monitor, mode, _ = CHECKPOINT_RULES[resolve(config).checkpoint]
+    return SafeModelCheckpoint(os.path.join(run_dir, rundir.BEST_MODEL), monitor=monitor, mode=mode,
+                               save_best_only=resolve(config).checkpoint != "last")
+
+
 def make_callbacks(config, run_dir, schedule, validation=None):
     """The callbacks for one run of `config` writing into `run_dir`, in order.
 
@@ -278,8 +299,7 @@ def make_callbacks(config, run_dir, schedule, validation=None):
     callbacks = [
         *schedule,
         keras.callbacks.TerminateOnNaN(),
-        # In a resumed run, it starts from the earlier sittings' best (its best.json).
-        SafeModelCheckpoint(os.path.join(run_dir, rundir.BEST_MODEL), monitor="val_accuracy", mode="max"),
+        checkpoint_callback(config, run_dir),
         keras.callbacks.TensorBoard(run_dir, update_freq="epoch"),
         EpochLog(os.path.join(run_dir, rundir.HISTORY), append=True),
     ]

@@ -32,12 +32,15 @@ STREAMS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 MEMBERS = ("lecture", "strided", "residual")  # best's member designs (kerascnn/models/best.py)
+# Which epoch best.keras keeps (kerascnn/callbacks.py, CHECKPOINT_RULES): the highest validation accuracy, the
+# lowest validation cross-entropy (unsmoothed), or the last epoch.
+CHECKPOINTS = ("accuracy", "nll", "last")
 DATASETS = tuple(list_datasets())  # the built-in datasets, sorted: kerascnn.data.DATASETS' names
 # The fields that are the model builder's arguments (None: the model's default, `resolve` fills it in).
 MODEL_FIELDS = ("members", "filters", "kernel_size", "dense_units", "dropout", "batchnorm", "residual", "rotation",
-                "shift", "zoom", "member", "tta")
+                "shift", "zoom", "elastic", "member", "tta")
 # The fields a model's training recipe sets (None: the recipe's, `kerascnn.models.resolve_recipe`).
-RECIPE_FIELDS = ("ema", "label_smoothing", "epochs")
+RECIPE_FIELDS = ("ema", "label_smoothing", "epochs", "checkpoint")
 
 
 class ConfigError(UsageError, ValueError):
@@ -123,6 +126,8 @@ class TrainConfig:
     shift: Optional[float] = flag(None, "augmentation: max shift, pixels (default: the model's, 2)", rule=NOT_NEGATIVE)
     zoom: Optional[float] = flag(None, "augmentation: max zoom, a fraction, e.g. 0.1 for 90-110% "
                                  "(default: the model's)", rule=FRACTION)
+    elastic: Optional[float] = flag(None, "augmentation: elastic distortion, its strength alpha in pixels at sigma 4 "
+                                    "(Simard 2003: 34; default: the model's, 0: off)", rule=NOT_NEGATIVE)
     member: Optional[str] = flag(None, "best: the member design; lecture when not given", choices=MEMBERS)
     tta: Optional[int] = flag(None, "best, ensemble: test-time augmentation, predictions averaged over the image and "
                               "its copies shifted N pixels up, down, left and right (default: 0, off)",
@@ -132,6 +137,9 @@ class TrainConfig:
                                 "(default: the model's, 0: off)", rule=FRACTION)
     label_smoothing: Optional[float] = flag(None, "cross-entropy against labels smoothed by this much, e.g. 0.1 "
                                             "(default: the model's recipe; best: 0.1, others: 0)", rule=FRACTION)
+    checkpoint: Optional[str] = flag(None, "the epoch best.keras keeps: accuracy (highest validation accuracy), nll "
+                                     "(lowest validation cross-entropy) or last (default: the model's recipe)",
+                                     choices=CHECKPOINTS)
     # Data.
     val_size: int = flag(5000, "validation images carved from the training set", rule=AT_LEAST_1)
     subset: Optional[int] = flag(None, "train on the first N training images", rule=AT_LEAST_1)

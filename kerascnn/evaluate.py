@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from kerascnn import data as data_lib, figures, loading
+from kerascnn import calibration, data as data_lib, figures, loading
 
 
 @dataclasses.dataclass
@@ -43,6 +43,10 @@ class Evaluation:
         class_names: list of str, a name per class (the model's).
         png_path: str or None, the confusion matrix PNG written.
         png_error: str or None, why the PNG could not be written.
+        temperature: float, the model's saved temperature (1.0: none).
+        calibration: dict, `kerascnn.calibration.calibration_scores` of the
+            model's probabilities ("calibrated") and of the same with the
+            temperature undone ("uncalibrated"; equal when it is 1.0).
     """
 
     model_path: str
@@ -55,6 +59,8 @@ class Evaluation:
     png_path: object = None
     png_error: object = None
     class_names: list = None
+    temperature: float = 1.0
+    calibration: dict = None
 
 
 def score_predictions(y_true, probabilities, num_classes=10):
@@ -125,6 +131,7 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
     test = _test_set(loaded, dataset, data_dir)
     probabilities = loaded.model.predict(_model_input(loaded.model, test), batch_size=batch_size, verbose=0)
     scores = score_predictions(test.y_test, probabilities, len(loaded.class_names))
+    temperature = calibration.temperature_of(loaded.model)
     result = Evaluation(
         model_path=loaded.path,
         dataset=dataset,
@@ -134,6 +141,12 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
         per_class_accuracy=scores["per_class_accuracy"],
         confusion_matrix=scores["confusion_matrix"],
         class_names=loaded.class_names,
+        temperature=temperature,
+        calibration={  # softmax(log p / T) undone: p ** T, renormalised
+            "uncalibrated": calibration.calibration_scores(calibration.scale(probabilities, 1.0 / temperature),
+                                                           test.y_test),
+            "calibrated": calibration.calibration_scores(probabilities, test.y_test),
+        },
     )
     if write_png:
         from kerascnn.images import dataset_label
@@ -192,12 +205,25 @@ def _model_input(model, test):
     return model_input(test.x_test, takes_raw_pixels(model))
 
 
+def _calibration_lines(result):
+    if not result.calibration:
+        return []
+    before, after = result.calibration["uncalibrated"], result.calibration["calibrated"]
+    if result.temperature == 1.0:
+        return [f"calibration: no temperature saved; ECE {after['ece']:.4f} NLL {after['nll']:.4f} "
+                f"Brier {after['brier']:.4f}"]
+    return [f"calibration: temperature {result.temperature:.3f} (fitted on validation); "
+            f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
+            f"Brier {before['brier']:.4f} -> {after['brier']:.4f} (without -> with it)"]
+
+
 def format_report(result):
     """The evaluation as the text `python -m kerascnn evaluate` prints."""
     lines = [
         f"model: {result.model_path}",
         f"dataset: {result.dataset} test ({result.images} images)",
         f"test_accuracy={result.accuracy:.4f} test_loss={result.loss:.4f}",
+        *_calibration_lines(result),
         "",
         "per-class accuracy:",
     ]

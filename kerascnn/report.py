@@ -4,8 +4,9 @@ At the start: the data found (a built-in dataset and the folder it was read
 from, or your folder with its class count), the images in each split,
 their size and colours, the model with its parameter count and members,
 the precision and epochs, and the run directory. At the end: the epoch kept
-and why, the test accuracy (scored once, on the kept checkpoint) and the
-time, then each class's test accuracy (the weakest ones when there are
+and why (the run's checkpoint rule), the test accuracy (scored once, on the
+kept checkpoint), the temperature fitted on validation and what it did to
+the test probabilities, the time, then each class's test accuracy (the weakest ones when there are
 many). The start block warns in one line when the
 classes are imbalanced more than `data.IMBALANCE` to 1. The pictures `python -m kerascnn evaluate` draws, the test set's
 confusion matrix and its most confident mistakes, are written into the run
@@ -66,15 +67,33 @@ def _clock(seconds):
 def end_block(metrics, run_dir):
     """The lines a run prints when it has been scored (see the module docstring)."""
     sittings = metrics["sittings"]
+    rule = metrics.get("checkpoint", {"rule": "accuracy", "why": "the highest validation accuracy"})
+    val = metrics.get("best_val_accuracy")
+    score = "" if val is None else f" ({val:.2%})" if rule["rule"] == "accuracy" else f" (validation accuracy {val:.2%})"
     return "\n".join([
-        f"kept: epoch {metrics['best_epoch']} of {metrics['epochs']}, the highest validation accuracy "
-        f"({metrics['best_val_accuracy']:.2%})",
+        f"kept: epoch {metrics['best_epoch']} of {metrics['epochs']}, {rule['why']}{score}",
         f"test: accuracy {metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) on "
         f"{metrics['test_images']:,} images, scored once",
+        *calibration_lines(metrics.get("calibration")),
         f"time: {_clock(metrics['wall_seconds'])} of training in {sittings} sitting{'s' * (sittings != 1)}; "
         f"results in {run_dir}",
         *per_class_lines(metrics.get("per_class_accuracy")),
     ])
+
+
+def calibration_lines(calibrated):
+    """The end block's line on the temperature and what it did to the test probabilities (none without one).
+
+    >>> calibration_lines({"temperature": 0.5, "validation_images": 5000,
+    ...                    "test_uncalibrated": {"ece": 0.08, "nll": 0.1}, "test": {"ece": 0.004, "nll": 0.02}})
+    ['calibration: temperature 0.500, fitted on 5,000 validation images; test ECE 8.00% -> 0.40%, NLL 0.1000 -> 0.0200']
+    """
+    if not calibrated:
+        return []
+    before, after = calibrated["test_uncalibrated"], calibrated["test"]
+    return [f"calibration: temperature {calibrated['temperature']:.3f}, fitted on {calibrated['validation_images']:,} "
+            f"validation images; test ECE {before['ece']:.2%} -> {after['ece']:.2%}, "
+            f"NLL {before['nll']:.4f} -> {after['nll']:.4f}"]
 
 
 PER_CLASS_SHOWN = 20  # classes listed one by one at the end of a run; with more, the weakest

@@ -77,6 +77,7 @@ from importlib import resources
 
 import numpy as np
 
+from kerascnn import calibration
 from kerascnn.errors import UsageError
 from kerascnn.predict import ImageError, decode_grey, prepare_bytes_as_trained, prepared_shape, to_mnist
 
@@ -206,14 +207,16 @@ class Predictor:
         with self.lock:
             results = self._pass(member)(image.astype(np.float32))
         members, saliency = results[:2]
-        probabilities = members.mean(axis=0)  # the ensemble's output (`Ensemble.call` averages the same way)
+        probabilities = calibration.answer(self.model, members)  # the model's output, as `Ensemble.call` makes it
         winner = int(np.argmax(probabilities))
         saliency = np.round(saliency, 4).tolist()  # in [0, 1] already
         answer = {
             "class": winner,
             "probability": float(probabilities[winner]),
             "probabilities": [float(p) for p in probabilities],
-            "members": [{"class": int(np.argmax(p)), "probability": float(p.max())} for p in members],
+            # each member's vote at the model's temperature, so its number reads on the answer's scale
+            "members": [{"class": int(np.argmax(p)), "probability": float(p.max())}
+                        for p in (calibration.answer(self.model, m[None]) for m in members)],
             "names": self.names,
             "image": self.image_json(image),
             "saliency": saliency,

@@ -17,6 +17,7 @@ Example:
 """
 
 import contextlib
+import csv
 import dataclasses
 import os
 import platform
@@ -25,9 +26,9 @@ import time
 
 import keras
 
-from kerascnn import distribute, memory, report, resuming, rundir
+from kerascnn import calibration, distribute, memory, report, resuming, rundir
 from kerascnn.assemble import assemble
-from kerascnn.callbacks import SafeModelCheckpoint, make_callbacks
+from kerascnn.callbacks import CHECKPOINT_RULES, SafeModelCheckpoint, checkpoint_callback, make_callbacks
 from kerascnn.config import resolve
 from kerascnn.errors import RunFailed
 from kerascnn.evaluate import score_predictions
@@ -106,7 +107,7 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
             rundir.write_json(trained_path, resuming.training_record(run_dir))
         if plan.is_chief:  # said whatever the verbosity, as "Resuming the interrupted run" is
             print(f"Training had finished; scoring {best_path} on the test set.", flush=True)
-        checkpoint = SafeModelCheckpoint(best_path, monitor="val_accuracy", mode="max")  # reads best.json
+        checkpoint = checkpoint_callback(config, run_dir)  # reads best.json
         trained = rundir.read_json(trained_path)
     else:
         # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
@@ -140,8 +141,10 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         raise resuming.damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing")
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     y_test = run.splits.y_test
-    probabilities = None
+    probabilities = calibrated = None
     if plan.name != "multiworker":  # one pass of predictions: the scores as `evaluate` computes them, and the pictures
+        # The temperature, fitted on validation and saved in best.keras before the test is read.
+        calibrated = _calibrate(best, best_path, run)
         probabilities = best.predict(run.test_input(), verbose=0)
         scores = score_predictions(y_test, probabilities, len(run.splits.spec.class_names))
     else:  # its test batches hold copies per device, and Keras' JAX predict() cannot gather outputs over processes
@@ -156,7 +159,15 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
                                                             run.splits.spec.class_names)}
            if probabilities is not None else {}),
         "best_epoch": checkpoint.best_epoch,  # 1-based, as the log, history.csv and best.json number it
-        "best_val_accuracy": float(checkpoint.best),
+        "best_val_accuracy": _val_accuracy(history_path, checkpoint),
+        "checkpoint": {"rule": config.checkpoint, "epoch": checkpoint.best_epoch,
+                       "why": CHECKPOINT_RULES[config.checkpoint][2], "monitor": checkpoint.monitor,
+                       "value": float(checkpoint.best)},
+        **({"calibration": {**calibrated,
+                            "test_uncalibrated": calibration.calibration_scores(
+                                calibration.scale(probabilities, 1.0 / calibrated["temperature"]), y_test),
+                            "test": calibration.calibration_scores(probabilities, y_test)}}
+           if calibrated else {}),
         "epochs": trained["epochs"],
         "wall_seconds": round(trained["seconds"], 1),  # training time, all sittings of a resumed run
         "sittings": trained["sittings"],
@@ -183,6 +194,38 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir = None
     return RunResult(run_dir, metrics, resumed is not None, model)
+
+
+def _calibrate(model, path, run):
+    """Fits `model`'s temperature on the run's validation split and saves it in `path` (atomically).
+
+    The temperature is fitted on the uncalibrated probabilities (it is set to 1 first, so a resumed run
+    that had saved one fits the same value again). Returns {"temperature", "validation_images",
+    "validation_uncalibrated", "validation"} (the scores before and after), or None for a model that
+    cannot hold a temperature.
+    """
+    if not calibration.set_temperature(model, 1.0):
+        return None
+    raw = model.predict(run.val, verbose=0)
+    y_val = run.splits.y_val
+    temperature = calibration.fit_temperature(raw, y_val)
+    calibration.set_temperature(model, temperature)
+    with rundir.atomic_write(path) as partial:
+        model.save(partial)
+    return {"temperature": temperature, "validation_images": int(len(y_val)),
+            "validation_uncalibrated": calibration.calibration_scores(raw, y_val),
+            "validation": calibration.calibration_scores(calibration.scale(raw, temperature), y_val)}
+
+
+def _val_accuracy(history_path, checkpoint):
+    """The validation accuracy of the epoch the checkpoint holds, from history.csv (the monitor may be another)."""
+    if checkpoint.monitor == "val_accuracy":
+        return float(checkpoint.best)
+    header, rows = resuming.history_rows(history_path)
+    if header is None or checkpoint.best_epoch not in rows:
+        return None
+    row = dict(zip(next(csv.reader([header])), next(csv.reader([rows[checkpoint.best_epoch]]))))
+    return float(row["val_accuracy"]) if row.get("val_accuracy") else None
 
 
 # Test hooks (tests only, never set otherwise): each holds a run that many seconds at one moment, so a test can

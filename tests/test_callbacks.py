@@ -238,3 +238,31 @@ def test_callback_order_of_a_real_run_with_validation_and_a_weight_average(tmp_p
                            validation=(x, y))
     assert "SwapEMAWeights" not in [type(c).__name__ for c in plain]
     assert type(plain[-1]).__name__ == "BackupAndRestore"
+
+
+# Made-up history: accuracy peaks early on noise (epoch 2) while the cross-entropy keeps falling to epoch 5.
+MADE_UP = [
+    {"loss": 0.9, "val_accuracy": 0.990, "val_nll": 0.040},
+    {"loss": 0.8, "val_accuracy": 0.996, "val_nll": 0.030},
+    {"loss": 0.7, "val_accuracy": 0.994, "val_nll": 0.025},
+    {"loss": 0.6, "val_accuracy": 0.995, "val_nll": 0.020},
+    {"loss": 0.5, "val_accuracy": 0.995, "val_nll": 0.018},
+    {"loss": 0.5, "val_accuracy": 0.993, "val_nll": 0.019},
+]
+
+
+@pytest.mark.parametrize("rule,kept", [("accuracy", 2), ("nll", 5), ("last", 6)])
+def test_checkpoint_rule_keeps_its_epoch_of_a_made_up_history(rule, kept, tmp_path):
+    from kerascnn.callbacks import checkpoint_callback
+    from kerascnn.config import TrainConfig
+
+    config = TrainConfig(model="sequential", checkpoint=rule)
+    model = tiny_model()
+    cb = checkpoint_callback(config, str(tmp_path))
+    cb.set_model(model)
+    for epoch, logs in enumerate(MADE_UP):
+        model.layers[0].kernel.assign(np.full((4, 2), epoch, "float32"))  # each epoch's weights tell it apart
+        cb.on_epoch_end(epoch, logs)
+    assert cb.best_epoch == kept
+    assert saved_kernel(str(tmp_path / "best.keras"))[0, 0] == kept - 1  # the file holds that epoch's weights
+    assert json.load(open(tmp_path / "best.json"))["best_epoch"] == kept

@@ -158,7 +158,13 @@ def test_a_training_command_prints_what_the_run_uses_and_no_tensorflow_log_lines
                        f"({metrics['best_val_accuracy']:.2%})")
     assert lines[kept + 1] == (f"test: accuracy {metrics['test_accuracy']:.2%} (loss {metrics['test_loss']:.4f}) "
                                "on 10,000 images, scored once")
-    assert lines[kept + 2].startswith("time: 0:") and lines[kept + 2].endswith(f"results in {tmp_path / run}")
+    calibrated = metrics["calibration"]
+    assert lines[kept + 2] == (f"calibration: temperature {calibrated['temperature']:.3f}, fitted on "
+                               f"{calibrated['validation_images']:,} validation images; test ECE "
+                               f"{calibrated['test_uncalibrated']['ece']:.2%} -> {calibrated['test']['ece']:.2%}, "
+                               f"NLL {calibrated['test_uncalibrated']['nll']:.4f} -> {calibrated['test']['nll']:.4f}")
+    assert calibrated["test"]["nll"] == pytest.approx(metrics["test_loss"], abs=1e-4)  # the loss is the calibrated one
+    assert lines[kept + 3].startswith("time: 0:") and lines[kept + 3].endswith(f"results in {tmp_path / run}")
     # The pictures `evaluate` draws are in the run directory: the test set's confusion matrix and mistakes.
     for name in ("confusion_matrix.png", "misclassified.png"):
         with Image.open(tmp_path / run / name) as picture:

@@ -215,3 +215,68 @@ def test_shift_images_moves_the_digit_and_fills_with_background():
     any_size = keras.Model(inputs, shift_images(inputs, -2, 1))
     np.testing.assert_array_equal(any_size.predict(image, verbose=0),
                                   keras.ops.convert_to_numpy(shift_images(image, -2, 1)))
+
+
+# RandomElastic: Simard's elastic distortion, a field per image and per direction.
+
+def test_elastic_bends_each_image_by_its_own_field_in_x_and_y_independently():
+    from kerascnn.layers import RandomElastic
+
+    # Bilinear reading of a linear ramp returns the position read: with the column index in channel 0 and the
+    # row index in channel 1, the output is (x + dx, y + dy), the field itself.
+    rows, cols = np.meshgrid(np.arange(28.0), np.arange(28.0), indexing="ij")
+    ramps = np.repeat(np.stack([cols, rows], axis=-1)[None], 8, axis=0).astype("float32")
+    out = keras.ops.convert_to_numpy(RandomElastic(alpha=34.0, sigma=4.0, seed=7)(ramps, training=True))
+    inner = (slice(None), slice(6, 22), slice(6, 22))  # away from the border, where reads fall outside
+    dx, dy = (out[..., 0] - cols)[inner], (out[..., 1] - rows)[inner]
+    assert 0.3 < dx.std() < 4 and 0.3 < dy.std() < 4  # Simard's strength: a pixel or two
+    # Two fields, not one: Keras 3.10-3.15's RandomElasticTransform moves every pixel along the diagonal (dx == dy).
+    assert abs(np.corrcoef(dx.ravel(), dy.ravel())[0, 1]) < 0.5
+    # Each image of the batch has its own field (Keras' layer gives a fit() batch image 0's for all).
+    per_image = np.corrcoef(dx.reshape(8, -1))[np.triu_indices(8, 1)]
+    assert np.abs(per_image).max() < 0.9
+    # And the field is smooth: neighbouring pixels move together.
+    assert np.corrcoef(dx[:, :, :-1].ravel(), dx[:, :, 1:].ravel())[0, 1] > 0.8
+
+
+def test_elastic_is_seeded_off_at_inference_and_keeps_the_digit(mnist):
+    from kerascnn.layers import RandomElastic
+
+    digits = (mnist.x_test[:64].reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    assert np.array_equal(keras.ops.convert_to_numpy(RandomElastic(seed=1)(digits)), digits)  # inference: as is
+    first = keras.ops.convert_to_numpy(RandomElastic(seed=1)(digits, training=True))
+    again = keras.ops.convert_to_numpy(RandomElastic(seed=1)(digits, training=True))
+    other = keras.ops.convert_to_numpy(RandomElastic(seed=2)(digits, training=True))
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 0.01
+    # Simard's strength bends strokes by a pixel or two: most ink stays, the picture is not scrambled.
+    ink = first.sum(axis=(1, 2, 3)) / digits.sum(axis=(1, 2, 3))
+    assert 0.5 < ink.min() and ink.max() < 2.0 and 0.9 < ink.mean() < 1.1  # a local stretch, on average none
+    overlap = (first * digits).sum(axis=(1, 2, 3)) / np.sqrt((first**2).sum(axis=(1, 2, 3)) * (digits**2).sum(axis=(1, 2, 3)))
+    assert 0.5 < overlap.mean() < 0.98
+
+
+def test_elastic_trains_under_fit_with_batches_of_unknown_size_and_round_trips(tmp_path, mnist):
+    from kerascnn.models import create_model
+
+    model = create_model("best", members=1, filters=4, dense_units=8, elastic=34.0)
+    member = model.members[0]
+    assert [type(layer).__name__ for layer in member.augment][-1] == "RandomElastic"
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = (mnist.x_train[:250].reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    history = model.fit(x, mnist.y_train[:250], batch_size=100, epochs=1, verbose=0)  # 100, 100, then 50
+    assert np.isfinite(history.history["loss"][0])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.members[0].augment[-1].alpha == 34.0
+    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), atol=1e-6)
+
+
+def test_elastic_refuses_bad_amounts():
+    from kerascnn.layers import RandomElastic
+
+    with pytest.raises(ValueError, match="`sigma` must be a number > 0. Received: sigma=0"):
+        RandomElastic(sigma=0)
+    with pytest.raises(ValueError, match="`alpha` must be a number >= 0. Received: alpha=-1"):
+        RandomElastic(alpha=-1)

@@ -60,23 +60,30 @@ def main(argv=None):
                         help="train steps per compiled call (default: 1)")
     parser.add_argument("--label", default=None, help="a name for this run in the output (default: the flags)")
     parser.add_argument("--out", default=None, help="append the JSON lines to this file")
-    own = ("steps_per_execution", "label", "out")
+    parser.add_argument("--save-probs", dest="save_probs", default=None, metavar="DIR",
+                        help="write each epoch's member softmax on validation and test to DIR/epoch_NN.npz, "
+                             "so checkpoint rules and calibration can be compared afterwards without retraining")
+    own = ("steps_per_execution", "label", "out", "save_probs")
 
     def job(args):
         config = resolve_config(args, parser, extra=own)
         label = args.label or " ".join(argv if argv is not None else sys.argv[1:]) or config.model
-        return sweep(config, args.steps_per_execution, label, args.out)
+        return sweep(config, args.steps_per_execution, label, args.out, args.save_probs)
 
     return run_command(parser, job, argv)
 
 
-def sweep(config, steps_per_execution=1, label=None, out=None):
+def sweep(config, steps_per_execution=1, label=None, out=None, save_probs=None):
     """Trains `config` from NumPy arrays, writing one JSON line per epoch and a summary; returns 0.
 
     With `config.tta` (pixels), each epoch also records `val_prefix_tta` and
     `test_prefix_tta`: the members' softmax averaged over the image and its
     four shifted copies, then over members, as the model's own inference
     does; the plain scores are those without.
+
+    With `save_probs` (a folder), each epoch also writes `epoch_NN.npz`
+    holding `val` and `test` (members x images x classes, float32) and, once,
+    `labels.npz` with `y_val` and `y_test`.
     """
     import keras
 
@@ -95,6 +102,9 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
     members_tta = MemberPredictor(model) if config.tta else None
     label = label or config.model
     lines = []
+    if save_probs:
+        os.makedirs(save_probs, exist_ok=True)
+        np.savez(os.path.join(save_probs, "labels.npz"), y_val=y_val, y_test=y_test)
 
     def emit(record):
         record = {"label": label, **record}
@@ -115,6 +125,10 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
             seconds = time.perf_counter() - self.started
             self.train_seconds += seconds
             val = members(x_val, batch_size=1000)
+            test = members(x_test, batch_size=1000)
+            if save_probs:
+                np.savez(os.path.join(save_probs, f"epoch_{epoch + 1:02d}.npz"),
+                         val=np.asarray(val, np.float32), test=np.asarray(test, np.float32))
             record = {
                 "epoch": epoch + 1,
                 "epoch_seconds": round(seconds, 2),
@@ -123,7 +137,7 @@ def sweep(config, steps_per_execution=1, label=None, out=None):
                 "val_members": [float(np.mean(p.argmax(-1) == y_val)) for p in val],
                 "val_prefix": prefix_accuracies(val, y_val),
                 "val_nll_prefix": prefix_nll(val, y_val),
-                "test_prefix": prefix_accuracies(members(x_test, batch_size=1000), y_test),
+                "test_prefix": prefix_accuracies(test, y_test),
             }
             if members_tta:
                 record["val_prefix_tta"] = prefix_accuracies(members_tta(x_val, batch_size=1000), y_val)

@@ -35,6 +35,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from kerascnn import calibration
 from kerascnn.inspect.gradients import INPUT, compile_pass
 from kerascnn.inspect.stages import InspectError, describe, expected_shape, is_softmax, trace
 
@@ -252,7 +253,7 @@ class Explainer:
         count = len(self.stages)
         stage_outputs, conv_inputs = outputs[:count], dict(zip(self.conv_stages, outputs[count:-2]))
         members = np.asarray(outputs[-1][0], np.float32)
-        probabilities = members.mean(axis=0)
+        probabilities = calibration.answer(self.model, members)
         stages = [
             Stage(name, kind, text, tuple(out.shape[1:]), np.asarray(out[0], np.float32), expected,
                   input=np.asarray(conv_inputs[i][0], np.float32) if i in conv_inputs else None, layer=layer)

@@ -4,7 +4,7 @@
   `ConvBNReLU`, `DenseBNReLU`), the lecture's conv, dense and pooling
   parts, the classifier head;
 * `kerascnn.layers.augment`: augmentation layers inside the model
-  (`RandomAffine`, `augmentation`), and the shifted views of test-time
+  (`RandomAffine`, `RandomElastic`, `augmentation`), and the shifted views of test-time
   augmentation;
 * `kerascnn.layers.preprocessing`: the model's input (`pixel_input`,
   `working_size`), the pooling stages' arithmetic (`check_stages`), and
@@ -29,6 +29,7 @@ from kerascnn.layers.blocks import (
     ConvBNReLU,
     DenseBNReLU,
     FusedBatchNormalization,
+    TemperatureSoftmax,
     classifier_head,
     conv_block,
     dense_block,
@@ -36,6 +37,7 @@ from kerascnn.layers.blocks import (
 )
 from kerascnn.layers.augment import (
     RandomAffine,
+    RandomElastic,
     affine_matrix,
     allow_jit,
     augmentation,
@@ -52,10 +54,12 @@ __all__ = [
     "DenseBNReLU",
     "FusedBatchNormalization",
     "RandomAffine",
+    "RandomElastic",
     "affine_matrix",
     "allow_jit",
     "augmentation",
     "check_stages",
+    "TemperatureSoftmax",
     "classifier_head",
     "conv_block",
     "dense_block",

@@ -125,7 +125,118 @@ class RandomAffine(layers.Layer):
         }
 
 
-def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=None):
+def gaussian_kernel(sigma):
+    """A normalised 1-D Gaussian of standard deviation `sigma`, truncated at 3 sigma, as a float32 NumPy array."""
+    import numpy as np
+
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return (taps / taps.sum()).astype("float32")
+
+
+def bilinear_read(images, y, x, fill_value=0.0):
+    """`images` (batch, H, W, C) read at the points (`y`, `x`), each (batch, H, W), bilinearly; `fill_value` outside.
+
+    Written with gathers on a flat view, so the batch may be of unknown
+    size (a `fit()` trace): `keras.ops.image.map_coordinates` needs every
+    dimension known under TensorFlow.
+    """
+    ops = keras.ops
+    batch = ops.shape(images)[0]
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    flat = ops.reshape(images, (-1, channels))
+    base = (ops.arange(batch, dtype="int32") * (height * width))[:, None, None]
+    y0, x0 = ops.floor(y), ops.floor(x)
+    out = 0.0
+    for dy in (0, 1):
+        for dx in (0, 1):
+            yc, xc = y0 + dy, x0 + dx
+            weight = (1.0 - ops.abs(y - yc)) * (1.0 - ops.abs(x - xc))
+            inside = (yc >= 0) & (yc <= height - 1) & (xc >= 0) & (xc <= width - 1)
+            yi = ops.cast(ops.clip(yc, 0, height - 1), "int32")
+            xi = ops.cast(ops.clip(xc, 0, width - 1), "int32")
+            picked = ops.take(flat, ops.reshape(base + yi * width + xi, (-1,)), axis=0)
+            picked = ops.reshape(picked, (batch, height, width, channels))
+            picked = ops.where(inside[..., None], picked, fill_value)
+            out = out + weight[..., None] * picked
+    return out
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomElastic(layers.Layer):
+    """Elastic distortion (Simard et al. 2003): each image bent by its own smooth random field.
+
+    For every image, two fields of uniform noise in [-1, 1] (one for x, one
+    for y) are smoothed by a Gaussian of `sigma` pixels and scaled by
+    `alpha`; each output pixel is read, bilinearly, from its own position
+    plus that displacement, with `fill_value` outside. Simard et al. used
+    alpha = 34, sigma = 4 on 28x28 digits. Training only; at inference the
+    images pass through.
+
+    Keras has `RandomElasticTransform` (3.10+), but in 3.10-3.15 its x and y
+    fields are one draw (pixels move only along the diagonal), it treats a
+    `fit()` batch of unknown size as one image, and it does not compile
+    under JAX (docs/ACCURACY.md). This layer draws both fields per image
+    from the batch's dynamic size and resamples with its own gathers
+    (`bilinear_read`), so it trains under `fit()` on both backends, with
+    batches of unknown size.
+
+    Example:
+
+    >>> warp = RandomElastic(alpha=34.0, sigma=4.0, seed=1)
+    >>> x = keras.ops.ones((2, 28, 28, 1))
+    >>> bool(keras.ops.all(warp(x) == x))  # inference: unchanged
+    True
+    >>> tuple(warp(x, training=True).shape)
+    (2, 28, 28, 1)
+
+    Args:
+        alpha: float, the field's scale in pixels; 0 turns the layer off.
+        sigma: float, the smoothing's standard deviation in pixels. Defaults to 4.
+        fill_value: float, the value of pixels read from outside. Defaults to 0.
+        seed: int or None, for the random fields.
+    """
+
+    def __init__(self, alpha=34.0, sigma=4.0, fill_value=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        check_value(alpha >= 0, "alpha", "a number >= 0", alpha, error=ValueError)
+        check_value(sigma > 0, "sigma", "a number > 0", sigma, error=ValueError)
+        self.alpha, self.sigma, self.fill_value, self.seed = float(alpha), float(sigma), float(fill_value), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        taps = gaussian_kernel(self.sigma)
+        # Separable smoothing of the two displacement channels: (k, 1) then (1, k) depthwise kernels.
+        self._rows = taps.reshape(-1, 1, 1, 1).repeat(2, axis=2)
+        self._cols = taps.reshape(1, -1, 1, 1).repeat(2, axis=2)
+
+    def call(self, inputs, training=None):
+        if not training or not self.alpha:
+            return inputs
+        ops = keras.ops
+        images = ops.cast(inputs, "float32")  # the resampling is float32
+        batch = ops.shape(images)[0]
+        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+        noise = keras.random.uniform((batch, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
+        field = ops.depthwise_conv(noise, self._rows, padding="same")
+        field = ops.depthwise_conv(field, self._cols, padding="same") * self.alpha
+        y = ops.arange(height, dtype="float32")[None, :, None] + field[..., 1]
+        x = ops.arange(width, dtype="float32")[None, None, :] + field[..., 0]
+        out = bilinear_read(images, y, x, self.fill_value)
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "sigma": self.sigma,
+            "fill_value": self.fill_value,
+            "seed": self.seed,
+        }
+
+
+def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=None, elastic=0.0):
     """ImageDataGenerator-style augmentation as Keras layers inside the model.
 
     Random rotation up to `rotation` degrees either way and shift up to
@@ -136,6 +247,8 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=
     at inference images pass through unchanged. Inside the model they run
     in the compiled train step, per batch, with no Python in the input pipeline.
 
+    With `elastic` (alpha, pixels), a `RandomElastic` distortion follows.
+
     Args:
         size: int, the image's side in pixels (the shift is a share of it).
         dtype: the layers' dtype policy. Defaults to None: the global
@@ -145,8 +258,9 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=
     Returns:
         A list of layers (empty when all amounts are 0).
     """
+    bend = [RandomElastic(alpha=elastic, dtype=dtype)] if elastic else []
     if zoom:
-        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift, dtype=dtype)]
+        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift, dtype=dtype), *bend]
     out = []
     if rotation:
         out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0, dtype=dtype))
@@ -154,7 +268,7 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=
         out.append(
             layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0, dtype=dtype)
         )
-    return out
+    return out + bend
 
 
 def shift_images(images, dy, dx):

@@ -181,8 +181,45 @@ def pool(dtype=None):
     return layers.MaxPool2D(2, 2, padding="same", dtype=dtype)
 
 
-def classifier_head(num_classes=DIGIT_CLASSES, dtype=None):
-    """Dense logits then softmax kept in float32 under mixed precision."""
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TemperatureSoftmax(layers.Activation):
+    """The classifier's softmax, of `logits / temperature`: where a single network keeps its calibration.
+
+    An `Activation("softmax")` (it is one, so whatever reads a model's
+    softmax finds it) with one number more. At 1.0, the default, it is the
+    plain softmax; `kerascnn.calibration.set_temperature` sets the value
+    fitted on validation after training, and `get_config` saves it with the
+    model. Dividing the logits by one positive number keeps their order: the
+    predicted class never changes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> head = TemperatureSoftmax(temperature=2.0)
+    >>> np.round(keras.ops.convert_to_numpy(head(np.log(np.array([[0.8, 0.2]], "float32")))).astype(float), 3).tolist()
+    [[0.667, 0.333]]
+
+    Args:
+        temperature: float > 0. Defaults to 1.0.
+    """
+
+    def __init__(self, temperature=1.0, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__("softmax", **kwargs)
+        check_value(temperature > 0, "temperature", "a number > 0", temperature, error=ValueError)
+        self.temperature = float(temperature)
+
+    def call(self, inputs):
+        if self.temperature != 1.0:
+            inputs = keras.ops.cast(inputs, self.compute_dtype) / self.temperature
+        return super().call(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def classifier_head(num_classes=DIGIT_CLASSES, dtype=None, temperature=1.0):
+    """Dense logits then the softmax (`TemperatureSoftmax`), kept in float32 under mixed precision."""
     check_value(isinstance(num_classes, int) and num_classes >= 2, "num_classes", "an integer >= 2", num_classes,
                 error=ValueError)
-    return [layers.Dense(num_classes, dtype=dtype), layers.Activation("softmax", dtype="float32")]
+    return [layers.Dense(num_classes, dtype=dtype), TemperatureSoftmax(temperature, dtype="float32")]

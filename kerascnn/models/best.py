@@ -43,12 +43,13 @@ from kerascnn.models.registry import ModelError, register_model
 
 
 
-def augmented_input(input_shape, image_size, rescale, rotation, shift, zoom):
+def augmented_input(input_shape, image_size, rescale, rotation, shift, zoom, elastic=0.0):
     """A Functional member's `keras.Input` and the tensor after its preprocessing and augmentation layers."""
     shape, stage = pixel_input(input_shape, image_size, rescale)
     inputs = keras.Input(shape)
     x = inputs
-    for layer in stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0]):
+    size = working_size(input_shape, image_size)[0]
+    for layer in stage + augmentation(rotation, shift, zoom, size=size, elastic=elastic):
         x = layer(x)
     return inputs, x
 
@@ -68,6 +69,7 @@ def strided_cnn(
     rotation=10.0,
     shift=2.8,
     zoom=0.1,
+    elastic=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
@@ -94,7 +96,7 @@ def strided_cnn(
                 "`image_size` is too small for the strided member's two stages of two VALID 3x3 convs: its "
                 f"smallest side must be at least 13. Received: image_size={working_size(input_shape, image_size)}"
             ) from None
-    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom)
+    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom, elastic)
     for stage in range(2):
         width = filters * 2**stage
         x = ConvBNReLU(width, 3, padding="valid")(x)
@@ -112,6 +114,7 @@ def residual_cnn(
     rotation=10.0,
     shift=2.8,
     zoom=0.1,
+    elastic=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
@@ -136,7 +139,7 @@ def residual_cnn(
     >>> residual_cnn().count_params()
     483498
     """
-    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom)
+    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom, elastic)
     for level in range(3):
         width = filters * 2**level
         x = ConvBNReLU(width, 3, strides=1 if level == 0 else 2)(x)
@@ -161,6 +164,7 @@ def best(
     rotation=15.0,
     shift=2.0,
     zoom=0.0,
+    elastic=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
@@ -181,18 +185,19 @@ def best(
         shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
         make = lambda name: LectureCNN(
             filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
-            rotation=rotation, shift=shift, zoom=zoom, **pixels, global_pool=global_pool, name=name,
+            rotation=rotation, shift=shift, zoom=zoom, elastic=elastic, **pixels, global_pool=global_pool, name=name,
         )
     elif member == "strided":
         shape, _ = pixel_input(input_shape, image_size, rescale)
         make = lambda name: strided_cnn(
             filters=filters, dense_units=dense_units, dropout=dropout, rotation=rotation, shift=shift, zoom=zoom,
-            input_shape=input_shape, **pixels, global_pool=global_pool, name=name,
+            elastic=elastic, input_shape=input_shape, **pixels, global_pool=global_pool, name=name,
         )
     elif member == "residual":
         shape, _ = pixel_input(input_shape, image_size, rescale)
         make = lambda name: residual_cnn(
-            filters=filters, rotation=rotation, shift=shift, zoom=zoom, input_shape=input_shape, **pixels, name=name
+            filters=filters, rotation=rotation, shift=shift, zoom=zoom, elastic=elastic, input_shape=input_shape,
+            **pixels, name=name,
         )
     else:
         raise ModelError(f"`member` must be one of {list(MEMBERS)}. Received: member={member!r}")

@@ -52,15 +52,22 @@ class Ensemble(keras.Model):
             probabilities of the same shape.
         tta: int, pixels: at inference, also average over the images
             shifted this far up, down, left and right (0: off, the default).
+        temperature: float > 0: at inference, the average `p` becomes
+            `softmax(log(p) / temperature)`, the calibration fitted on
+            validation after training (`kerascnn.calibration`). Defaults to
+            1.0: the plain average.
     """
 
-    def __init__(self, members, tta=0, **kwargs):
+    def __init__(self, members, tta=0, temperature=1.0, **kwargs):
         super().__init__(**kwargs)
         if not members:
             raise ValueError(f"`members` must be a non-empty list of models. Received: members={members!r}")
         self.members = list(members)
         self.tta = tta
         self.views = tuple(shift_views(tta))
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
+        self.temperature = float(temperature)
 
     def build(self, input_shape):
         height, width = input_shape[1:3]
@@ -76,7 +83,11 @@ class Ensemble(keras.Model):
             return tuple(member(inputs, training=training) for member in self.members)
         views = [shift_images(inputs, dy, dx) for dy, dx in self.views]
         outputs = [member(view, training=training) for view in views for member in self.members]
-        return ops.mean(ops.stack(outputs, axis=0), axis=0)
+        average = ops.mean(ops.stack(outputs, axis=0), axis=0)
+        if self.temperature == 1.0:
+            return average
+        logp = ops.log(ops.maximum(ops.cast(average, "float32"), 1e-12))
+        return ops.softmax(logp / self.temperature, axis=-1)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(y_pred, tuple):  # evaluation: the loss of the ensemble's own prediction
@@ -92,7 +103,7 @@ class Ensemble(keras.Model):
 
     def get_config(self):
         members = [keras.saving.serialize_keras_object(m) for m in self.members]
-        return {**super().get_config(), "members": members, "tta": self.tta}
+        return {**super().get_config(), "members": members, "tta": self.tta, "temperature": self.temperature}
 
     @classmethod
     def from_config(cls, config):

@@ -155,6 +155,7 @@ class LectureCNN(keras.Model):
         rotation: float, augmentation rotation in degrees; 0 for none. Defaults to 0.
         shift: float, augmentation shift in pixels; 0 for none. Defaults to 0.
         zoom: float, augmentation zoom as a fraction; 0 for none. Defaults to 0.
+        elastic: float, elastic distortion's alpha in pixels (`RandomElastic`); 0 for none. Defaults to 0.
         num_classes: int. Defaults to 10.
         image_size: tuple (height, width) or None: resize the input to it
             (`kerascnn.layers.pixel_input`). Defaults to None.
@@ -162,6 +163,8 @@ class LectureCNN(keras.Model):
         global_pool: bool, a global average pooling in place of the flatten:
             a parameter count that does not grow with the picture. Defaults
             to False (the lecture's flatten; files saved before it load as such).
+        temperature: float, its softmax head's temperature (`TemperatureSoftmax`),
+            set by calibration after training. Defaults to 1.0.
     """
 
     def __init__(
@@ -175,10 +178,12 @@ class LectureCNN(keras.Model):
         rotation=0.0,
         shift=0.0,
         zoom=0.0,
+        elastic=0.0,
         num_classes=DIGIT_CLASSES,
         image_size=None,
         rescale=None,
         global_pool=False,
+        temperature=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -190,6 +195,7 @@ class LectureCNN(keras.Model):
         self.rotation = rotation
         self.shift = shift
         self.zoom = zoom
+        self.elastic = elastic
         self.num_classes = num_classes
         self.image_size = None if image_size is None else tuple(image_size)
         self.rescale = rescale
@@ -202,13 +208,13 @@ class LectureCNN(keras.Model):
         dtype = self.dtype_policy
         self.preprocess = pixel_input(image_size=image_size, rescale=rescale)[1]  # float32 under any policy
         size = working_size(image_size=image_size)[0]
-        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype)
+        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype, elastic=elastic)
         self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm, dtype=dtype) for s in range(STAGES)]
         self.pools = [pool(dtype=dtype) for _ in range(STAGES)]
         self.flatten = flatten(global_pool, dtype=dtype)
         self.hidden = dense_block(dense_units, batchnorm, dtype=dtype)
         self.drop = layers.Dropout(dropout, dtype=dtype)
-        self.logits, self.softmax = classifier_head(num_classes, dtype=dtype)
+        self.logits, self.softmax = classifier_head(num_classes, dtype=dtype, temperature=temperature)
 
     @property
     def layer_sequence(self):
@@ -240,10 +246,12 @@ class LectureCNN(keras.Model):
             "rotation": self.rotation,
             "shift": self.shift,
             "zoom": self.zoom,
+            "elastic": self.elastic,
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "rescale": self.rescale,
             "global_pool": self.global_pool,
+            "temperature": self.softmax.temperature,  # its calibration (`kerascnn.calibration`), saved with it
         }
 
 

@@ -28,7 +28,7 @@ _REGISTRY = {}
 _RECIPES = {}
 # Training settings a model's recipe may set (`register_model(name, ema=0.999)`),
 # and their values for models that set none. A config value that is not None wins.
-RECIPE_DEFAULTS = {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15}
+RECIPE_DEFAULTS = {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15, "checkpoint": "accuracy"}
 
 
 class ModelError(UsageError, ValueError):
@@ -61,7 +61,7 @@ def resolve_recipe(name, **values):
     """The training settings for model `name`: `values` that are not None, else its recipe's.
 
     >>> resolve_recipe("sequential", ema=None, label_smoothing=0.1, epochs=None)
-    {'ema': 0.0, 'label_smoothing': 0.1, 'epochs': 15}
+    {'ema': 0.0, 'label_smoothing': 0.1, 'epochs': 15, 'checkpoint': 'accuracy'}
     """
     _builder(name)
     return {k: v if values.get(k) is None else values[k] for k, v in _RECIPES[name].items()}
