@@ -220,6 +220,46 @@ def trial_state_path(oracle, trial_id):
     return os.path.join(oracle._get_trial_dir(trial_id), "trial.json")
 
 
+def trial_files(oracle):
+    """{trial ID: path of its `trial.json`} for every `trial_<id>` folder of `oracle`'s search, the file there or not.
+
+    keras-tuner 1.4 keeps each trial's state in `<project>/trial_<id>/trial.json`
+    and reloads a search by loading every such file (`Oracle.reload`, which
+    stops at the first it cannot read); the project folder is the oracle's
+    private `_project_dir`. `tuning.oracles` reloads a search that lost a
+    trial's folder or file through this.
+    """
+    import os
+
+    project = oracle._project_dir
+    return {
+        name[len("trial_"):]: os.path.join(project, name, "trial.json")
+        for name in sorted(os.listdir(project))
+        if name.startswith("trial_") and os.path.isdir(os.path.join(project, name))
+    }
+
+
+def route_client_calls(client, call):
+    """Sends every gRPC call of keras-tuner's `OracleClient` `client` through `call(method, request, **kwargs)`.
+
+    keras-tuner 1.4's client calls the chief through its stub (`client.stub`,
+    keras_tuner/src/distribute/oracle_client.py) with `wait_for_ready` and a
+    fixed one-hour `timeout` (its module's `TIMEOUT`, keras-tuner#990 and
+    #957), so a worker whose chief is gone waits up to an hour in each call;
+    no argument sets it. `tuning.distributed` gives each call the worker's
+    own deadline (`--worker-timeout`) this way.
+    """
+    import functools
+
+    stub = client.stub
+
+    class Calls:
+        def __getattr__(self, name):
+            return functools.partial(call, getattr(stub, name))
+
+    client.stub = Calls()
+
+
 def save_trial(oracle, trial):
     """Saves `trial`'s state through the oracle's `_save_trial` hook.
 

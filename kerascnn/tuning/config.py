@@ -109,6 +109,11 @@ class SearchConfig:
         )
 
     def kind(self):
-        """The settings a resumed search must share with the one that started it."""
-        keys = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed")
+        """The settings of this config that a resumed search must share with the one that started it.
+
+        A search's whole identity adds best's recipe (`tuning.hypermodel.trial_recipe`), the precision
+        policy and the data's digest (`tuning.project`).
+        """
+        keys = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed", "image_size",
+                "color_mode")
         return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in keys}}
