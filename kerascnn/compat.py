@@ -167,6 +167,24 @@ def release_free_heap():
     return True
 
 
+def raise_in_thread(thread_id, exception_type):
+    """Raises `exception_type` in the thread `thread_id` (`threading.get_ident()`) at its next Python line.
+
+    CPython's `PyThreadState_SetAsyncExc`, through ctypes: Python has no
+    call that raises in another thread, and a signal will not do, as it
+    reaches only the main thread and a non-interactive shell starts a
+    background job (`python tune.py &`) with SIGINT ignored.
+    `tuning.distributed` stops a worker's trial this way when its
+    heartbeat finds the chief lost.
+
+    Returns:
+        bool, whether the thread was found.
+    """
+    import ctypes
+
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception_type)) == 1
+
+
 # keras-tuner ----------------------------------------------------------------------
 # keras-tuner's distributed search (a chief serving the oracle over gRPC to
 # workers) has no public API beyond the KERASTUNER_* environment variables:

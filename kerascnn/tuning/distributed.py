@@ -15,7 +15,6 @@ From then on a chief that does not answer for `worker_timeout` seconds is
 lost: the worker stops, in the middle of a trial too.
 """
 
-import _thread
 import errno
 import json
 import os
@@ -40,13 +39,19 @@ def target(address):
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+class ChiefLost(BaseException):
+    """Raised into the thread running a worker's search when its heartbeat finds the chief lost: a
+    `BaseException`, so that keras-tuner does not take it for the trial's own failure and go on."""
+
+
 class ChiefLink:
     """A worker's line to the chief: it joins, then each call to the chief has the worker's deadline.
 
-    Once joined, a call to a chief that does not answer ends after what is
-    left of `worker_timeout` since the chief last answered (a sixth of it at
-    least), and the chief is lost: the call raises `SearchFailed` with
-    `lost`, the message `tune.py` exits with.
+    Once joined, a call is asked again while the chief does not answer, until
+    `worker_timeout` seconds have passed since the chief last answered (a
+    sixth of it at least); then the chief is lost: the call raises
+    `SearchFailed` with `lost`, the message `tune.py` exits with, and if the
+    heartbeat found it, the search's own thread is stopped (`ChiefLost`).
 
     Args:
         address: (ip, port) of the chief.
@@ -57,6 +62,8 @@ class ChiefLink:
         self.target, self.timeout = target(address), worker_timeout
         self.last_answer = None  # time.monotonic() of the chief's last answer
         self.lost = None  # why this worker gave the chief up, once it has
+        self.thread = threading.get_ident()  # the thread that runs the search
+        self._losing = threading.Lock()
 
     def join(self, request):
         """Waits for the chief (up to `CHIEF_WAIT` seconds), then sends it `request()` to be checked.
@@ -85,22 +92,35 @@ class ChiefLink:
     def call(self, method, request, **kwargs):
         """`method(request, **kwargs)` on the chief within the worker's deadline; raises `SearchFailed` when the
         chief is lost (see the class)."""
-        silent = time.monotonic() - self.last_answer
-        kwargs.update(timeout=max(self.timeout - silent, self.timeout / 6), wait_for_ready=True)
-        try:
-            response = method(request, **kwargs)
-        except grpc.RpcError as e:
-            if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                raise
+        give_up = max(self.last_answer + self.timeout, time.monotonic() + self.timeout / 6)
+        while True:
+            kwargs.update(timeout=max(give_up - time.monotonic(), 0.1), wait_for_ready=True)
+            try:
+                response = method(request, **kwargs)
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise
+                if time.monotonic() < give_up:  # refused at once (the connection broke): ask again
+                    time.sleep(min(1.0, give_up - time.monotonic()))
+                    continue
+                if self._lose() and threading.get_ident() != self.thread:  # the heartbeat found it first
+                    compat.raise_in_thread(self.thread, ChiefLost)
+                raise SearchFailed(self.lost) from None
+            self.last_answer = time.monotonic()
+            return response
+
+    def _lose(self):
+        """Gives the chief up; True for the first caller (`lost` is then its message)."""
+        with self._losing:
+            if self.lost is not None:
+                return False
             silent = time.monotonic() - self.last_answer
-            self.lost = self.lost or (
+            self.lost = (
                 f"This worker lost the chief at {self.target}: no answer for {silent:.0f} s (--worker-timeout "
                 f"{self.timeout:g}). Start the chief again with the same command, then this worker: the search "
                 f"resumes, and the trial this worker was running is run again."
             )
-            raise SearchFailed(self.lost) from None
-        self.last_answer = time.monotonic()
-        return response
+            return True
 
 
 class WorkerClient(compat.oracle_client_class()):
@@ -108,9 +128,9 @@ class WorkerClient(compat.oracle_client_class()):
     to wait.
 
     Every call goes through `link` (`ChiefLink.call`). The heartbeat, which
-    runs while a trial trains, stops the trial when the chief is lost: it
-    interrupts the main thread, which `tuning.search` turns into the
-    `SearchFailed` of `link.lost`.
+    runs while a trial trains, stops the trial when it finds the chief lost:
+    `ChiefLost` is raised in the search's thread, which `tuning.search`
+    turns into the `SearchFailed` of `link.lost`.
 
     Args:
         client: the `OracleClient` keras-tuner gave the worker's tuner (it
@@ -145,9 +165,7 @@ class WorkerClient(compat.oracle_client_class()):
             while not stop.wait(self.heartbeat):
                 try:
                     self.get_trial(trial_id)  # the chief notes who asked
-                except SearchFailed:  # the chief is lost: stop the trial
-                    if not stop.is_set():
-                        _thread.interrupt_main()
+                except SearchFailed:  # the chief is lost, and the search stopped (`ChiefLink.call`)
                     return
                 except grpc.RpcError:
                     pass  # an error of the chief's; the next beat tries again

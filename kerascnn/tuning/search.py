@@ -22,7 +22,7 @@ from kerascnn.assemble import load_splits
 from kerascnn.data import content_digest
 from kerascnn.precision import resolve_precision
 from kerascnn.tuning.config import SEARCH_FILE, SearchFailed, TuningError
-from kerascnn.tuning.distributed import ChiefLink, check_port_free, distributed_role, target
+from kerascnn.tuning.distributed import ChiefLink, ChiefLost, check_port_free, distributed_role, target
 from kerascnn.tuning.hypermodel import CNNHyperModel, best_hparams
 from kerascnn.tuning.oracles import make_oracle
 from kerascnn.tuning.progress import ProgressReporter, best_trial, write_best_hparams
@@ -102,10 +102,8 @@ def run_search(config, verbose=0):
             return _search(config, role, address, splits, verbose, link=link)
         except grpc.RpcError as e:  # an error on the chief's side
             raise SearchFailed(f"This worker lost the chief at {link.target}: {e}") from e
-        except KeyboardInterrupt:
-            if link.lost:  # the heartbeat found the chief lost in the middle of a trial
-                raise SearchFailed(link.lost) from None
-            raise
+        except ChiefLost:  # the heartbeat found the chief lost in the middle of a trial
+            raise SearchFailed(link.lost) from None
     check_project(config, identity, facts, shown)  # and the data's digest; before the lock file is touched
     with SearchLock(config.project_dir):
         resuming, unrecorded = prepare_project(config, identity, facts)  # again, now that no other can change it
