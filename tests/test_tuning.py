@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -526,3 +527,67 @@ def test_chief_and_two_workers_finish_even_when_a_worker_dies(tmp_path):
     assert "Worker tuner1 silent for" in out and f"its trial {lost} goes to the next free worker" in out
     assert TrainConfig.from_json(project / "best_hparams.json").model == "best"
     assert f"python train.py --hparams {project}/best_hparams.json" in out.splitlines()
+    recorded = json.loads((project / "search.json").read_text())  # the chief trains nothing: a worker found these
+    assert recorded["precision"] == "float32" and len(recorded["data_sha256"]) == 64
+
+
+def test_a_worker_is_checked_against_the_chief_wherever_it_started(tmp_path):
+    """Two workers started before the chief: one with another --max-epochs and --precision, one on another
+    --directory. Each waits for the chief, is refused with exit 2 naming what differs, and runs nothing."""
+    port = free_port()
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    args = ["--tuner", "random", "--max-trials", "2", *TINY, "--worker-timeout", "5"]
+    other = start([*args, "--directory", str(tmp_path), "--max-epochs", "2", "--precision", "mixed_bfloat16"],
+                  {**env, "KERASTUNER_TUNER_ID": "tuner0"})
+    elsewhere = start([*args, "--directory", str(tmp_path / "elsewhere")], {**env, "KERASTUNER_TUNER_ID": "tuner1"})
+    chief = None
+    try:
+        # The workers are up (their first line) before the chief starts.
+        wait_for(lambda: other.lines and elsewhere.lines, "the workers to start", [other, elsewhere])
+        chief = start([*args, "--directory", str(tmp_path)], {**env, "KERASTUNER_TUNER_ID": "chief"})
+        (status, out), (status_elsewhere, out_elsewhere) = finish(other), finish(elsewhere)
+        wait_for(lambda: "".join(chief.lines).count("Refused worker") == 2, "the chief's two refusals", [chief])
+    finally:
+        for proc in (other, elsewhere, chief):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert status == 2, out
+    asked = "max_epochs=2, precision='mixed_bfloat16'"
+    assert (f"The chief at 127.0.0.1:{port} serves the search in {tmp_path / 'mnist-best'}, made with max_epochs=1, "
+            f"precision='float32'; this worker asks for {asked}.") in out
+    assert out.rstrip().endswith(f"Received: {asked}") and "running trial" not in out
+    assert status_elsewhere == 2, out_elsewhere
+    assert (f"This worker's search folder {tmp_path / 'elsewhere' / 'mnist-best'} is not the chief's (it holds no "
+            f"tune.py search): the chief at 127.0.0.1:{port} serves the search in {tmp_path / 'mnist-best'}.") in \
+        out_elsewhere
+    assert f"Received: directory='{tmp_path / 'elsewhere'}', project_name='mnist-best'" in out_elsewhere
+    assert "Refused worker tuner0: The chief at" in "".join(chief.lines)
+    assert not list((tmp_path / "mnist-best").glob("trial_*"))
+
+
+def test_a_worker_whose_chief_is_gone_stops_within_the_worker_timeout(tmp_path):
+    """The chief killed while its only worker trains: the worker stops in the middle of its trial, once the chief
+    has not answered for --worker-timeout, with the message that says what happened and what to do."""
+    port = free_port()
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    # A trial far longer than the timeout: 5,000 images, 30 epochs.
+    args = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "30", "--subset", "5000", "--val-size", "500",
+            "--precision", "float32", "--worker-timeout", "10", "--directory", str(tmp_path)]
+    chief = start(args, {**env, "KERASTUNER_TUNER_ID": "chief"})
+    worker = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner0"})
+    try:
+        wait_for(lambda: any("running trial" in line for line in worker.lines), "the worker's trial", [chief, worker])
+        chief.kill()
+        chief.wait()
+        killed = time.monotonic()
+        status, out = finish(worker)
+        waited = time.monotonic() - killed
+    finally:
+        for proc in (chief, worker):
+            if proc.poll() is None:
+                proc.kill()
+    assert status == 1, out
+    assert re.search(rf"tune.py: error: This worker lost the chief at 127.0.0.1:{port}: no answer for \d+ s "
+                     rf"\(--worker-timeout 10\)\. Start the chief again with the same command, then this worker", out)
+    assert "finished trial" not in out  # stopped in the middle of it
+    assert waited < 10 + 30, f"the worker took {waited:.0f} s to stop"

@@ -25,6 +25,9 @@ MEMBERS = 1  # ensemble members per trial; train.py's `best` trains its recipe's
 SEARCH_FILE = "search.json"
 PROGRESS_FILE = "progress.jsonl"
 BEST_HPARAMS = "best_hparams.json"
+# The flags a resumed search must share with the one that began it (`SearchConfig.kind`, beside the model and
+# members); best's recipe and what a training process finds complete a search's identity (`tuning.project`).
+KIND_KEYS = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed", "image_size", "color_mode")
 
 
 class TuningError(UsageError, ValueError):
@@ -114,6 +117,4 @@ class SearchConfig:
         A search's whole identity adds best's recipe (`tuning.hypermodel.trial_recipe`), the precision
         policy and the data's digest (`tuning.project`).
         """
-        keys = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed", "image_size",
-                "color_mode")
-        return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in keys}}
+        return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in KIND_KEYS}}

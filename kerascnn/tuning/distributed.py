@@ -30,7 +30,8 @@ from kerascnn import compat
 from kerascnn.tuning.config import SearchFailed, TuningError
 
 CHIEF_WAIT = 3600  # seconds a worker waits for a chief that is not up yet: keras-tuner's own (its client's TIMEOUT)
-JOIN_SERVICE, JOIN_METHOD = "kerascnn.tuning.Search", "Join"  # the chief's check of a joining worker, beside the oracle's
+# The chief's check of a worker that joins, a gRPC method beside the oracle's service.
+JOIN_SERVICE, JOIN_METHOD = "kerascnn.tuning.Search", "Join"
 
 
 def target(address):

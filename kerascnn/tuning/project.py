@@ -22,7 +22,7 @@ import threading
 import uuid
 
 from kerascnn import rundir
-from kerascnn.tuning.config import SEARCH_FILE, TuningError
+from kerascnn.tuning.config import KIND_KEYS, SEARCH_FILE, TuningError
 from kerascnn.tuning.hypermodel import trial_recipe
 
 # Found by a process that trains, not set by a flag alone: the precision policy (`--precision auto` resolves it
@@ -166,15 +166,11 @@ def describe(diff, shown=None):
                   "(kerascnn.data.content_digest): the data is not the same.")
     if "precision" in keys:
         notes += " precision is the policy a trial trains with (--precision auto: the machine's)."
-    recipe = sorted(keys - set(SEARCH_KEYS) - set(FACTS))
+    recipe = sorted(keys - {"model", "members", *KIND_KEYS, *FACTS})  # the rest of an identity is the recipe
     if recipe:
         notes += (f" {', '.join(recipe)}: best's recipe in the installed kerascnn, not a flag; resume with the "
                   f"kerascnn that began the search.")
     return had, asked, notes
-
-
-SEARCH_KEYS = ("model", "members", "tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed",
-               "image_size", "color_mode")  # SearchConfig.kind()'s, the rest of an identity is the recipe's
 
 
 def check_kind(kind_file, identity, facts=None, shown=None):
