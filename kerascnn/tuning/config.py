@@ -80,7 +80,7 @@ class SearchConfig:
                             "(not the split: --split-seed)")
     precision: str = as_in_train("precision")
     worker_timeout: float = flag(60.0, "distributed: seconds of silence after which a worker is lost and its trial "
-                                 "goes to another", rule=POSITIVE)
+                                 "goes to another, and after which a worker gives its chief up", rule=POSITIVE)
 
     def __post_init__(self):
         if self.project_name is None:
