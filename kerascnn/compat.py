@@ -209,6 +209,24 @@ def release_free_heap():
     return True
 
 
+def raise_in_thread(thread_id, exception_type):
+    """Raises `exception_type` in the thread `thread_id` (`threading.get_ident()`) at its next Python line.
+
+    CPython's `PyThreadState_SetAsyncExc`, through ctypes: Python has no
+    call that raises in another thread, and a signal will not do, as it
+    reaches only the main thread and a non-interactive shell starts a
+    background job (`python tune.py &`) with SIGINT ignored.
+    `tuning.distributed` stops a worker's trial this way when its
+    heartbeat finds the chief lost.
+
+    Returns:
+        bool, whether the thread was found.
+    """
+    import ctypes
+
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception_type)) == 1
+
+
 # keras-tuner ----------------------------------------------------------------------
 # keras-tuner's distributed search (a chief serving the oracle over gRPC to
 # workers) has no public API beyond the KERASTUNER_* environment variables:
@@ -260,6 +278,46 @@ def trial_state_path(oracle, trial_id):
     import os
 
     return os.path.join(oracle._get_trial_dir(trial_id), "trial.json")
+
+
+def trial_files(oracle):
+    """{trial ID: path of its `trial.json`} for every `trial_<id>` folder of `oracle`'s search, the file there or not.
+
+    keras-tuner 1.4 keeps each trial's state in `<project>/trial_<id>/trial.json`
+    and reloads a search by loading every such file (`Oracle.reload`, which
+    stops at the first it cannot read); the project folder is the oracle's
+    private `_project_dir`. `tuning.oracles` reloads a search that lost a
+    trial's folder or file through this.
+    """
+    import os
+
+    project = oracle._project_dir
+    return {
+        name[len("trial_"):]: os.path.join(project, name, "trial.json")
+        for name in sorted(os.listdir(project))
+        if name.startswith("trial_") and os.path.isdir(os.path.join(project, name))
+    }
+
+
+def route_client_calls(client, call):
+    """Sends every gRPC call of keras-tuner's `OracleClient` `client` through `call(method, request, **kwargs)`.
+
+    keras-tuner 1.4's client calls the chief through its stub (`client.stub`,
+    keras_tuner/src/distribute/oracle_client.py) with `wait_for_ready` and a
+    fixed one-hour `timeout` (its module's `TIMEOUT`, keras-tuner#990 and
+    #957), so a worker whose chief is gone waits up to an hour in each call;
+    no argument sets it. `tuning.distributed` gives each call the worker's
+    own deadline (`--worker-timeout`) this way.
+    """
+    import functools
+
+    stub = client.stub
+
+    class Calls:
+        def __getattr__(self, name):
+            return functools.partial(call, getattr(stub, name))
+
+    client.stub = Calls()
 
 
 def save_trial(oracle, trial):

@@ -149,6 +149,61 @@ def test_the_grpc_client_wraps_the_local_oracle_and_the_servicer_registers(tmp_p
         server.stop(0)
 
 
+def test_trial_files_name_every_trial_folder_with_or_without_its_file(tmp_path):
+    oracle = tiny_tuner(tmp_path).oracle
+    trial = oracle.create_trial("tuner0")
+    compat.save_trial(oracle, trial)
+    (tmp_path / "p" / "trial_7").mkdir()  # a folder whose trial.json is gone
+    (tmp_path / "p" / "trial_notes.txt").write_text("not a folder")
+    files = compat.trial_files(oracle)
+    assert files == {trial.trial_id: compat.trial_state_path(oracle, trial.trial_id),
+                     "7": str(tmp_path / "p" / "trial_7" / "trial.json")}
+
+
+def test_every_call_of_the_grpc_client_goes_through_the_route(tmp_path, monkeypatch):
+    oracle = tiny_tuner(tmp_path).oracle
+    for name, value in {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),
+                        "KERASTUNER_TUNER_ID": "tuner0"}.items():
+        monkeypatch.setenv(name, value)
+    client = compat.oracle_client_class()(oracle)
+    calls = []
+
+    def route(method, request, **kwargs):
+        calls.append((method, kwargs))
+        raise RuntimeError("routed")
+
+    compat.route_client_calls(client, route)
+    for call in (lambda: client.get_space(), lambda: client.create_trial("tuner0"), lambda: client.get_trial("0")):
+        with pytest.raises(RuntimeError, match="routed"):
+            call()
+    assert len(calls) == 3 and all(kwargs.get("wait_for_ready") and kwargs.get("timeout") for _, kwargs in calls)
+
+
+def test_an_exception_is_raised_in_another_thread():
+    import threading
+    import time
+
+    class Stop(BaseException):
+        pass
+
+    started, caught = threading.Event(), []
+
+    def work():
+        started.set()
+        try:
+            while True:
+                time.sleep(0.01)
+        except Stop:
+            caught.append(True)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    started.wait()
+    assert compat.raise_in_thread(thread.ident, Stop)
+    thread.join(60)
+    assert caught == [True]
+
+
 def test_a_hyperband_subclass_can_run_the_base_tuner_constructor_on_its_own_oracle(tmp_path):
     class OwnOracleHyperband(keras_tuner.Hyperband):
         def __init__(self, oracle, **kwargs):

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -311,7 +312,8 @@ def start(args, env=None, on_line=None):
             if on_line is not None:
                 on_line(proc, line)
 
-    threading.Thread(target=read, daemon=True).start()
+    proc.reader = threading.Thread(target=read, daemon=True)
+    proc.reader.start()
     return proc
 
 
@@ -357,6 +359,124 @@ def test_a_killed_search_resumes_without_rerunning_trials(tmp_path):
     status, out, _ = call_main([*args, "--max-trials", "1", "--overwrite"])  # the last flag wins
     assert status == 0 and "Resuming" not in out
     assert len(read_jsonl(project / "progress.jsonl")) == 1 and not (project / "trial_1").exists()
+
+
+def finish(proc):
+    """Waits for `proc` to exit; returns (exit status, its output)."""
+    status = proc.wait(timeout=HANG_GUARD)
+    proc.reader.join(HANG_GUARD)  # the rest of its output
+    return status, "".join(proc.lines)
+
+
+def trial_files(project, skip=()):
+    """`snapshot` of each trial's folder and TensorBoard logs, but those of the trials in `skip`."""
+    found = snapshot(project)
+    return {path: stamp for path, stamp in found.items()
+            if path.startswith(("trial_", "tensorboard")) and not path.startswith(
+                tuple(f"{where}{t}{os.sep}" for t in skip for where in ("trial_", f"tensorboard{os.sep}")))}
+
+
+def copy_search(search, tmp_path):
+    """A copy of the module's ten-trial search, to damage or resume; returns (directory, project)."""
+    import shutil
+
+    directory = tmp_path / "copy"
+    shutil.copytree(search["directory"], directory)
+    return directory, directory / "mnist-best"
+
+
+def test_a_missing_trial_folder_is_skipped_and_its_id_never_reused(search, tmp_path):
+    """`rm -r trial_02` of a finished search, then the same command with one trial more: trial_02 counts as done
+    and lost, the new trial is trial_10 (keras-tuner numbers by count, which made it trial_09 and overwrote it,
+    then spun on that ID), and every other trial's files are as they were."""
+    import shutil
+
+    directory, project = copy_search(search, tmp_path)
+    shutil.rmtree(project / "trial_02")
+    before = trial_files(project)
+    status, out = finish(start(["--tuner", "random", "--max-trials", "11", *TINY, "--directory", str(directory)]))
+    assert status == 0, out
+    assert (f"Resuming the search in {project}: 10 of 11 trials done. Lost, so counted as done without a result "
+            f"and not run again") in out and "trial_02 (its folder is missing)" in out
+    assert "raise --max-trials by 1" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("Trial ")] == ["Trial 11/11 (trial_10)"]
+    after = trial_files(project, skip=["10"])
+    assert after == before  # no other trial touched, trial_02 not made again
+    assert json.loads((project / "trial_10" / "trial.json").read_text())["status"] == "COMPLETED"
+    state = json.loads((project / "oracle.json").read_text())
+    assert sorted(state["start_order"]) == sorted(state["end_order"]) == [f"{i:02d}" for i in range(11)]
+    assert "Best of 11 trials (1 lost): trial_" in out
+    assert out.splitlines()[-1] == f"python train.py --hparams {project}/best_hparams.json"
+
+
+def test_a_damaged_trial_json_is_skipped_and_left_as_it_is(tmp_path):
+    """Hyperband (its brackets name every trial): trial_1/trial.json cut in half, then the search resumed with one
+    trial more. The damaged file stays as it is, trial_1 is not promoted nor rerun, the next trial is trial_3."""
+    args = [*TINY, "--max-epochs", "3", "--directory", str(tmp_path)]
+    status, _, err = call_main([*args, "--max-trials", "3"])
+    assert status == 0, err
+    project = tmp_path / "mnist-best"
+    damaged = project / "trial_1" / "trial.json"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    before = trial_files(project)
+    status, out = finish(start([*args, "--max-trials", "4"]))
+    assert status == 0, out
+    assert "Resuming the search in" in out and "3 of 4 trials done" in out
+    assert "trial_1 (its trial.json cannot be read (JSONDecodeError" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("Trial ")] == ["Trial 4/4 (trial_3)"]
+    assert trial_files(project, skip=["3"]) == before  # the damaged file too
+    trial = json.loads((project / "trial_3" / "trial.json").read_text())
+    assert trial["status"] == "COMPLETED" and trial["hyperparameters"]["values"].get("tuner/trial_id") != "1"
+    assert out.splitlines()[-1] == f"python train.py --hparams {project}/best_hparams.json"
+
+
+def test_a_smaller_max_trials_says_how_many_trials_are_done(search, tmp_path):
+    directory, project = copy_search(search, tmp_path)
+    before = trial_files(project)
+    status, out = finish(start(["--tuner", "random", "--max-trials", "2", *TINY, "--directory", str(directory)]))
+    assert status == 0, out
+    assert (f"Resuming the search in {project}: 10 trials done, more than --max-trials 2: no new trial is "
+            f"started.") in out
+    assert "of 2 trials done" not in out and "Trial " not in out and "Best of 10 trials: trial_" in out
+    assert trial_files(project) == before
+
+
+def test_a_resume_that_would_change_the_trials_is_refused(search):
+    """Image size, colour mode and precision change every trial's result: a resume with other ones exits 2 naming
+    each, and writes nothing."""
+    before = snapshot(search["directory"])
+    status, out = finish(start(["--tuner", "random", "--max-trials", "10", *TINY, "--directory", search["directory"],
+                                "--image-size", "12", "--color-mode", "rgb", "--precision", "mixed_bfloat16"]))
+    assert status == 2, out
+    asked = "image_size=12, color_mode='rgb', precision='mixed_bfloat16'"
+    assert (f"holds a search made with image_size=None, color_mode=None, precision='float32'; this command asks "
+            f"for {asked}") in out
+    assert "--overwrite to start afresh" in out and out.rstrip().endswith(f"Received: {asked}")
+    assert snapshot(search["directory"]) == before
+
+
+def test_a_resume_on_other_data_is_refused(mnist, tmp_path):
+    """Your own .npz, searched, then one picture changed: the data's SHA-256 (kerascnn.data.content_digest of what
+    the search trains and validates on) differs, and the same command exits 2 naming data_sha256."""
+    import numpy as np
+
+    data = tmp_path / "digits.npz"
+    x, y = mnist.x_train[:300, ..., 0], mnist.y_train[:300]
+    np.savez(data, x_train=x, y_train=y, x_test=mnist.x_test[:100, ..., 0], y_test=mnist.y_test[:100])
+    args = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "1", "--dataset", str(data), "--val-size", "50",
+            "--precision", "float32", "--directory", str(tmp_path / "tune"), "--project-name", "mine"]
+    status, _, err = call_main(args)
+    assert status == 0, err
+    recorded = json.loads((tmp_path / "tune" / "mine" / "search.json").read_text())["data_sha256"]
+    x = x.copy()
+    x[0, 0, 0] ^= 255
+    np.savez(data, x_train=x, y_train=y, x_test=mnist.x_test[:100, ..., 0], y_test=mnist.y_test[:100])
+    before = snapshot(tmp_path / "tune")
+    status, out = finish(start(args))
+    assert status == 2, out
+    assert f"holds a search made with data_sha256={recorded[:16]}...; this command asks for data_sha256=" in out
+    assert "the data is not the same" in out and "Received: data_sha256=" in out
+    assert snapshot(tmp_path / "tune") == before
 
 
 # --- Distributed: a chief and two workers on 127.0.0.1 ------------------------------
@@ -407,6 +527,70 @@ def test_chief_and_two_workers_finish_even_when_a_worker_dies(tmp_path):
     assert "Worker tuner1 silent for" in out and f"its trial {lost} goes to the next free worker" in out
     assert TrainConfig.from_json(project / "best_hparams.json").model == "best"
     assert f"python train.py --hparams {project}/best_hparams.json" in out.splitlines()
+    recorded = json.loads((project / "search.json").read_text())  # the chief trains nothing: a worker found these
+    assert recorded["precision"] == "float32" and len(recorded["data_sha256"]) == 64
+
+
+def test_a_worker_is_checked_against_the_chief_wherever_it_started(tmp_path):
+    """Two workers started before the chief: one with another --max-epochs and --precision, one on another
+    --directory. Each waits for the chief, is refused with exit 2 naming what differs, and runs nothing."""
+    port = free_port()
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    args = ["--tuner", "random", "--max-trials", "2", *TINY, "--worker-timeout", "5"]
+    other = start([*args, "--directory", str(tmp_path), "--max-epochs", "2", "--precision", "mixed_bfloat16"],
+                  {**env, "KERASTUNER_TUNER_ID": "tuner0"})
+    elsewhere = start([*args, "--directory", str(tmp_path / "elsewhere")], {**env, "KERASTUNER_TUNER_ID": "tuner1"})
+    chief = None
+    try:
+        # The workers are up (their first line) before the chief starts.
+        wait_for(lambda: other.lines and elsewhere.lines, "the workers to start", [other, elsewhere])
+        chief = start([*args, "--directory", str(tmp_path)], {**env, "KERASTUNER_TUNER_ID": "chief"})
+        (status, out), (status_elsewhere, out_elsewhere) = finish(other), finish(elsewhere)
+        wait_for(lambda: "".join(chief.lines).count("Refused worker") == 2, "the chief's two refusals", [chief])
+    finally:
+        for proc in (other, elsewhere, chief):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert status == 2, out
+    asked = "max_epochs=2, precision='mixed_bfloat16'"
+    assert (f"The chief at 127.0.0.1:{port} serves the search in {tmp_path / 'mnist-best'}, made with max_epochs=1, "
+            f"precision='float32'; this worker asks for {asked}.") in out
+    assert out.rstrip().endswith(f"Received: {asked}") and "running trial" not in out
+    assert status_elsewhere == 2, out_elsewhere
+    assert (f"This worker's search folder {tmp_path / 'elsewhere' / 'mnist-best'} is not the chief's (it holds no "
+            f"tune.py search): the chief at 127.0.0.1:{port} serves the search in {tmp_path / 'mnist-best'}.") in \
+        out_elsewhere
+    assert f"Received: directory='{tmp_path / 'elsewhere'}', project_name='mnist-best'" in out_elsewhere
+    assert "Refused worker tuner0: The chief at" in "".join(chief.lines)
+    assert not list((tmp_path / "mnist-best").glob("trial_*"))
+
+
+def test_a_worker_whose_chief_is_gone_stops_within_the_worker_timeout(tmp_path):
+    """The chief killed while its only worker trains: the worker stops in the middle of its trial, once the chief
+    has not answered for --worker-timeout, with the message that says what happened and what to do."""
+    port = free_port()
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    # A trial far longer than the timeout: 5,000 images, 30 epochs.
+    args = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "30", "--subset", "5000", "--val-size", "500",
+            "--precision", "float32", "--worker-timeout", "10", "--directory", str(tmp_path)]
+    chief = start(args, {**env, "KERASTUNER_TUNER_ID": "chief"})
+    worker = start(args, {**env, "KERASTUNER_TUNER_ID": "tuner0"})
+    try:
+        wait_for(lambda: any("running trial" in line for line in worker.lines), "the worker's trial", [chief, worker])
+        chief.kill()
+        chief.wait()
+        killed = time.monotonic()
+        status, out = finish(worker)
+        waited = time.monotonic() - killed
+    finally:
+        for proc in (chief, worker):
+            if proc.poll() is None:
+                proc.kill()
+    assert status == 1, out
+    assert re.search(rf"tune.py: error: This worker lost the chief at 127.0.0.1:{port}: no answer for \d+ s "
+                     rf"\(--worker-timeout 10\)\. Start the chief again with the same command, then this worker", out)
+    assert "finished trial" not in out  # stopped in the middle of it
+    assert waited < 10 + 30, f"the worker took {waited:.0f} s to stop"
 
 
 def test_a_read_only_search_folder_under_a_writable_directory_exits_2(tmp_path, read_only_folder):

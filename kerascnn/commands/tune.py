@@ -81,7 +81,8 @@ def report(result):
         for k, v in result.best_hparams.items() if k not in ("model", "dataset", "split_seed", "image_size", "color_mode")
     )
     best = f"trial_{result.best_trial_id}, val_accuracy={result.best_score:.4f}"
-    print(f"Best of {result.trials_done} trials: {best}, {values}")
+    lost = f" ({result.trials_lost} lost)" if result.trials_lost else ""
+    print(f"Best of {result.trials_done} trials{lost}: {best}, {values}")
     print(f"Best hyperparameters: {result.best_hparams_path}")
     print("Train the final model (best's recipe: its ensemble, all training images) with:")
     print(f"python train.py --hparams {shlex.quote(result.best_hparams_path)}")

@@ -11,7 +11,7 @@ the ensemble (`MEMBERS`): the search tunes the member, and the final
 
 A search lives in `<directory>/<project_name>/`:
 
-    search.json         what kind of search it is (tuner, data, epochs, seed)
+    search.json         the search's identity: everything that changes a trial's result
     oracle.json, trial_*/   keras-tuner's state: running the command again resumes
     tensorboard/<trial>/execution0/   each trial's curves and its HParams session
     progress.jsonl      one JSON object per finished trial (the progress line, plus memory)
@@ -24,17 +24,18 @@ set, the same search runs on several machines with keras-tuner's own gRPC
 oracle: the "chief" serves the oracle (`serve_oracle`) and workers run trials.
 Workers send a heartbeat while they train; a worker silent for
 `worker_timeout` seconds is given up for lost and its trial goes to the next
-free worker, so the search still finishes.
+free worker, so the search still finishes. A worker is checked by the chief
+when it joins, and stops when the chief is silent for `worker_timeout`.
 
 The modules, one job each (this package re-exports their public names):
 
     config.py       SearchConfig (tune.py's flags), the constants, TuningError, SearchFailed
     hypermodel.py   the search space, CNNHyperModel, best_hparams
-    oracles.py      keras-tuner's oracles plus progress, atomic saves, lost workers
+    oracles.py      keras-tuner's oracles plus progress, atomic saves, lost trials and workers
     tuners.py       keras-tuner's Tuner: memory hygiene, resume, the distributed roles
-    distributed.py  KERASTUNER_* roles, the chief's gRPC server, the workers' heartbeat
+    distributed.py  KERASTUNER_* roles, the chief's gRPC server, the workers' joining, deadlines, heartbeat
     progress.py     the line per finished trial, progress.jsonl, best_hparams.json
-    project.py      the search folder: its lock, its kind, --overwrite
+    project.py      the search folder: its lock, its identity, --overwrite, the check of a joining worker
     search.py       run_search: the checks, then the search for this process's role
 """
 
@@ -49,7 +50,7 @@ _NAMES = {
     "hypermodel": ("TUNED", "CNNHyperModel", "best_hparams", "search_space", "tuned_values"),
     "oracles": ("BayesianOptimizationOracle", "HyperbandOracle", "RandomSearchOracle", "make_oracle"),
     "progress": ("ProgressReporter", "best_trial", "format_progress", "resident_mb", "write_best_hparams"),
-    "project": ("SearchLock", "check_kind", "check_project", "prepare_project"),
+    "project": ("SearchLock", "check_kind", "check_project", "check_worker", "prepare_project", "search_identity"),
     "search": ("SearchResult", "run_search"),
 }
 __getattr__ = lazy_attributes(

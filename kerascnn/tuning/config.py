@@ -25,6 +25,9 @@ MEMBERS = 1  # ensemble members per trial; train.py's `best` trains its recipe's
 SEARCH_FILE = "search.json"
 PROGRESS_FILE = "progress.jsonl"
 BEST_HPARAMS = "best_hparams.json"
+# The flags a resumed search must share with the one that began it (`SearchConfig.kind`, beside the model and
+# members); best's recipe and what a training process finds complete a search's identity (`tuning.project`).
+KIND_KEYS = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed", "image_size", "color_mode")
 
 
 class TuningError(UsageError, ValueError):
@@ -77,7 +80,7 @@ class SearchConfig:
                             "(not the split: --split-seed)")
     precision: str = as_in_train("precision")
     worker_timeout: float = flag(60.0, "distributed: seconds of silence after which a worker is lost and its trial "
-                                 "goes to another", rule=POSITIVE)
+                                 "goes to another, and after which a worker gives its chief up", rule=POSITIVE)
 
     def __post_init__(self):
         if self.project_name is None:
@@ -109,6 +112,9 @@ class SearchConfig:
         )
 
     def kind(self):
-        """The settings a resumed search must share with the one that started it."""
-        keys = ("tuner", "dataset", "subset", "val_size", "split_seed", "max_epochs", "seed")
-        return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in keys}}
+        """The settings of this config that a resumed search must share with the one that started it.
+
+        A search's whole identity adds best's recipe (`tuning.hypermodel.trial_recipe`), the precision
+        policy and the data's digest (`tuning.project`).
+        """
+        return {"model": "best", "members": MEMBERS, **{k: getattr(self, k) for k in KIND_KEYS}}

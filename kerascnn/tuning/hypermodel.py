@@ -19,7 +19,7 @@ import keras
 import keras_tuner
 
 from kerascnn.assemble import assemble, build_model
-from kerascnn.config import TrainConfig
+from kerascnn.config import MODEL_FIELDS, RECIPE_FIELDS, TrainConfig, resolve
 from kerascnn.data import Splits, digit_spec
 from kerascnn.tuning.config import MEMBERS
 
@@ -100,6 +100,23 @@ class CNNHyperModel(keras_tuner.HyperModel):
         if model.stop_training:  # only TerminateOnNaN stops a trial early
             raise keras_tuner.errors.FailedTrialError(f"the loss became NaN at lr={config.lr:.3g}")
         return history
+
+
+def trial_recipe(base):
+    """What every trial of a search on `base` is built and trained with besides the tuned values: best's recipe as
+    the installed kerascnn resolves it (the augmentation's zoom, label smoothing, weight average, member design,
+    the rate cut's factor, ...). Part of a search's identity (`tuning.project`): a kerascnn whose recipe differs
+    would train other trials.
+
+    Example:
+
+    >>> recipe = trial_recipe(TrainConfig(model="best", members=1))
+    >>> recipe["zoom"], recipe["label_smoothing"], "rotation" in recipe
+    (0.0, 0.1, False)
+    """
+    resolved = resolve(dataclasses.replace(base, precision="float32"))  # the policy is compared on its own
+    fields = [f for f in (*MODEL_FIELDS, *RECIPE_FIELDS, "lr_factor") if f not in (*TUNED, "members", "epochs")]
+    return {f: getattr(resolved, f) for f in fields}
 
 
 def tuned_values(hp):

@@ -3,9 +3,10 @@
 The oracle is the search algorithm: it picks each trial's values and keeps
 the search's state (`oracle.json`). `_SearchOracle` is mixed into keras-tuner's
 Hyperband, random and Bayesian oracles: it reports each finished trial, saves
-its state atomically, and, in the distributed search, gives the trial of a
-worker silent too long to another (`reap_lost_workers`, called by
-`serve_oracle`).
+its state atomically, resumes a search that lost a trial's folder or file
+(`reload`: the trial is skipped, never numbered over), and, in the
+distributed search, gives the trial of a worker silent too long to another
+(`reap_lost_workers`, called by `serve_oracle`).
 """
 
 import time
@@ -32,6 +33,7 @@ class _SearchOracle:
         self.reporter = None  # a `ProgressReporter`, or None
         self.failure = None  # why the search stopped early, or None
         self._last_seen = {}  # tuner ID -> time.monotonic() of its last call
+        self.lost = {}  # trial ID -> why it was lost (`reload`)
 
     def _owner(self, trial_id):
         return next((t for t, trial in self.ongoing_trials.items() if trial.trial_id == trial_id), None)
@@ -84,6 +86,56 @@ class _SearchOracle:
             self.save()
         if self.reporter is not None:
             self.reporter.trial_ended(self, self.trials[trial.trial_id], owner)
+
+    def reload(self):
+        """Resumes the search recorded in the project folder: keras-tuner's `Oracle.reload`, and lost trials.
+
+        A trial whose folder or `trial.json` is missing, or whose `trial.json`
+        cannot be read, is lost: it is recorded in `lost` (trial ID -> why),
+        kept in `trials` as an empty INVALID trial (skipped by every oracle,
+        never best, not a failure in a row) and counted as ended, so it is
+        neither rerun nor numbered over, and its folder is left as it is.
+        keras-tuner numbers a new trial by the count of `trials`
+        (`Oracle.create_trial`) and loads every `trial.json` there is: a
+        missing folder made the next trial take the ID of the last one and
+        overwrite it, then, that ID having ended already, ask for it again
+        forever; a damaged file stopped the resume with a traceback.
+        """
+        for trial_id, path in compat.trial_files(self).items():
+            try:
+                trial = Trial.load(path)
+                if trial.trial_id != trial_id:
+                    raise ValueError(f"it names trial {trial.trial_id}")
+            except FileNotFoundError:
+                self.lost[trial_id] = "its trial.json is missing"
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # what a damaged JSON raises
+                self.lost[trial_id] = f"its trial.json cannot be read ({type(e).__name__}: {e})"
+            else:
+                self.trials[trial_id] = trial
+        self.set_state(rundir.read_json(compat.oracle_state_path(self)))
+        # As keras-tuner's reload: the trials that were running are run again, and so is one created but not yet
+        # in the saved state (stopped between the two saves of `create_trial`); lost trials are not.
+        queue = compat.retry_queue(self)
+        queue.extend(trial.trial_id for trial in self.ongoing_trials.values())
+        self.ongoing_trials = {}
+        queue.extend(t for t, trial in self.trials.items()
+                     if trial.status == TrialStatus.RUNNING and t not in queue and t not in self.end_order)
+        queue[:] = [t for t in queue if t not in self.lost]
+        self.end_order.extend(t for t in self.lost if t not in self.end_order)
+
+    def set_state(self, state):
+        # Every trial the state names must be in `trials`: a lost one as a stand-in. So must every number below
+        # the highest in use, so that the count keras-tuner numbers the next trial by is past them all.
+        named = {*state["start_order"], *state["end_order"], *state["ongoing_trials"].values(), *state["retry_queue"]}
+        for trial_id in sorted(named - set(self.trials) - set(self.lost)):
+            self.lost[trial_id] = "its folder is missing"
+        numbers = {int(t) for t in (*self.trials, *self.lost) if t.isdigit()}
+        for number in sorted(set(range(max(numbers, default=-1) + 1)) - numbers):
+            self.lost[str(number)] = "its folder is missing"
+        for trial_id, why in self.lost.items():
+            self.trials.setdefault(trial_id, Trial(self.get_space(), trial_id=trial_id, status=TrialStatus.INVALID,
+                                                   message=f"lost when the search resumed: {why}"))
+        super().set_state(state)
 
     @keras_tuner.synchronized
     def reap_lost_workers(self, timeout):

@@ -26,16 +26,20 @@ class _SearchTuner(keras_tuner.Tuner):
         role: None (the only process), "chief" (serves the oracle) or "worker".
         address: (ip, port) of the chief; distributed roles only.
         worker_timeout: float, seconds; see `SearchConfig`.
+        link: a worker's `ChiefLink`, joined.
+        check_worker: the chief's check of a worker that joins (`serve_oracle`).
         **kwargs: `keras_tuner.Tuner` arguments (directory, project_name).
     """
 
-    def __init__(self, oracle, hypermodel, role=None, address=None, worker_timeout=60.0, **kwargs):
+    def __init__(self, oracle, hypermodel, role=None, address=None, worker_timeout=60.0, link=None,
+                 check_worker=None, **kwargs):
         project = os.path.join(kwargs["directory"], kwargs["project_name"])
         tuner_file = os.path.join(project, os.environ.get("KERASTUNER_TUNER_ID", "tuner0") + ".json")
         reloads = os.path.exists(tuner_file)
         # Not super().__init__: Hyperband's would make its own oracle.
         compat.init_base_tuner(self, oracle=oracle, hypermodel=hypermodel, overwrite=False, **kwargs)
         self.role, self.address, self.worker_timeout = role, address, worker_timeout
+        self.check_worker = check_worker
         self.trials_run = 0
         if role != "worker" and not reloads and os.path.exists(os.path.join(project, "oracle.json")):
             # keras-tuner reloads the oracle only along with this tuner ID's own
@@ -43,12 +47,13 @@ class _SearchTuner(keras_tuner.Tuner):
             # trial) must resume too, not start over on top of its trials.
             self.oracle.reload()
         if role == "worker":
-            self.oracle = WorkerClient(self.oracle, heartbeat=worker_timeout / 6)
+            self.oracle = WorkerClient(self.oracle, link)
 
     def search(self, *fit_args, **fit_kwargs):
         if self.role == "chief":
             self.save()
-            serve_oracle(self.oracle, *self.address, worker_timeout=self.worker_timeout)
+            serve_oracle(self.oracle, *self.address, worker_timeout=self.worker_timeout,
+                         check_worker=self.check_worker)
             return
         super().search(*fit_args, **fit_kwargs)
 
