@@ -56,7 +56,8 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "sweep.jsonl"
     args = ["--model", "best", "--epochs", "1", "--precision", "float32", "--out", str(out),
-            "--members", "2", "--subset", "4000", "--val-size", "1000", "--tta", "1"]
+            "--members", "2", "--subset", "4000", "--val-size", "1000", "--tta", "1",
+            "--save-probs", str(tmp_path / "probs")]
     env = {**os.environ, "KERAS_BACKEND": "jax"}  # no PYTHONPATH: the tool finds kerascnn beside it
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, os.path.join(ROOT, "tools", "sweep.py"), *args],
                           env=env, cwd=str(tmp_path),
@@ -74,3 +75,38 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     # Test-time augmentation (shifted copies, averaged) is recorded beside the plain scores, for each prefix.
     assert len(epoch["val_prefix_tta"]) == len(epoch["test_prefix_tta"]) == 2
     assert epoch["val_prefix_tta"][-1] > 0.5
+    # --save-probs: each member's softmax on validation and test, what the prefixes were computed from.
+    saved, labels = np.load(tmp_path / "probs" / "epoch_01.npz"), np.load(tmp_path / "probs" / "labels.npz")
+    assert saved["val"].shape == (2, 1000, 10) and saved["test"].shape == (2, 10000, 10)
+    assert prefix_accuracies(saved["val"], labels["y_val"]) == pytest.approx(epoch["val_prefix"])
+    assert prefix_nll(saved["val"], labels["y_val"]) == pytest.approx(epoch["val_nll_prefix"], rel=1e-5)
+
+
+def test_checkpoint_rules_are_scored_on_the_half_of_validation_they_did_not_pick_on(tmp_path):
+    """tools/compare_rules.py: a rule that picks an epoch on one half of validation is scored on the other."""
+    from tools.compare_rules import cross_fitted, main as compare, pick
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    right = np.eye(2)[labels] * 0.8 + 0.1  # 0.9 on the true class
+    wrong = right[:, ::-1]
+    # Epochs 1 and 2 are right on about 80% of the images, at random; epoch 3 on all of them.
+    epochs = np.stack([np.where((rng.random(400) < 0.8)[:, None], right, wrong) for _ in range(3)])
+    epochs[2] = right  # the last epoch is right everywhere
+    assert pick("last", epochs, labels) == 2 and pick("accuracy", epochs, labels) == 2
+    assert pick("nll", epochs[:2], labels) == int(np.argmin([-np.log(p[np.arange(400), labels]).mean()
+                                                              for p in epochs[:2]]))
+    acc, nll = cross_fitted("accuracy", epochs, labels)
+    assert acc == 1.0 and nll == pytest.approx(-np.log(0.9))
+    # The command: three saved runs, ranked on validation, the test read after.
+    for seed in range(3):
+        folder = tmp_path / f"run{seed}"
+        folder.mkdir()
+        np.savez(folder / "labels.npz", y_val=labels, y_test=labels)
+        for e, p in enumerate(epochs):
+            np.savez(folder / f"epoch_{e + 1:02d}.npz", val=np.stack([p, p]), test=np.stack([p, p]))
+    out = tmp_path / "rules.json"
+    assert compare([str(tmp_path / f"run{s}") for s in range(3)] + ["--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rules"]["last"]["cf_val_accuracy"]["mean"] == 1.0
+    assert result["rules"]["last"]["per_run"][0]["epoch"] == 3

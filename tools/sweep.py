@@ -43,9 +43,10 @@ def prefix_nll(probs, labels):
     The loss ranks recipes where accuracy on a saturated validation split
     moves one image at a time (0.02 pp on 5,000 images).
     """
+    from kerascnn.calibration import nll
+
     running = np.cumsum(probs, axis=0) / np.arange(1, len(probs) + 1)[:, None, None]
-    picked = running[:, np.arange(len(labels)), labels]
-    return [float(-np.mean(np.log(np.clip(p, 1e-12, None)))) for p in picked]
+    return [nll(p, labels) for p in running]
 
 
 def main(argv=None):
