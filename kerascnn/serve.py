@@ -51,7 +51,9 @@ answers JSON:
 * `names`: the name of each class, the run's (`LoadedModel.class_names`),
   or "0" to "9" for a digit model;
 * `members`: one `{"class", "probability"}` per ensemble member, or the
-  model itself;
+  model itself; a member's probability at the model's temperature (the
+  calibration fitted after training, `kerascnn.calibration`), on the
+  answer's scale;
 * `image`: the picture as the model received it, in [0, 1] for display.
   For a digit model, the prepared 28x28 digit as 28 rows of 28 floats, as
   always. For a model trained on your own images, H rows of W pixels, each
