@@ -75,12 +75,9 @@ def run_search(config, verbose=0):
     role, address = distributed_role()
     if role == "chief":
         check_port_free(*address)
-<<<<<<< HEAD
     # The search's own folder, where it already exists (a read-only one under a writable --directory included).
     rundir.check_writable(config.project_dir, name="Search folder", flag="--directory or --project-name",
                           received=f"directory={config.directory!r}, project_name={config.project_name!r}")
-=======
-    rundir.check_writable(config.directory)
     identity = search_identity(config)
     facts, shown = {}, {}
     if role != "chief" or config.precision != "auto":  # the chief trains nothing: `auto` is its workers' to say
@@ -89,7 +86,6 @@ def run_search(config, verbose=0):
             shown["precision"] = f"{facts['precision']!r} (--precision 'auto' on this machine)"
     if role != "worker":
         check_project(config, identity, facts, shown)  # what the flags say, before the data is loaded
->>>>>>> search36
     splits = None
     if role != "chief":  # the chief only serves the oracle
         # train.py's split, by the same function and seed (--split-seed, not --seed): the final run's test
