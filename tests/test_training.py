@@ -123,7 +123,8 @@ def test_killed_run_resumes_and_repeats_the_uninterrupted_run(tmp_path):
     the same directory, and its epochs equal an uninterrupted run's exactly: data order, dropout and
     augmentation are keyed by (seed, epoch), and the CPU kernels here are deterministic."""
     values = {"model": "best", "members": 1, "filters": 8, "dense_units": 32,  # BN, dropout, augmentation
-              "epochs": 3, "subset": 2500, "val_size": 500, "batch_size": 50, "precision": "float32"}
+              "epochs": 3, "subset": 2500, "val_size": 500, "batch_size": 50, "precision": "float32",
+              "checkpoint": "accuracy"}  # the rule whose best must carry over the sittings (best's own keeps the last)
     config = tmp_path / "run.json"
     config.write_text(json.dumps({**values, "logdir": str(tmp_path / "killed")}))
     reference_config = tmp_path / "reference.json"
