@@ -28,7 +28,7 @@ from kerascnn.errors import OutputExists, UsageError
 CONFIG = "config.json"  # the resolved config (`kerascnn.config.resolve`)
 METRICS = "metrics.json"  # written once the run has finished
 DATA = "data.json"  # class names, input size and colours, the test files carved (kerascnn.data.DataSpec)
-BEST_MODEL = "best.keras"  # the checkpoint of the best epoch by validation accuracy
+BEST_MODEL = "best.keras"  # the checkpoint of the epoch the run's checkpoint rule keeps (--checkpoint)
 BEST_RECORD = "best.json"  # that checkpoint's epoch and score (beside BEST_MODEL, named after it)
 HISTORY = "history.csv"  # one row per epoch
 ELAPSED = "elapsed.json"  # training seconds and sittings so far

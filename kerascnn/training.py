@@ -3,7 +3,7 @@
 `train(config)` is the whole job behind `python train.py`, in four steps:
 assemble the run (`kerascnn.assemble`), open its directory (a new one, or
 the interrupted run of the same config to resume), fit with the run's
-callbacks, and score the checkpoint chosen by validation accuracy, once,
+callbacks, and score the checkpoint its rule kept on validation, once,
 on the test set. Everything it can check before spending training time
 (the config, the data, the model's arguments, the log directory) is
 checked before the run directory exists, so a bad run leaves nothing behind.
