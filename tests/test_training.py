@@ -235,11 +235,21 @@ def uninterrupted(tmp_path_factory):
     return json.load(open(os.path.join(run, "metrics.json")))
 
 
+def ctrl_c_as_in_a_terminal():
+    """In the child, before exec: SIGINT back to its default, so Python turns it into KeyboardInterrupt.
+
+    A shell starts a background job (`pytest ... &`, as some CI runners do) with SIGINT ignored, and a Python
+    started with SIGINT ignored leaves it ignored: the test's Ctrl-C would then not reach the run at all.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_paused(logdir, log):
     """train.py on SMALL, held before its test scoring; returns (process, run_dir) once training has finished,
     found by its files: trained.json (training done, scoring pending) and no metrics.json."""
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *SMALL, "--logdir", str(logdir)],
-                            cwd=ROOT, env={**os.environ, **PAUSE}, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=ROOT, env={**os.environ, **PAUSE}, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 300
     while not glob.glob(os.path.join(logdir, "best-*", "trained.json")):
         assert proc.poll() is None, f"exited before its training finished: {open(log.name).read()[-2000:]}"
