@@ -113,6 +113,16 @@ def calibration_scores(probabilities, labels):
     }
 
 
+def without_and_with(probabilities, labels, temperature):
+    """(`calibration_scores` with the temperature undone, as they are) of a calibrated model's `probabilities`.
+
+    `softmax(log(p) / T)` is undone by the inverse temperature: p ** T, renormalised, so one pass of
+    predictions gives both (`evaluate`, and the test scores in metrics.json).
+    """
+    return (calibration_scores(scale(probabilities, 1.0 / temperature), labels),
+            calibration_scores(probabilities, labels))
+
+
 def answer(model, member_probabilities):
     """`model`'s probabilities from its members' (members, ..., classes): their mean at the model's temperature.
 
@@ -149,24 +159,19 @@ def set_temperature(model, temperature):
     if holder is None:
         return False
     holder.temperature = float(temperature)
-    for make in ("make_predict_function", "make_test_function"):
-        if getattr(model, "compiled", False) or make == "make_predict_function":
-            getattr(model, make)(force=True)
+    model.make_predict_function(force=True)
+    if model.compiled:
+        model.make_test_function(force=True)
     return True
 
 
 def _holder(model):
     """What carries `model`'s temperature: an `Ensemble` itself, else its last `TemperatureSoftmax`, or None."""
+    from kerascnn import compat
     from kerascnn.layers.blocks import TemperatureSoftmax
     from kerascnn.models.ensemble import Ensemble
 
     if isinstance(model, Ensemble):
         return model
-    heads = [layer for layer in _layers(model) if isinstance(layer, TemperatureSoftmax)]
+    heads = [layer for layer in compat.flatten_layers(model) if isinstance(layer, TemperatureSoftmax)]
     return heads[-1] if heads else None
-
-
-def _layers(model):
-    from kerascnn import compat
-
-    return compat.flatten_layers(model)

@@ -142,11 +142,8 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
         confusion_matrix=scores["confusion_matrix"],
         class_names=loaded.class_names,
         temperature=temperature,
-        calibration={  # softmax(log p / T) undone: p ** T, renormalised
-            "uncalibrated": calibration.calibration_scores(calibration.scale(probabilities, 1.0 / temperature),
-                                                           test.y_test),
-            "calibrated": calibration.calibration_scores(probabilities, test.y_test),
-        },
+        calibration=dict(zip(("uncalibrated", "calibrated"),
+                             calibration.without_and_with(probabilities, test.y_test, temperature))),
     )
     if write_png:
         from kerascnn.images import dataset_label

@@ -163,11 +163,8 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         "checkpoint": {"rule": config.checkpoint, "epoch": checkpoint.best_epoch,
                        "why": CHECKPOINT_RULES[config.checkpoint][2], "monitor": checkpoint.monitor,
                        "value": float(checkpoint.best)},
-        **({"calibration": {**calibrated,
-                            "test_uncalibrated": calibration.calibration_scores(
-                                calibration.scale(probabilities, 1.0 / calibrated["temperature"]), y_test),
-                            "test": calibration.calibration_scores(probabilities, y_test)}}
-           if calibrated else {}),
+        **({"calibration": {**calibrated, **dict(zip(("test_uncalibrated", "test"), calibration.without_and_with(
+                probabilities, y_test, calibrated["temperature"])))}} if calibrated else {}),
         "epochs": trained["epochs"],
         "wall_seconds": round(trained["seconds"], 1),  # training time, all sittings of a resumed run
         "sittings": trained["sittings"],
