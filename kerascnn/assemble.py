@@ -111,6 +111,8 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
     if splits is None:
         splits = load_splits(config)
     spec = splits.spec
+    # The augmentation policy `auto` chooses from the data (`kerascnn.layers.policy`): decided now that it is read.
+    config = resolve(config, spec, splits.x_train)
     train_images = len(splits.x_train)
     epoch = None
     if arrays:
@@ -167,11 +169,9 @@ def _compiled_model(config, plan, compile_overrides, spec):
 
 
 def model_data_kwargs(name, spec):
-    """`spec.model_kwargs()` for model `name`: `global_pool` left out for a registered model that takes none."""
-    kwargs = spec.model_kwargs()
-    if "global_pool" in kwargs and "global_pool" not in model_defaults(name):
-        del kwargs["global_pool"]
-    return kwargs
+    """`spec.model_kwargs()` for model `name`: `global_pool` and `stages` left out for a model that takes none."""
+    takes = model_defaults(name)
+    return {k: v for k, v in spec.model_kwargs().items() if k in takes or k not in ("global_pool", "stages")}
 
 
 def _eval_input(plan, x, y, config, arrays, spec):

@@ -73,3 +73,17 @@ def output_shape(input_shape, filters, kernel, stride=1, padding="valid"):
         output_size(width, kernel, stride, padding),
         channels if filters is None else filters,
     )
+
+
+def stage_count(size, smallest=3):
+    """Pooling stages for pictures `size` pixels a side: halve until the maps are 4 to 7 pixels, at least `smallest`.
+
+    The lecture's three stages up to 63 pixels (28 -> 4, 32 -> 4, 48 -> 6),
+    four from 64 (64 -> 4), five from 128 (128 -> 4, 224 -> 7), and so on:
+    the last stage sees a few pixels a side, whatever the picture's size, so
+    the receptive field grows with it.
+
+    >>> [stage_count(side) for side in (28, 32, 63, 64, 96, 128, 224)]
+    [3, 3, 3, 4, 4, 5, 5]
+    """
+    return max(smallest, int(math.floor(math.log2(size / 4))))

@@ -38,7 +38,10 @@ CHECKPOINTS = ("accuracy", "nll", "last")
 DATASETS = tuple(list_datasets())  # the built-in datasets, sorted: kerascnn.data.DATASETS' names
 # The fields that are the model builder's arguments (None: the model's default, `resolve` fills it in).
 MODEL_FIELDS = ("members", "filters", "kernel_size", "dense_units", "dropout", "batchnorm", "residual", "rotation",
-                "shift", "zoom", "elastic", "member", "tta")
+                "shift", "zoom", "flip", "brightness", "contrast", "elastic", "member", "tta")
+# The augmentation policies (kerascnn/layers/policy.py): auto chooses one from the data.
+AUGMENTS = ("auto", "digits", "photos", "none")
+AUGMENT_FIELDS = ("rotation", "shift", "zoom", "flip", "brightness", "contrast")  # the amounts a policy sets
 # The fields a model's training recipe sets (None: the recipe's, `kerascnn.models.resolve_recipe`).
 RECIPE_FIELDS = ("ema", "label_smoothing", "epochs", "checkpoint")
 
@@ -121,11 +124,21 @@ class TrainConfig:
     dropout: Optional[float] = flag(None, "dropout before the classifier (default: the model's, 0.4)", rule=FRACTION)
     batchnorm: Optional[bool] = flag(None, "true or false: batch-norm blocks (default: the model's)")
     residual: Optional[bool] = flag(None, "functional model: residual stages", switch=True)
-    rotation: Optional[float] = flag(None, "augmentation: max rotation, degrees (default: the model's, 15)",
-                                     rule=NOT_NEGATIVE)
-    shift: Optional[float] = flag(None, "augmentation: max shift, pixels (default: the model's, 2)", rule=NOT_NEGATIVE)
+    augment: str = flag("auto", "augmentation policy: digits, photos or none; auto: digits for MNIST and written "
+                        "marks, photos for other pictures, none for models that do not augment (docs/IMAGES.md)",
+                        choices=AUGMENTS)
+    rotation: Optional[float] = flag(None, "augmentation: max rotation, degrees (default: the policy's; digits: 15, "
+                                     "photos: 10)", rule=NOT_NEGATIVE)
+    shift: Optional[float] = flag(None, "augmentation: max shift, pixels (default: the policy's share of the side; "
+                                  "digits: 1/14, 2 px at 28; photos: 1/10)", rule=NOT_NEGATIVE)
     zoom: Optional[float] = flag(None, "augmentation: max zoom, a fraction, e.g. 0.1 for 90-110% "
-                                 "(default: the model's)", rule=FRACTION)
+                                 "(default: the policy's; photos: 0.1)", rule=FRACTION)
+    flip: Optional[bool] = flag(None, "augmentation: true or false, random horizontal flips (default: the policy's; "
+                                "photos: true)")
+    brightness: Optional[float] = flag(None, "augmentation: max brightness change, a fraction (default: the "
+                                       "policy's; photos in colour: 0.2)", rule=FRACTION)
+    contrast: Optional[float] = flag(None, "augmentation: max contrast change, a fraction (default: the policy's; "
+                                     "photos in colour: 0.2)", rule=FRACTION)
     elastic: Optional[float] = flag(None, "augmentation: elastic distortion, its strength alpha in pixels at sigma 4 "
                                     "(Simard 2003: 34; default: the model's, 0: off)", rule=NOT_NEGATIVE)
     member: Optional[str] = flag(None, "best: the member design; lecture when not given", choices=MEMBERS)
@@ -194,7 +207,7 @@ class TrainConfig:
         return cls.from_dict(read_json_file(path))
 
 
-def resolve(config):
+def resolve(config, spec=None, images=None):
     """The config a run of `config` trains with: every "the model's default" filled in.
 
     The one place a run's recipe is decided; a run resolves its config once
@@ -238,11 +251,72 @@ def resolve(config):
     values = resolve_recipe(config.model, **{name: getattr(config, name) for name in RECIPE_FIELDS})
     defaults = model_defaults(config.model)
     for name in MODEL_FIELDS:
-        if getattr(config, name) is None and name in defaults:
+        if getattr(config, name) is None and name in defaults and name not in AUGMENT_FIELDS:
             values[name] = defaults[name]
-    resolved = dataclasses.replace(config, **values, precision=resolve_precision(config.precision))
-    resolved._resolved = True  # not a field: a copy made by dataclasses.replace is resolved again
+    augment, why = augmentation(config, defaults, spec, images)
+    resolved = dataclasses.replace(config, **values, **augment, precision=resolve_precision(config.precision))
+    # Not fields: a copy made by dataclasses.replace is resolved again. A config whose policy needs the data
+    # (`auto` on a folder, before it is read) is resolved again, with the data, by `kerascnn.assemble`.
+    resolved._resolved = why is not None
+    resolved._augment_why = why
     return resolved
+
+
+def augmentation(config, defaults, spec=None, images=None):
+    """The augmentation policy `config` trains with, its amounts and why: the part of `resolve` that reads the data.
+
+    A model whose builder takes no augmentation amounts (`ensemble`) gets
+    "none". `auto` is "none" for a model that does not augment by default
+    (the lecture's three single CNNs), else the policy
+    `kerascnn.layers.policy.choose` picks from the data. Amounts the config
+    sets (`--rotation`, `--flip`, ...) are kept; the others come from the
+    policy, at the size the model works at.
+
+    Args:
+        config: `TrainConfig`.
+        defaults: dict, the model builder's defaults (`model_defaults`).
+        spec: `kerascnn.data.DataSpec` of the data, or None. Without it, a
+            built-in dataset's is used; a folder's size and colours are known
+            only from `--image-size` and `--color-mode`.
+        images: uint8 training pictures, or None (`kerascnn.layers.policy.choose`).
+
+    Returns:
+        (values, why): the fields to set (`augment` and the policy's amounts),
+        and why the policy was chosen; ({}, None) while it needs the data.
+
+    Raises:
+        ConfigError: a policy other than none for a model with no augmentation.
+    """
+    from kerascnn.layers import policy
+
+    takes = [name for name in AUGMENT_FIELDS if name in defaults]
+    if not takes:
+        if config.augment not in ("auto", "none"):
+            raise ConfigError(f"`augment` must be auto or none for model {config.model}: it has no augmentation "
+                              f"layers. Received: augment={config.augment!r}")
+        return {"augment": "none"}, f"{config.model} has no augmentation layers"
+    size, channels = _picture(config, spec)
+    name, why = config.augment, "as asked (--augment)"
+    if name == "auto" and not any(defaults.get(field) for field in ("rotation", "shift", "zoom", "flip")):
+        name, why = "none", f"{config.model} does not augment by default"
+    elif name == "auto":
+        name, why = policy.choose(config.dataset, channels or 1, images) if channels else (None, None)
+    if name is None or size is None:
+        return {}, None
+    amounts = policy.amounts(name, size, channels)
+    return {"augment": name, **{f: amounts[f] for f in takes if getattr(config, f) is None}}, why
+
+
+def _picture(config, spec):
+    """(side, channels) of the pictures as the model sees them, each None while unknown (a folder not yet read)."""
+    from kerascnn import data as data_lib
+
+    if spec is None and config.dataset in DATASETS:
+        spec = data_lib.digit_spec(config.dataset)
+    if spec is not None:
+        return (spec.image_size or spec.image_shape[:2])[0], spec.image_shape[-1]
+    channels = {"rgb": 3, "grayscale": 1}.get(config.color_mode)
+    return config.image_size, channels
 
 
 def read_json_file(path, error=ConfigError):

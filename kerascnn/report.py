@@ -3,7 +3,7 @@
 At the start: the data found (a built-in dataset and the folder it was read
 from, or your folder with its class count), the images in each split,
 their size and colours, the model with its parameter count and members,
-the precision and epochs, and the run directory. At the end: the epoch kept
+the precision and epochs, the augmentation policy (and why `auto` chose it), and the run directory. At the end: the epoch kept
 and why (the run's checkpoint rule), the test accuracy (scored once, on the
 kept checkpoint), the temperature fitted on validation and what it did to
 the test probabilities, the time, then each class's test accuracy (the weakest ones when there are
@@ -54,8 +54,33 @@ def start_block(config, run, run_dir, resumed):
         f"data: {found}, {size}",
         f"images: {run.train_images:,} train, {len(splits.y_val):,} validation, {len(splits.y_test):,} test",
         f"model: {model}, {run.model.count_params():,} parameters; {run.policy}; {epochs}",
+        augmentation_line(config),
         f"run directory: {run_dir} ({'resumed' if resumed else 'new'})",
     ] + ([warning] if warning else []))
+
+
+def augmentation_line(config):
+    """The start block's line on the augmentation: the policy, why (`auto`'s reason), and its amounts.
+
+    >>> from kerascnn.config import TrainConfig
+    >>> config = TrainConfig(model="best", augment="photos", rotation=10, shift=2.8, zoom=0.1, flip=True,
+    ...                      brightness=0.0, contrast=0.0)
+    >>> config._augment_why = "Fashion-MNIST is pictures of clothes"
+    >>> augmentation_line(config)
+    'augmentation: photos (Fashion-MNIST is pictures of clothes): flip, rotation 10 deg, shift 2.8 px, zoom 10%'
+    """
+    amounts = [
+        "flip" if config.flip else "",
+        f"rotation {config.rotation:g} deg" if config.rotation else "",
+        f"shift {config.shift:g} px" if config.shift else "",
+        f"zoom {config.zoom:.0%}" if config.zoom else "",
+        f"elastic alpha {config.elastic:g}" if config.elastic else "",
+        f"brightness {config.brightness:.0%}" if config.brightness else "",
+        f"contrast {config.contrast:.0%}" if config.contrast else "",
+    ]
+    why = getattr(config, "_augment_why", None)
+    said = ", ".join(a for a in amounts if a) or "off"
+    return f"augmentation: {config.augment}" + (f" ({why})" if why else "") + f": {said}"
 
 
 def _clock(seconds):

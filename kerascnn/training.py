@@ -72,6 +72,7 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     # and config.json records it, so `train.py --config <run>/config.json` trains this run again.
     config = resolve(config)
     run = assemble(config, plan)
+    config = run.config  # with the augmentation policy `auto` chose from the data
     # Before anything is written: a run that cannot fit this machine's memory is refused (exit 2).
     memory.check_fits(memory.run_bytes(run.model, run.splits.spec, config), memory.available_bytes(),
                       run.splits.spec.image_size or run.splits.spec.image_shape[:2], config.batch_size)

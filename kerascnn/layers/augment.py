@@ -236,18 +236,27 @@ class RandomElastic(layers.Layer):
         }
 
 
-def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=None, elastic=0.0):
+def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=None, elastic=0.0, flip=False,
+                 brightness=0.0, contrast=0.0):
     """ImageDataGenerator-style augmentation as Keras layers inside the model.
 
-    Random rotation up to `rotation` degrees either way and shift up to
-    `shift` pixels in each direction, filling with 0 (black, MNIST's
-    background): Keras' `RandomRotation` and `RandomTranslation`. With a
-    `zoom` (a fraction), one `RandomAffine` warp does all three instead,
-    so the zoom costs no extra resampling. The layers run in training only:
-    at inference images pass through unchanged. Inside the model they run
-    in the compiled train step, per batch, with no Python in the input pipeline.
+    In order: a random horizontal flip (`flip`, Keras' `RandomFlip`);
+    rotation up to `rotation` degrees either way and shift up to `shift`
+    pixels in each direction, filling with 0 (black, MNIST's background):
+    Keras' `RandomRotation` and `RandomTranslation`, or, with a `zoom` (a
+    fraction), one `RandomAffine` warp doing all three, so the zoom costs no
+    extra resampling; with `elastic` (alpha, pixels) a `RandomElastic`
+    distortion; last `brightness` and `contrast` (fractions, for colour:
+    Keras' `RandomBrightness` and `RandomContrast` on [0, 1] pixels).
+    Each draws per picture. The layers run in training only: at inference
+    images pass through unchanged. Inside the model they run in the
+    compiled train step, per batch, with no Python in the input pipeline.
+    The amounts usually come from a policy (`kerascnn.layers.policy`).
 
-    With `elastic` (alpha, pixels), a `RandomElastic` distortion follows.
+    Example:
+
+    >>> [type(layer).__name__ for layer in augmentation(10, 2.8, 0.1, flip=True, brightness=0.2)]
+    ['RandomFlip', 'RandomAffine', 'RandomBrightness']
 
     Args:
         size: int, the image's side in pixels (the shift is a share of it).
@@ -258,17 +267,23 @@ def augmentation(rotation=15.0, shift=2.0, zoom=0.0, size=DIGIT_SHAPE[0], dtype=
     Returns:
         A list of layers (empty when all amounts are 0).
     """
-    bend = [RandomElastic(alpha=elastic, dtype=dtype)] if elastic else []
+    out = [layers.RandomFlip("horizontal", dtype=dtype)] if flip else []
     if zoom:
-        return [RandomAffine(rotation=rotation, zoom=zoom, shift=shift, dtype=dtype), *bend]
-    out = []
-    if rotation:
-        out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0, dtype=dtype))
-    if shift:
-        out.append(
-            layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0, dtype=dtype)
-        )
-    return out + bend
+        out.append(RandomAffine(rotation=rotation, zoom=zoom, shift=shift, dtype=dtype))
+    else:
+        if rotation:
+            out.append(layers.RandomRotation(rotation / 360.0, fill_mode="constant", fill_value=0.0, dtype=dtype))
+        if shift:
+            out.append(
+                layers.RandomTranslation(shift / size, shift / size, fill_mode="constant", fill_value=0.0, dtype=dtype)
+            )
+    if elastic:
+        out.append(RandomElastic(alpha=elastic, dtype=dtype))
+    if brightness:
+        out.append(layers.RandomBrightness(brightness, value_range=(0.0, 1.0), dtype=dtype))
+    if contrast:
+        out.append(layers.RandomContrast(contrast, value_range=(0.0, 1.0), dtype=dtype))
+    return out
 
 
 def shift_images(images, dy, dx):

@@ -41,18 +41,21 @@ from kerascnn.layers import (
     working_size,
 )
 from kerascnn.models.ensemble import build_ensemble
-from kerascnn.models.lecture import LectureCNN, flatten, front
+from kerascnn.models.lecture import STAGES, LectureCNN, flatten, front
 from kerascnn.models.registry import ModelError, register_model
 
 
 
-def augmented_input(input_shape, image_size, rescale, rotation, shift, zoom, elastic=0.0):
-    """A Functional member's `keras.Input` and the tensor after its preprocessing and augmentation layers."""
+def augmented_input(input_shape, image_size, rescale, **augment):
+    """A Functional member's `keras.Input` and the tensor after its preprocessing and augmentation layers.
+
+    `augment`: `kerascnn.layers.augmentation`'s amounts.
+    """
     shape, stage = pixel_input(input_shape, image_size, rescale)
     inputs = keras.Input(shape)
     x = inputs
     size = working_size(input_shape, image_size)[0]
-    for layer in stage + augmentation(rotation, shift, zoom, size=size, elastic=elastic):
+    for layer in stage + augmentation(**augment, size=size):
         x = layer(x)
     return inputs, x
 
@@ -73,6 +76,9 @@ def strided_cnn(
     shift=2.8,
     zoom=0.1,
     elastic=0.0,
+    flip=False,
+    brightness=0.0,
+    contrast=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
@@ -99,7 +105,9 @@ def strided_cnn(
                 "`image_size` is too small for the strided member's two stages of two VALID 3x3 convs: its "
                 f"smallest side must be at least 13. Received: image_size={working_size(input_shape, image_size)}"
             ) from None
-    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom, elastic)
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "elastic": elastic, "flip": flip,
+               "brightness": brightness, "contrast": contrast}
+    inputs, x = augmented_input(input_shape, image_size, rescale, **augment)
     for stage in range(2):
         width = filters * 2**stage
         x = ConvBNReLU(width, 3, padding="valid")(x)
@@ -118,6 +126,9 @@ def residual_cnn(
     shift=2.8,
     zoom=0.1,
     elastic=0.0,
+    flip=False,
+    brightness=0.0,
+    contrast=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
@@ -142,7 +153,9 @@ def residual_cnn(
     >>> residual_cnn().count_params()
     483498
     """
-    inputs, x = augmented_input(input_shape, image_size, rescale, rotation, shift, zoom, elastic)
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "elastic": elastic, "flip": flip,
+               "brightness": brightness, "contrast": contrast}
+    inputs, x = augmented_input(input_shape, image_size, rescale, **augment)
     for level in range(3):
         width = filters * 2**level
         x = ConvBNReLU(width, 3, strides=1 if level == 0 else 2)(x)
@@ -168,40 +181,45 @@ def best(
     shift=2.0,
     zoom=0.0,
     elastic=0.0,
+    flip=False,
+    brightness=0.0,
+    contrast=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
     tta=0,
     global_pool=False,
+    stages=STAGES,
 ):
     """Augmented, batch-normalised CNNs in a softmax-averaging ensemble.
 
     `member="lecture"` is the lecture CNN with batch norm; "strided" is
     `strided_cnn`; "residual" is `residual_cnn` (`filters` only: it has no
-    dense layer or dropout). `kernel_size` and `batchnorm` are the lecture
-    member's only. `global_pool` replaces the lecture and strided members'
-    flatten with a global average pooling (the residual member has one already).
+    dense layer or dropout). `kernel_size`, `batchnorm` and `stages` are the
+    lecture member's only. `global_pool` replaces the lecture and strided
+    members' flatten with a global average pooling (the residual member has
+    one already). The augmentation amounts default to the `digits` policy's
+    at 28 pixels; a run sets them from its policy (`kerascnn.layers.policy`).
     """
     pixels = {"num_classes": num_classes, "image_size": image_size, "rescale": rescale}
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "elastic": elastic, "flip": flip,
+               "brightness": brightness, "contrast": contrast}
     if member == "lecture":
-        shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
+        shape, _ = front(input_shape, image_size=image_size, rescale=rescale, stages=stages)
         make = lambda name: LectureCNN(
             filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
-            rotation=rotation, shift=shift, zoom=zoom, elastic=elastic, **pixels, global_pool=global_pool, name=name,
+            **augment, **pixels, global_pool=global_pool, stages=stages, name=name,
         )
     elif member == "strided":
         shape, _ = pixel_input(input_shape, image_size, rescale)
         make = lambda name: strided_cnn(
-            filters=filters, dense_units=dense_units, dropout=dropout, rotation=rotation, shift=shift, zoom=zoom,
-            elastic=elastic, input_shape=input_shape, **pixels, global_pool=global_pool, name=name,
+            filters=filters, dense_units=dense_units, dropout=dropout, **augment, input_shape=input_shape, **pixels,
+            global_pool=global_pool, name=name,
         )
     elif member == "residual":
         shape, _ = pixel_input(input_shape, image_size, rescale)
-        make = lambda name: residual_cnn(
-            filters=filters, rotation=rotation, shift=shift, zoom=zoom, elastic=elastic, input_shape=input_shape,
-            **pixels, name=name,
-        )
+        make = lambda name: residual_cnn(filters=filters, **augment, input_shape=input_shape, **pixels, name=name)
     else:
         raise ModelError(f"`member` must be one of {list(MEMBERS)}. Received: member={member!r}")
     return build_ensemble(make, members, "best", shape, tta)

@@ -35,7 +35,7 @@ import numpy as np
 from keras import ops
 
 from kerascnn.layers import DIGIT_CLASSES, DIGIT_SHAPE, PACKAGE, model_input_shape, shift_images, shift_views
-from kerascnn.models.lecture import LectureCNN, front
+from kerascnn.models.lecture import STAGES, LectureCNN, front
 from kerascnn.models.registry import ModelError, register_model
 
 
@@ -176,15 +176,16 @@ def ensemble(
     rescale=None,
     tta=0,
     global_pool=False,
+    stages=STAGES,
 ):
     """The lecture's ensemble: `members` subclassed CNNs, softmax averaged.
 
     Each member resizes and rescales its own input when `image_size` and
     `rescale` are given (see `kerascnn.layers.pixel_input`).
     """
-    shape, _ = front(input_shape, image_size=image_size, rescale=rescale)
+    shape, _ = front(input_shape, image_size=image_size, rescale=rescale, stages=stages)
     member = lambda name: LectureCNN(
         filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, num_classes=num_classes,
-        image_size=image_size, rescale=rescale, global_pool=global_pool, name=name,
+        image_size=image_size, rescale=rescale, global_pool=global_pool, stages=stages, name=name,
     )
     return build_ensemble(member, members, "ensemble", shape, tta)

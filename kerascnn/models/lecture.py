@@ -44,7 +44,8 @@ from kerascnn.layers import (
 )
 from kerascnn.models.registry import ModelError, register_model
 
-STAGES = 3  # conv stages; filters double at each
+STAGES = 3  # conv stages by default (28 -> 14 -> 7 -> 4); filters double at each
+NO_AUGMENTATION = {"rotation": 0.0, "shift": 0.0, "zoom": 0.0, "flip": False, "brightness": 0.0, "contrast": 0.0}
 
 
 def flatten(global_pool=False, dtype=None):
@@ -52,15 +53,25 @@ def flatten(global_pool=False, dtype=None):
     return layers.GlobalAveragePooling2D(dtype=dtype) if global_pool else layers.Flatten(dtype=dtype)
 
 
-def front(input_shape, *, image_size=None, rescale=None, rotation=0.0, shift=0.0, zoom=0.0):
+def front(input_shape, *, image_size=None, rescale=None, stages=STAGES, **augment):
     """The input shape and the layers before the first conv: preprocessing, then augmentation (none by default).
 
-    Checks first that the working size passes the three pooling stages
-    (`kerascnn.layers.check_stages`).
+    Checks first that the working size passes the `stages` pooling stages
+    (`kerascnn.layers.check_stages`). `augment`: `augmentation`'s amounts
+    (`rotation`, `shift`, `zoom`, `flip`, `brightness`, `contrast`).
     """
-    check_stages(input_shape, image_size, STAGES, error=ModelError)
+    check_stages(input_shape, image_size, stages, error=ModelError)
     shape, stage = pixel_input(input_shape, image_size, rescale)
-    return shape, stage + augmentation(rotation, shift, zoom, size=working_size(input_shape, image_size)[0])
+    return shape, stage + augmentation(**{**NO_AUGMENTATION, **augment}, size=working_size(input_shape, image_size)[0])
+
+
+def stage_width(filters, stage):
+    """Filters of conv stage `stage` (0-based): `filters` doubled per stage, up to 8x from the fourth on.
+
+    >>> [stage_width(32, s) for s in range(5)]
+    [32, 64, 128, 256, 256]
+    """
+    return filters * 2 ** min(stage, 3)
 
 
 @register_model("sequential")
@@ -74,22 +85,27 @@ def sequential(
     rotation=0.0,
     shift=0.0,
     zoom=0.0,
+    flip=False,
+    brightness=0.0,
+    contrast=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
     global_pool=False,
+    stages=STAGES,
 ):
     """The lecture CNN with `keras.Sequential`.
 
     `input_shape` and `num_classes` default to MNIST's; `image_size` and
     `rescale` add the preprocessing layers of `kerascnn.layers.pixel_input`.
     """
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom}
-    shape, first = front(input_shape, image_size=image_size, rescale=rescale, **augment)
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "flip": flip, "brightness": brightness,
+               "contrast": contrast}
+    shape, first = front(input_shape, image_size=image_size, rescale=rescale, stages=stages, **augment)
     stack = [keras.Input(shape), *first]
-    for stage in range(STAGES):
-        stack += [conv_block(filters * 2**stage, kernel_size, batchnorm), pool()]
+    for stage in range(stages):
+        stack += [conv_block(stage_width(filters, stage), kernel_size, batchnorm), pool()]
     stack += [flatten(global_pool), dense_block(dense_units, batchnorm), layers.Dropout(dropout)]
     return keras.Sequential(stack + classifier_head(num_classes), name="sequential_cnn")
 
@@ -105,12 +121,16 @@ def functional(
     rotation=0.0,
     shift=0.0,
     zoom=0.0,
+    flip=False,
+    brightness=0.0,
+    contrast=0.0,
     residual=False,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
     global_pool=False,
+    stages=STAGES,
 ):
     """The lecture CNN with the Functional API.
 
@@ -118,16 +138,17 @@ def functional(
     back to its input (`x + conv(x)`, then ReLU): the residual block the
     lecture shows as something `Sequential` cannot express.
     """
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom}
-    shape, first = front(input_shape, image_size=image_size, rescale=rescale, **augment)
+    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "flip": flip, "brightness": brightness,
+               "contrast": contrast}
+    shape, first = front(input_shape, image_size=image_size, rescale=rescale, stages=stages, **augment)
     inputs = keras.Input(shape)
     x = inputs
     for layer in first:
         x = layer(x)
-    for stage in range(STAGES):
-        x = conv_block(filters * 2**stage, kernel_size, batchnorm)(x)
+    for stage in range(stages):
+        x = conv_block(stage_width(filters, stage), kernel_size, batchnorm)(x)
         if residual:
-            branch = layers.Conv2D(filters * 2**stage, kernel_size, padding="same")(x)
+            branch = layers.Conv2D(stage_width(filters, stage), kernel_size, padding="same")(x)
             x = layers.ReLU()(layers.Add()([x, branch]))
         x = pool()(x)
     x = flatten(global_pool)(x)
@@ -155,6 +176,8 @@ class LectureCNN(keras.Model):
         rotation: float, augmentation rotation in degrees; 0 for none. Defaults to 0.
         shift: float, augmentation shift in pixels; 0 for none. Defaults to 0.
         zoom: float, augmentation zoom as a fraction; 0 for none. Defaults to 0.
+        flip: bool, random horizontal flips. Defaults to False.
+        brightness, contrast: float, colour jitter as fractions; 0 for none. Default to 0.
         elastic: float, elastic distortion's alpha in pixels (`RandomElastic`); 0 for none. Defaults to 0.
         num_classes: int. Defaults to 10.
         image_size: tuple (height, width) or None: resize the input to it
@@ -163,6 +186,9 @@ class LectureCNN(keras.Model):
         global_pool: bool, a global average pooling in place of the flatten:
             a parameter count that does not grow with the picture. Defaults
             to False (the lecture's flatten; files saved before it load as such).
+        stages: int, conv-and-pool stages (`stage_width` filters each).
+            Defaults to 3, the lecture's; larger pictures get more
+            (`kerascnn.basics.stage_count`).
         temperature: float, its softmax head's temperature (`TemperatureSoftmax`),
             set by calibration after training. Defaults to 1.0.
     """
@@ -179,10 +205,14 @@ class LectureCNN(keras.Model):
         shift=0.0,
         zoom=0.0,
         elastic=0.0,
+        flip=False,
+        brightness=0.0,
+        contrast=0.0,
         num_classes=DIGIT_CLASSES,
         image_size=None,
         rescale=None,
         global_pool=False,
+        stages=STAGES,
         temperature=1.0,
         **kwargs,
     ):
@@ -196,6 +226,8 @@ class LectureCNN(keras.Model):
         self.shift = shift
         self.zoom = zoom
         self.elastic = elastic
+        self.flip, self.brightness, self.contrast = bool(flip), brightness, contrast
+        self.stages = stages
         self.num_classes = num_classes
         self.image_size = None if image_size is None else tuple(image_size)
         self.rescale = rescale
@@ -208,9 +240,10 @@ class LectureCNN(keras.Model):
         dtype = self.dtype_policy
         self.preprocess = pixel_input(image_size=image_size, rescale=rescale)[1]  # float32 under any policy
         size = working_size(image_size=image_size)[0]
-        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype, elastic=elastic)
-        self.convs = [conv_block(filters * 2**s, kernel_size, batchnorm, dtype=dtype) for s in range(STAGES)]
-        self.pools = [pool(dtype=dtype) for _ in range(STAGES)]
+        self.augment = augmentation(rotation, shift, zoom, size=size, dtype=dtype, elastic=elastic, flip=flip,
+                                    brightness=brightness, contrast=contrast)
+        self.convs = [conv_block(stage_width(filters, s), kernel_size, batchnorm, dtype=dtype) for s in range(stages)]
+        self.pools = [pool(dtype=dtype) for _ in range(stages)]
         self.flatten = flatten(global_pool, dtype=dtype)
         self.hidden = dense_block(dense_units, batchnorm, dtype=dtype)
         self.drop = layers.Dropout(dropout, dtype=dtype)
@@ -247,10 +280,14 @@ class LectureCNN(keras.Model):
             "shift": self.shift,
             "zoom": self.zoom,
             "elastic": self.elastic,
+            "flip": self.flip,
+            "brightness": self.brightness,
+            "contrast": self.contrast,
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "rescale": self.rescale,
             "global_pool": self.global_pool,
+            "stages": self.stages,
             "temperature": self.softmax.temperature,  # its calibration (`kerascnn.calibration`), saved with it
         }
 
@@ -266,18 +303,23 @@ def subclass(
     rotation=0.0,
     shift=0.0,
     zoom=0.0,
+    flip=False,
+    brightness=0.0,
+    contrast=0.0,
     input_shape=DIGIT_SHAPE,
     num_classes=DIGIT_CLASSES,
     image_size=None,
     rescale=None,
     global_pool=False,
+    stages=STAGES,
 ):
     """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
-    shape, _ = front(input_shape, image_size=image_size, rescale=rescale)  # the member augments in `call`
+    shape, _ = front(input_shape, image_size=image_size, rescale=rescale, stages=stages)  # it augments in `call`
     model = LectureCNN(
         filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
-        rotation=rotation, shift=shift, zoom=zoom, num_classes=num_classes, image_size=image_size, rescale=rescale,
-        global_pool=global_pool, name="subclass_cnn",
+        rotation=rotation, shift=shift, zoom=zoom, flip=flip, brightness=brightness, contrast=contrast,
+        num_classes=num_classes, image_size=image_size, rescale=rescale, global_pool=global_pool, stages=stages,
+        name="subclass_cnn",
     )
     model.build((None, *shape))
     return model

@@ -19,6 +19,7 @@ import keras
 
 from kerascnn import rundir
 from kerascnn.assemble import load_splits
+from kerascnn.config import resolve
 from kerascnn.data import content_digest
 from kerascnn.precision import resolve_precision
 from kerascnn.tuning.config import SEARCH_FILE, SearchFailed, TuningError
@@ -142,6 +143,8 @@ def join_request(config, identity, facts, shown):
 
 def _search(config, role, address, splits, verbose, resuming=False, link=None, check_worker=None):
     base = config.train_config()
+    if splits is not None:  # every trial trains with the augmentation policy `auto` chooses from the data
+        base = dataclasses.replace(base, augment=resolve(base, splits.spec, splits.x_train).augment)
     tuner_class = _HyperbandSearchTuner if config.tuner == "hyperband" else _SearchTuner
     tuner = tuner_class(
         make_oracle(config), CNNHyperModel(base, splits.spec if splits else None), role=role, address=address,
