@@ -157,9 +157,10 @@ def build_model(config, spec=None, **compile_overrides):
     Args:
         spec: `data.DataSpec` of the data it will be fed. Defaults to MNIST's.
     """
-    config = resolve(config)
+    spec = spec or data_lib.digit_spec()
+    config = resolve(config, spec)  # the augmentation policy from the spec (`auto` on one channel: see assemble)
     prepare(config)
-    return _compiled_model(config, Plan("default"), compile_overrides, spec or data_lib.digit_spec())
+    return _compiled_model(config, Plan("default"), compile_overrides, spec)
 
 
 def _compiled_model(config, plan, compile_overrides, spec):
