@@ -222,7 +222,8 @@ def save_png(array, path):
     return path
 
 
-def tile_grid(tiles, columns=GRID_COLUMNS, scale=1, gap=1, gap_colour=(255, 255, 255), colour_map=None):
+def tile_grid(tiles, columns=GRID_COLUMNS, scale=1, gap=1, gap_colour=(255, 255, 255), colour_map=None,
+              value_range=None):
     """Small pictures in rows, each scaled to its own range, enlarged, with a gap between them.
 
     Each tile is scaled on its own from its lowest value (black, or the
@@ -251,6 +252,9 @@ def tile_grid(tiles, columns=GRID_COLUMNS, scale=1, gap=1, gap_colour=(255, 255,
             Defaults to white.
         colour_map: str or None, a matplotlib colour map for grey tiles
             ("viridis"); None draws them grey. Defaults to None.
+        value_range: (low, high) or None: one scale for every tile, `low`
+            black and `high` white (pictures, where a tile's brightness
+            matters); None scales each tile to its own range. Defaults to None.
 
     Returns:
         uint8 array (rows * (h * scale + gap) - gap, cols * (w * scale + gap) - gap, 3),
@@ -271,7 +275,11 @@ def tile_grid(tiles, columns=GRID_COLUMNS, scale=1, gap=1, gap_colour=(255, 255,
         )
 
     axes = tuple(range(1, tiles.ndim))
-    low, high = tiles.min(axis=axes, keepdims=True), tiles.max(axis=axes, keepdims=True)
+    if value_range is not None:
+        low, high = (np.full((1,) * tiles.ndim, float(v)) for v in value_range)
+        tiles = np.clip(tiles, low, high)
+    else:
+        low, high = tiles.min(axis=axes, keepdims=True), tiles.max(axis=axes, keepdims=True)
     span = high - low
     unit = np.where(span > 0, (tiles - low) / np.where(span > 0, span, 1.0), 0.0)
     if rgb:

@@ -99,3 +99,13 @@ def test_feature_maps_are_the_first_channels_at_about_the_same_size():
     assert figures.draw_feature_maps(np.zeros((28, 28, 3))).shape == (56, 3 * 57 - 1, 3)  # 28 x 28 twice
     first = figures.tile_grid(maps[None, ..., 0], scale=8, colour_map="viridis")
     np.testing.assert_array_equal(picture[:56, :56], first)
+
+
+def test_tile_grid_with_a_value_range_keeps_each_tiles_brightness():
+    from kerascnn.figures import tile_grid
+
+    dim, bright = np.full((2, 2), 0.25), np.full((2, 2), 0.75)
+    own = tile_grid(np.stack([dim, bright]), gap=0)
+    shared = tile_grid(np.stack([dim, bright]), gap=0, value_range=(0.0, 1.0))
+    assert own[0, 0, 0] == own[0, 2, 0] == 0  # each flat tile on its own scale: both drawn black
+    assert (shared[0, 0, 0], shared[0, 2, 0]) == (64, 191)  # one scale: a quarter and three quarters grey
