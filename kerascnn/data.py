@@ -58,7 +58,7 @@ its digest):
 ...         load_dataset("mnist", data_dir=folder)
 ...     except DataError as e:
 ...         print(str(e).replace(folder, "<folder>")[:92])
-<folder>/mnist.npz holds neither mnist nor fashion_mnist (sha256 76a80b13c6bc395a80a66522f66
+<folder>/mnist.npz holds neither mnist nor fashion_mnist nor cifar10 (sha256 76a80b13c6bc395
 """
 
 from __future__ import annotations  # the annotations name np.ndarray; NumPy is imported where data is read
@@ -67,7 +67,9 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import pickle
 import struct
+import tarfile
 import zlib
 
 from kerascnn.errors import UsageError
@@ -81,35 +83,65 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# CIFAR-10's python distribution: a tar.gz of a folder of pickled batches (https://www.cs.toronto.edu/~kriz/cifar.html)
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 # The built-in datasets, the one list of them (kerascnn.config, the commands and evaluate take their names from
 # here). Each entry:
-#   title: the name in words; classes: a name per label, in label order;
+#   title: the name in words; classes: a name per label, in label order; shape: (height, width, channels);
 #   dirs: sub-directories of a searched directory to look in first; npz: its `.npz` file names;
 #   system_dirs: directories searched after Keras' cache (no `data_dir` given); keras: its `keras.datasets` module;
 #   sizes: (training, test) images; sha256: `content_digest` of its arrays, what identifies its files (computed
 #   from MNIST's IDX files, ../shared/datasets/mnist, and Debian's dataset-fashion-mnist; the same gzipped, plain
-#   or as an .npz).
+#   or as an .npz), or None where no copy was at hand to compute it: `identify` then checks the form instead
+#   (shape, sizes, `per_class`);
+#   per_class: (training, test) images of each class, or None; archive: the file distributed, or None:
+#   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it).
 DATASETS = {
     "mnist": {
         "title": "MNIST",
         "classes": tuple(str(c) for c in range(NUM_CLASSES)),
+        "shape": IMAGE_SHAPE,
         "dirs": ("mnist",),
         "npz": ("mnist.npz",),
         "system_dirs": (),
         "keras": "mnist",
         "sizes": (60000, 10000),
         "sha256": "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16",
+        "per_class": None,
+        "archive": None,
     },
     "fashion_mnist": {
         "title": "Fashion-MNIST",
         "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                     "Ankle boot"),
+        "shape": IMAGE_SHAPE,
         "dirs": ("fashion_mnist", "fashion-mnist"),
         "npz": ("fashion_mnist.npz", "fashion-mnist.npz"),
         "system_dirs": ("/usr/share/datasets/fashion-mnist",),
         "keras": "fashion_mnist",
         "sizes": (60000, 10000),
         "sha256": "ca3ab2a37f845e1b8ae23cab1b51749a3011ba3bf1d9016176d75cbaabac376f",
+        "per_class": None,
+        "archive": None,
+    },
+    "cifar10": {
+        "title": "CIFAR-10",
+        "classes": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        "shape": (32, 32, 3),
+        # cifar-10-batches-py-target: where Keras 3's `cifar10.load_data()` extracts the archive in its cache
+        "dirs": ("cifar10", "cifar-10-batches-py-target"),
+        "npz": ("cifar10.npz",),
+        "system_dirs": (),
+        "keras": "cifar10",
+        "sizes": (50000, 10000),
+        "sha256": None,  # not computed: no copy of CIFAR-10 on the machines this was written on (no internet)
+        "per_class": (5000, 1000),  # the CIFAR page: each class exactly 5,000 training and 1,000 test images
+        # The public name, and the one Keras 3.15's `cifar10.load_data()` keeps it under in ~/.keras/datasets;
+        # the SHA-256 is the `file_hash` that load_data checks (keras/src/datasets/cifar10.py).
+        "archive": (("cifar-10-python.tar.gz", "cifar-10-batches-py-target_archive"),
+                    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                    "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
     },
 }
 FASHION_CLASSES = DATASETS["fashion_mnist"]["classes"]
@@ -152,6 +184,10 @@ class DataSpec:
     def model_kwargs(self):
         """The builder arguments for this data (none for MNIST: the builders' defaults are its).
 
+        A built-in dataset of another shape (CIFAR-10's 32x32x3) gets its
+        `input_shape` and `num_classes`, its pixels scaled by the pipeline
+        as MNIST's are.
+
         Your own images larger than `FLATTEN_MAX_SIDE` get `global_pool=True`:
         a global average pooling in place of the flatten, so the model's size
         stops growing with the picture (`kerascnn.models.lecture`). Up to
@@ -160,7 +196,9 @@ class DataSpec:
         3 epochs: 59% with global pooling against over 85% with the flatten).
         """
         if not self.raw_pixels:
-            return {}
+            if tuple(self.image_shape) == IMAGE_SHAPE and len(self.class_names) == NUM_CLASSES:
+                return {}
+            return {"input_shape": tuple(self.image_shape), "num_classes": len(self.class_names)}
         size = tuple(self.image_size or self.image_shape[:2])
         return {"input_shape": tuple(self.image_shape), "num_classes": len(self.class_names), "image_size": size,
                 "rescale": 1 / 255, "global_pool": max(size) > FLATTEN_MAX_SIDE}
@@ -172,13 +210,19 @@ class DataSpec:
                 "raw_pixels": self.raw_pixels, **self.record}
 
 
-def digit_spec(name="mnist"):
-    """The `DataSpec` of a built-in dataset: its class names (MNIST's "0".."9", Fashion-MNIST's ten names).
+def dataset_spec(name="mnist"):
+    """The `DataSpec` of a built-in dataset: its class names and image shape (`DATASETS`).
 
     Args:
         name: str, a key of `DATASETS`. Defaults to "mnist".
+
+    >>> dataset_spec("cifar10").model_kwargs()
+    {'input_shape': (32, 32, 3), 'num_classes': 10}
     """
-    return DataSpec(list(DATASETS[name]["classes"]))
+    return DataSpec(list(DATASETS[name]["classes"]), tuple(DATASETS[name]["shape"]))
+
+
+digit_spec = dataset_spec  # its name when the built-in datasets were all 28x28 digits-like; callers still use it
 
 
 @dataclasses.dataclass
@@ -197,7 +241,7 @@ class Dataset:
 
     def __post_init__(self):
         if self.spec is None:  # a built-in dataset's, or digits' for arrays made in memory
-            self.spec = digit_spec(self.name if self.name in DATASETS else "mnist")
+            self.spec = dataset_spec(self.name if self.name in DATASETS else "mnist")
             if self.name in DATASETS and self.source:
                 self.spec.record = {"source": self.source}  # where it was found (data.json, the start block)
 
@@ -216,7 +260,7 @@ class Splits:
 
     def __post_init__(self):
         if self.spec is None:
-            self.spec = digit_spec()
+            self.spec = dataset_spec()
 
 
 def list_datasets():
@@ -282,20 +326,31 @@ def load_dataset(name, data_dir=None, download=True):
             reason = f"download through keras.datasets failed ({type(e).__name__}: {e})"
     else:
         reason = "download disabled"
-    expected = f"{DATASETS[name]['title']}'s IDX files {', '.join(IDX_FILES)} or {' / '.join(DATASETS[name]['npz'])}"
+    expected, put = _expected(name)
+    target = os.path.join(user_dir or os.path.dirname(dirs[0]), DATASETS[name]["dirs"][0])
     if others:
         held = "; ".join(f"{place} holds {other}, not {name}" for place, other in others)
         found = (f"{held} (a built-in dataset is recognised by the content of its files, not their names, and "
                  f"another dataset's files are never used for it).")
-        hint = (f"Put {name}'s files in {os.path.join(user_dir or os.path.dirname(dirs[0]), DATASETS[name]['dirs'][0])}"
-                f" or point --data-dir or KERASCNN_DATA_DIR at a directory holding them.")
     else:
         found = f"Dataset {name!r} not found."
-        hint = "Point --data-dir or KERASCNN_DATA_DIR at a directory holding them."
+    hint = f"Put {put} in {target} or point --data-dir or KERASCNN_DATA_DIR at a directory holding {name}'s files."
     raise DataError(
         f"{found} Looked in: {', '.join(dirs)}; {reason}. Expected {expected}. {hint} "
         f"Received: dataset={name!r}, data_dir={user_dir!r}"
     )
+
+
+def _expected(name):
+    """(the files `name` is read from, in words; what to put in place, in words)."""
+    entry = DATASETS[name]
+    npz = " / ".join(entry["npz"])
+    if entry["archive"] is None:
+        return f"{entry['title']}'s IDX files {', '.join(IDX_FILES)} or {npz}", "them"
+    names, url, sha256 = entry["archive"]
+    return (f"{entry['title']}'s archive {names[0]} (sha256 {sha256}), as it is or extracted (its "
+            f"{CIFAR_FOLDER}/ folder: {', '.join(CIFAR_BATCHES)}), or {npz}",
+            f"{names[0]} (from {url}, downloaded where there is internet)")
 
 
 def content_digest(x_train, y_train, x_test, y_test):
@@ -345,23 +400,79 @@ def identify(data, name, data_dir=None):
     for known, entry in DATASETS.items():
         if entry["sha256"] == digest:
             return known
+    entry = DATASETS[name]
+    if entry["sha256"] is None:  # no digest recorded (CIFAR-10): its form, which no other built-in dataset has
+        differences = form_differences(data, name)
+        if not differences:
+            return name
+        recognised = (f"{name} is recognised by its form, {_form(name)} (its content digest is not recorded), and "
+                      f"these differ: {'; '.join(differences)}")
+    else:
+        recognised = (f"a built-in dataset is recognised by its content, and {name}'s {entry['sizes'][0]} + "
+                      f"{entry['sizes'][1]} images have sha256 {entry['sha256']}")
     sizes = f"{len(data.x_train)} training and {len(data.x_test)} test images"
     raise DataError(
         f"{data.source} holds neither {' nor '.join(DATASETS)} (sha256 {digest}, {sizes}), so it is not loaded as "
-        f"{name!r}: a built-in dataset is recognised by its content, and {name}'s {DATASETS[name]['sizes'][0]} + "
-        f"{DATASETS[name]['sizes'][1]} images have sha256 {DATASETS[name]['sha256']}. Your own data loads by path: "
+        f"{name!r}: {recognised}. Your own data loads by path: "
         f"--dataset my.npz or a folder of class subfolders (docs/IMAGES.md). "
         f"Received: dataset={name!r}, data_dir={data_dir!r}"
     )
 
 
+def _form(name):
+    entry = DATASETS[name]
+    form = f"{entry['sizes'][0]} + {entry['sizes'][1]} images of {'x'.join(map(str, entry['shape']))}"
+    if entry["per_class"]:
+        form += f", {entry['per_class'][0]} + {entry['per_class'][1]} of each of its {len(entry['classes'])} classes"
+    return form
+
+
+def form_differences(data, name):
+    """How `data`'s arrays differ from built-in dataset `name`'s form: shape, sizes, images per class.
+
+    What identifies a built-in dataset whose content digest is not recorded
+    (`DATASETS`' `sha256` None: CIFAR-10). It tells CIFAR-10 from the other
+    built-in datasets and from a part of it, not from a made-up set of the
+    same form; its archive is checked by its SHA-256 as well (`load_dataset`).
+
+    Returns:
+        list of str, one line per difference; empty when the form is `name`'s.
+    """
+    import numpy as np
+
+    entry = DATASETS[name]
+    differences = []
+    for part, x, y, size, each in (("training", data.x_train, data.y_train, entry["sizes"][0], 0),
+                                   ("test", data.x_test, data.y_test, entry["sizes"][1], 1)):
+        if tuple(x.shape[1:]) != tuple(entry["shape"]):
+            differences.append(f"{part} images of shape {tuple(x.shape[1:])}, not {tuple(entry['shape'])}")
+        if len(x) != size:
+            differences.append(f"{len(x)} {part} images, not {size}")
+        counts = np.bincount(np.asarray(y, np.int64), minlength=len(entry["classes"])).tolist()
+        if entry["per_class"] and counts != [entry["per_class"][each]] * len(entry["classes"]):
+            differences.append(f"{part} images per class {counts}, not {entry['per_class'][each]} each")
+    return differences
+
+
 def _load_from_dir(name, directory):
+    """The first of `name`'s layouts found in `directory`, read and checked; None when there is none.
+
+    In order: its `.npz`; for a dataset distributed as an archive
+    (CIFAR-10) the archive, the folder it extracts to or the batch files;
+    the four IDX files (MNIST's and Fashion-MNIST's, read for CIFAR-10 too,
+    so the error can say which dataset they hold).
+    """
     if not os.path.isdir(directory):
         return None
-    for npz in DATASETS[name]["npz"]:
+    entry = DATASETS[name]
+    for npz in entry["npz"]:
         path = os.path.join(directory, npz)
         if os.path.isfile(path):
-            return _checked(name, path, *read_npz(path))
+            return _checked(name, path, *read_npz(path), shape=entry["shape"])
+    if entry["archive"] is not None:
+        found = _load_cifar(name, directory)
+        if found is not None:
+            return found
     paths = [_idx_path(directory, f) for f in IDX_FILES]
     present = [p for p in paths if p]
     if not present:
@@ -371,7 +482,32 @@ def _load_from_dir(name, directory):
         raise DataError(f"Dataset {name!r} in {directory} is incomplete: missing {', '.join(missing)}.")
     x_train, y_train = read_idx_pair(paths[0], paths[1])
     x_test, y_test = read_idx_pair(paths[2], paths[3])
-    return _checked(name, directory, x_train, y_train, x_test, y_test)
+    return _checked(name, directory, x_train, y_train, x_test, y_test, shape=IMAGE_SHAPE)
+
+
+def _load_cifar(name, directory):
+    """CIFAR-10 from `directory`: its archive (checked by its SHA-256), its extracted folder, or the batch files."""
+    names, url, sha256 = DATASETS[name]["archive"]
+    for archive in names:
+        path = os.path.join(directory, archive)
+        if os.path.isfile(path):
+            found = file_sha256(path)
+            if found != sha256:
+                raise DataError(
+                    f"{path} is not the {DATASETS[name]['title']} archive that keras.datasets.{name} downloads: its "
+                    f"sha256 is {found}, expected {sha256}. Is it a complete download of {url}? "
+                    f"Received: dataset={name!r}"
+                )
+            return _checked(name, path, *read_cifar(path), shape=DATASETS[name]["shape"])
+    for folder in (os.path.join(directory, CIFAR_FOLDER), directory):
+        present = [b for b in CIFAR_BATCHES if os.path.isfile(os.path.join(folder, b))]
+        if not present:
+            continue
+        if len(present) < len(CIFAR_BATCHES):
+            missing = [b for b in CIFAR_BATCHES if b not in present]
+            raise DataError(f"Dataset {name!r} in {folder} is incomplete: missing {', '.join(missing)}.")
+        return _checked(name, folder, *read_cifar(folder), shape=DATASETS[name]["shape"])
+    return None
 
 
 def _idx_path(directory, gz_name):
@@ -382,23 +518,145 @@ def _idx_path(directory, gz_name):
     return None
 
 
-def _checked(name, source, x_train, y_train, x_test, y_test):
+def _checked(name, source, x_train, y_train, x_test, y_test, shape=IMAGE_SHAPE):
+    """The arrays as a `Dataset` of uint8 images (N, *shape) and labels (N,), or a `DataError` naming `source`.
+
+    Images of one channel may come without it ((N, 28, 28)); labels may come
+    as a column ((N, 1), Keras' CIFAR-10).
+    """
     import numpy as np
 
+    shape, arrays = tuple(shape), []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.shape[1:] != IMAGE_SHAPE[:2] and x.shape[1:] != IMAGE_SHAPE:
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if x.shape[1:] != shape and not (shape[2] == 1 and x.shape[1:] == shape[:2]):
             raise DataError(
-                f"{source}: {split} images have shape {x.shape[1:]}; expected {IMAGE_SHAPE[:2]}."
+                f"{source}: {split} images have shape {x.shape[1:]}; expected {shape[:2] if shape[2] == 1 else shape}."
             )
+        if y.ndim != 1:
+            raise DataError(f"{source}: {split} labels have shape {y.shape}; expected ({len(y)},) or ({len(y)}, 1).")
         if len(x) != len(y):
             raise DataError(f"{source}: {len(x)} {split} images but {len(y)} labels; they must match.")
         if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
             raise DataError(
                 f"{source}: {split} labels must be in 0..{NUM_CLASSES - 1}; found {y.min()}..{y.max()}."
             )
-    as_images = lambda x: x.reshape((-1,) + IMAGE_SHAPE).astype(np.uint8, copy=False)
-    as_labels = lambda y: y.astype(np.uint8, copy=False)
-    return Dataset(name, source, as_images(x_train), as_labels(y_train), as_images(x_test), as_labels(y_test))
+        arrays += [x.reshape((-1,) + shape).astype(np.uint8, copy=False), y.astype(np.uint8, copy=False)]
+    return Dataset(name, source, *arrays)
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's bytes, read a MiB at a time (what `keras.utils.get_file` checks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_cifar(source):
+    """CIFAR-10's arrays from its archive (`cifar-10-python.tar.gz`) or the folder it extracts to.
+
+    The batches (`CIFAR_BATCHES`) are pickles, read by `read_cifar_batch`,
+    which makes nothing but the dict of arrays they hold.
+
+    Args:
+        source: str, the archive, or a folder holding the six batch files.
+
+    Returns:
+        (x_train, y_train, x_test, y_test): uint8 images (N, 32, 32, 3), int64 labels (N,).
+
+    Raises:
+        DataError: a batch is missing, unreadable or not a CIFAR batch.
+    """
+    import numpy as np
+
+    batches = []
+    if os.path.isdir(source):
+        for batch in CIFAR_BATCHES:
+            path = os.path.join(source, batch)
+            try:
+                with open(path, "rb") as f:
+                    batches.append(read_cifar_batch(f, path))
+            except OSError as e:
+                raise DataError(f"{path}: cannot be read ({e}).") from None
+    else:
+        try:
+            with tarfile.open(source, "r:gz") as tar:
+                for batch in CIFAR_BATCHES:
+                    member = f"{CIFAR_FOLDER}/{batch}"
+                    try:
+                        f = tar.extractfile(member)
+                    except KeyError:
+                        f = None
+                    if f is None:
+                        raise DataError(f"{source}: the archive holds no file {member}; is it CIFAR-10's?")
+                    batches.append(read_cifar_batch(f, f"{source}:{member}"))
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{source}: cannot be read ({e}); is it a complete, uncorrupted download?") from None
+    x_train = np.concatenate([x for x, _ in batches[:-1]])
+    y_train = np.concatenate([y for _, y in batches[:-1]])
+    return x_train, y_train, np.ascontiguousarray(batches[-1][0]), batches[-1][1]
+
+
+CIFAR_PIXELS = 32 * 32 * 3  # a row of a batch's data: the red plane, the green, the blue, each 32 rows of 32
+
+
+def read_cifar_batch(file, where):
+    """One CIFAR batch pickle: its images (N, 32, 32, 3) uint8 and labels (N,) int64.
+
+    A batch is a Python 2 pickle of a dict: `b"data"`, a uint8 array
+    (N, 3072), and `b"labels"`, a list of N ints (and `b"batch_label"`,
+    `b"filenames"`, unused). It is unpickled as Keras' own `load_batch`
+    does it, with only NumPy's array and dtype constructible
+    (`_BatchUnpickler`), and anything but that dict is refused.
+
+    Args:
+        file: a binary file object.
+        where: str, the file named in errors.
+
+    Raises:
+        DataError: not such a pickle.
+    """
+    import numpy as np
+
+    try:
+        batch = _BatchUnpickler(file, encoding="bytes").load()
+    except DataError:
+        raise
+    except Exception as e:  # pickle.UnpicklingError, EOFError, ValueError, ...: all mean "not a batch"
+        raise DataError(f"{where}: not a CIFAR batch ({type(e).__name__}: {e}).") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == CIFAR_PIXELS):
+        found = f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}".strip()
+        raise DataError(f"{where}: not a CIFAR batch; expected a dict whose b'data' is a uint8 array "
+                        f"(N, {CIFAR_PIXELS}). Received: {found if isinstance(batch, dict) else type(batch).__name__}")
+    if not (isinstance(labels, list) and len(labels) == len(data) and all(type(v) is int for v in labels)):
+        raise DataError(f"{where}: not a CIFAR batch; expected b'labels', a list of {len(data)} ints.")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, np.array(labels, np.int64)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that can make NumPy arrays and dtypes, and nothing else (as Keras' `RestrictedUnpickler`)."""
+
+    def find_class(self, module, name):
+        import numpy as np
+
+        allowed = {
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            # how an array is rebuilt, under NumPy 1's module name (CIFAR's files) and NumPy 2's
+            ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+            ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refused to make {module}.{name}: a CIFAR batch holds only arrays")
+        return allowed[module, name]
 
 
 def read_idx(path, magic):
@@ -458,7 +716,7 @@ def _download(name):
 
     loader = importlib.import_module(f"keras.datasets.{DATASETS[name]['keras']}")
     (x_train, y_train), (x_test, y_test) = loader.load_data()
-    data = _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test)
+    data = _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test, shape=DATASETS[name]["shape"])
     held = identify(data, name)
     if held != name:
         raise DataError(f"keras.datasets.{name} gave {held}'s images, not {name}'s; it was not used. "
