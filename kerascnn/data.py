@@ -38,6 +38,25 @@ Files that hold no built-in dataset (a subset, your own digits) are an
 error too: your own data loads by path (`--dataset my.npz` or a folder of
 class subfolders, `kerascnn.images`), unchecked.
 
+CIFAR-10 (`cifar10`, 32x32 RGB) comes as Keras downloads it: the archive
+`cifar-10-python.tar.gz`, read as it is, or the `cifar-10-batches-py/`
+folder it extracts to (`data_batch_1`..`5`, `test_batch`: pickles, read
+by `read_cifar_batch`, which makes nothing but their arrays), or the
+batch files themselves, or a `cifar10.npz`; in `<dir>/cifar10`,
+`<dir>/cifar-10-batches-py-target` (where Keras 3's `load_data` extracts
+it in its cache) or `<dir>`. Its content digest is not recorded (no copy
+was at hand where this was written), so it is recognised by what can be
+checked without one: an archive must have the SHA-256 that
+`keras.datasets.cifar10` checks (Keras' `file_hash`), and the arrays, from
+the archive, the folder or the `.npz`, must have CIFAR-10's form, 50,000 +
+10,000 images of 32x32x3 with 5,000 + 1,000 of each class
+(`form_differences`). That refuses MNIST's and Fashion-MNIST's files (by
+their digests: "holds mnist, not cifar10"), a part of CIFAR-10 and other
+datasets, but not a made-up set of CIFAR-10's form in its extracted
+layout; the archive's hash is the one check of its content. Offline with
+none of these, the error names the archive, its URL and the folder to put
+it in, and the command exits 2.
+
 Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
 pipeline scales them to [0, 1] per batch, inside the `tf.data` graph
 (`scale_images`, also used where NumPy arrays are fed). This module
@@ -287,7 +306,7 @@ def load_dataset(name, data_dir=None, download=True):
     `kerascnn.pipeline.load_dataset`, which calls this for a name.
 
     Args:
-        name: str, a built-in dataset: "mnist" or "fashion_mnist" (`DATASETS`).
+        name: str, a built-in dataset: "mnist", "fashion_mnist" or "cifar10" (`DATASETS`).
         data_dir: str or None, the directory to read from (and nowhere
             else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
             the standard places.

@@ -150,6 +150,25 @@ def test_cifar_of_its_form_loads_as_a_32x32x3_dataset_and_builds_a_32x32x3_model
     assert dataset_spec("mnist").model_kwargs() == {}  # MNIST's models keep the builders' defaults
 
 
+def test_the_copy_keras_extracts_in_its_cache_is_found(tmp_path, monkeypatch):
+    """Keras' own `get_file`, as `cifar10.load_data()` calls it (given the tiny archive's hash), extracts into
+    ~/.keras/datasets/cifar-10-batches-py-target/; the search without a directory reads it from there."""
+    import keras
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KERASCNN_DATA_DIR")
+    batches = tiny_cifar()
+    archive = write_cifar(tmp_path / ".keras" / "datasets" / "cifar-10-batches-py-target_archive", batches)
+    keras.utils.get_file(fname="cifar-10-batches-py-target", origin=URL, extract=True, file_hash=file_sha256(archive),
+                         cache_dir=str(tmp_path / ".keras"))
+    os.remove(archive)  # the extracted folder alone
+    monkeypatch.setitem(DATASETS["cifar10"], "sizes", (20, 3))
+    monkeypatch.setitem(DATASETS["cifar10"], "per_class", None)
+    data = load_dataset("cifar10", download=False)
+    assert data.source == str(tmp_path / ".keras" / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py")
+    np.testing.assert_array_equal(data.x_train, expected_arrays(batches)[0])
+
+
 def test_an_mnist_folder_named_cifar10_is_refused(tmp_path):
     folder = tmp_path / "cifar10"
     folder.mkdir()
