@@ -43,7 +43,7 @@ CIFAR-10 (`cifar10`, 32x32 RGB) comes as Keras downloads it: the archive
 folder it extracts to (`data_batch_1`..`5`, `test_batch`: pickles, read
 by `kerascnn.cifar`, which makes nothing but their arrays), or the
 batch files themselves, or a `cifar10.npz`; in `<dir>/cifar10`,
-`<dir>/cifar-10-batches-py-target` (where Keras 3's `load_data` extracts
+`<dir>/cifar-10-batches-py-target` (where Keras 3.15's `load_data` extracts
 it in its cache) or `<dir>`. Its content digest is not recorded (no copy
 was at hand where this was written), so it is recognised by what can be
 checked without one: an archive must have the SHA-256 that
