@@ -157,7 +157,7 @@ def build_model(config, spec=None, **compile_overrides):
     Args:
         spec: `data.DataSpec` of the data it will be fed. Defaults to MNIST's.
     """
-    spec = spec or data_lib.digit_spec()
+    spec = spec or data_lib.dataset_spec()
     config = resolve(config, spec)  # the augmentation policy from the spec (`auto` on one channel: see assemble)
     prepare(config)
     return _compiled_model(config, Plan("default"), compile_overrides, spec)

@@ -312,7 +312,7 @@ def _picture(config, spec):
     from kerascnn import data as data_lib
 
     if spec is None and config.dataset in DATASETS:
-        spec = data_lib.digit_spec(config.dataset)
+        spec = data_lib.dataset_spec(config.dataset)
     if spec is not None:
         return (spec.image_size or spec.image_shape[:2])[0], spec.image_shape[-1]
     channels = {"rgb": 3, "grayscale": 1}.get(config.color_mode)

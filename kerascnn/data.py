@@ -38,6 +38,25 @@ Files that hold no built-in dataset (a subset, your own digits) are an
 error too: your own data loads by path (`--dataset my.npz` or a folder of
 class subfolders, `kerascnn.images`), unchecked.
 
+CIFAR-10 (`cifar10`, 32x32 RGB) comes as Keras downloads it: the archive
+`cifar-10-python.tar.gz`, read as it is, or the `cifar-10-batches-py/`
+folder it extracts to (`data_batch_1`..`5`, `test_batch`: pickles, read
+by `kerascnn.cifar`, which makes nothing but their arrays), or the
+batch files themselves, or a `cifar10.npz`; in `<dir>/cifar10`,
+`<dir>/cifar-10-batches-py-target` (where Keras 3.15's `load_data` extracts
+it in its cache) or `<dir>`. Its content digest is not recorded (no copy
+was at hand where this was written), so it is recognised by what can be
+checked without one: an archive must have the SHA-256 that
+`keras.datasets.cifar10` checks (Keras' `file_hash`), and the arrays, from
+the archive, the folder or the `.npz`, must have CIFAR-10's form, 50,000 +
+10,000 images of 32x32x3 with 5,000 + 1,000 of each class
+(`form_differences`). That refuses MNIST's and Fashion-MNIST's files (by
+their digests: "holds mnist, not cifar10"), a part of CIFAR-10 and other
+datasets, but not a made-up set of CIFAR-10's form in its extracted
+layout; the archive's hash is the one check of its content. Offline with
+none of these, the error names the archive, its URL and the folder to put
+it in, and the command exits 2.
+
 Images stay uint8 in memory (60,000 MNIST images are 47 MB); the input
 pipeline scales them to [0, 1] per batch, inside the `tf.data` graph
 (`scale_images`, also used where NumPy arrays are fed). This module
@@ -58,7 +77,7 @@ its digest):
 ...         load_dataset("mnist", data_dir=folder)
 ...     except DataError as e:
 ...         print(str(e).replace(folder, "<folder>")[:92])
-<folder>/mnist.npz holds neither mnist nor fashion_mnist (sha256 76a80b13c6bc395a80a66522f66
+<folder>/mnist.npz holds neither mnist nor fashion_mnist nor cifar10 (sha256 76a80b13c6bc395
 """
 
 from __future__ import annotations  # the annotations name np.ndarray; NumPy is imported where data is read
@@ -83,33 +102,60 @@ IDX_FILES = (
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # The built-in datasets, the one list of them (kerascnn.config, the commands and evaluate take their names from
 # here). Each entry:
-#   title: the name in words; classes: a name per label, in label order;
+#   title: the name in words; classes: a name per label, in label order; shape: (height, width, channels);
 #   dirs: sub-directories of a searched directory to look in first; npz: its `.npz` file names;
 #   system_dirs: directories searched after Keras' cache (no `data_dir` given); keras: its `keras.datasets` module;
 #   sizes: (training, test) images; sha256: `content_digest` of its arrays, what identifies its files (computed
 #   from MNIST's IDX files, ../shared/datasets/mnist, and Debian's dataset-fashion-mnist; the same gzipped, plain
-#   or as an .npz).
+#   or as an .npz), or None where no copy was at hand to compute it: `identify` then checks the form instead
+#   (shape, sizes, `per_class`);
+#   per_class: (training, test) images of each class, or None; archive: the file distributed, or None:
+#   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it).
 DATASETS = {
     "mnist": {
         "title": "MNIST",
         "classes": tuple(str(c) for c in range(NUM_CLASSES)),
+        "shape": IMAGE_SHAPE,
         "dirs": ("mnist",),
         "npz": ("mnist.npz",),
         "system_dirs": (),
         "keras": "mnist",
         "sizes": (60000, 10000),
         "sha256": "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16",
+        "per_class": None,
+        "archive": None,
     },
     "fashion_mnist": {
         "title": "Fashion-MNIST",
         "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                     "Ankle boot"),
+        "shape": IMAGE_SHAPE,
         "dirs": ("fashion_mnist", "fashion-mnist"),
         "npz": ("fashion_mnist.npz", "fashion-mnist.npz"),
         "system_dirs": ("/usr/share/datasets/fashion-mnist",),
         "keras": "fashion_mnist",
         "sizes": (60000, 10000),
         "sha256": "ca3ab2a37f845e1b8ae23cab1b51749a3011ba3bf1d9016176d75cbaabac376f",
+        "per_class": None,
+        "archive": None,
+    },
+    "cifar10": {
+        "title": "CIFAR-10",
+        "classes": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        "shape": (32, 32, 3),
+        # cifar-10-batches-py-target: where Keras 3's `cifar10.load_data()` extracts the archive in its cache
+        "dirs": ("cifar10", "cifar-10-batches-py-target"),
+        "npz": ("cifar10.npz",),
+        "system_dirs": (),
+        "keras": "cifar10",
+        "sizes": (50000, 10000),
+        "sha256": None,  # not computed: no copy of CIFAR-10 on the machines this was written on (no internet)
+        "per_class": (5000, 1000),  # the CIFAR page: each class exactly 5,000 training and 1,000 test images
+        # The public name, and the one Keras 3.15's `cifar10.load_data()` keeps it under in ~/.keras/datasets;
+        # the SHA-256 is the `file_hash` that load_data checks (keras/src/datasets/cifar10.py).
+        "archive": (("cifar-10-python.tar.gz", "cifar-10-batches-py-target_archive"),
+                    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                    "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
     },
 }
 FASHION_CLASSES = DATASETS["fashion_mnist"]["classes"]
@@ -152,6 +198,10 @@ class DataSpec:
     def model_kwargs(self):
         """The builder arguments for this data (none for MNIST: the builders' defaults are its).
 
+        A built-in dataset of another shape (CIFAR-10's 32x32x3) gets its
+        `input_shape` and `num_classes`, its pixels scaled by the pipeline
+        as MNIST's are.
+
         Your own images larger than `FLATTEN_MAX_SIDE` get `global_pool=True`:
         a global average pooling in place of the flatten, so the model's size
         stops growing with the picture (`kerascnn.models.lecture`). Up to
@@ -162,7 +212,9 @@ class DataSpec:
         (`kerascnn.basics.stage_count`: 3 up to 63 px, 4 from 64, 5 from 128).
         """
         if not self.raw_pixels:
-            return {}
+            if tuple(self.image_shape) == IMAGE_SHAPE and len(self.class_names) == NUM_CLASSES:
+                return {}
+            return {"input_shape": tuple(self.image_shape), "num_classes": len(self.class_names)}
         from kerascnn.basics import stage_count
 
         size = tuple(self.image_size or self.image_shape[:2])
@@ -176,13 +228,16 @@ class DataSpec:
                 "raw_pixels": self.raw_pixels, **self.record}
 
 
-def digit_spec(name="mnist"):
-    """The `DataSpec` of a built-in dataset: its class names (MNIST's "0".."9", Fashion-MNIST's ten names).
+def dataset_spec(name="mnist"):
+    """The `DataSpec` of a built-in dataset: its class names and image shape (`DATASETS`).
 
     Args:
         name: str, a key of `DATASETS`. Defaults to "mnist".
+
+    >>> dataset_spec("cifar10").model_kwargs()
+    {'input_shape': (32, 32, 3), 'num_classes': 10}
     """
-    return DataSpec(list(DATASETS[name]["classes"]))
+    return DataSpec(list(DATASETS[name]["classes"]), tuple(DATASETS[name]["shape"]))
 
 
 @dataclasses.dataclass
@@ -201,7 +256,7 @@ class Dataset:
 
     def __post_init__(self):
         if self.spec is None:  # a built-in dataset's, or digits' for arrays made in memory
-            self.spec = digit_spec(self.name if self.name in DATASETS else "mnist")
+            self.spec = dataset_spec(self.name if self.name in DATASETS else "mnist")
             if self.name in DATASETS and self.source:
                 self.spec.record = {"source": self.source}  # where it was found (data.json, the start block)
 
@@ -220,7 +275,7 @@ class Splits:
 
     def __post_init__(self):
         if self.spec is None:
-            self.spec = digit_spec()
+            self.spec = dataset_spec()
 
 
 def list_datasets():
@@ -247,7 +302,7 @@ def load_dataset(name, data_dir=None, download=True):
     `kerascnn.pipeline.load_dataset`, which calls this for a name.
 
     Args:
-        name: str, a built-in dataset: "mnist" or "fashion_mnist" (`DATASETS`).
+        name: str, a built-in dataset: "mnist", "fashion_mnist" or "cifar10" (`DATASETS`).
         data_dir: str or None, the directory to read from (and nowhere
             else). Defaults to `$KERASCNN_DATA_DIR`, and without either to
             the standard places.
@@ -286,20 +341,33 @@ def load_dataset(name, data_dir=None, download=True):
             reason = f"download through keras.datasets failed ({type(e).__name__}: {e})"
     else:
         reason = "download disabled"
-    expected = f"{DATASETS[name]['title']}'s IDX files {', '.join(IDX_FILES)} or {' / '.join(DATASETS[name]['npz'])}"
+    expected, put = _expected(name)
+    target = os.path.join(user_dir or os.path.dirname(dirs[0]), DATASETS[name]["dirs"][0])
     if others:
         held = "; ".join(f"{place} holds {other}, not {name}" for place, other in others)
         found = (f"{held} (a built-in dataset is recognised by the content of its files, not their names, and "
                  f"another dataset's files are never used for it).")
-        hint = (f"Put {name}'s files in {os.path.join(user_dir or os.path.dirname(dirs[0]), DATASETS[name]['dirs'][0])}"
-                f" or point --data-dir or KERASCNN_DATA_DIR at a directory holding them.")
     else:
         found = f"Dataset {name!r} not found."
-        hint = "Point --data-dir or KERASCNN_DATA_DIR at a directory holding them."
+    hint = f"Put {put} in {target} or point --data-dir or KERASCNN_DATA_DIR at a directory holding {name}'s files."
     raise DataError(
         f"{found} Looked in: {', '.join(dirs)}; {reason}. Expected {expected}. {hint} "
         f"Received: dataset={name!r}, data_dir={user_dir!r}"
     )
+
+
+def _expected(name):
+    """(the files `name` is read from, in words; what to put in place, in words)."""
+    from kerascnn.cifar import CIFAR_BATCHES, CIFAR_FOLDER  # imported where used: kerascnn.config imports this module
+
+    entry = DATASETS[name]
+    npz = " / ".join(entry["npz"])
+    if entry["archive"] is None:
+        return f"{entry['title']}'s IDX files {', '.join(IDX_FILES)} or {npz}", "them"
+    names, url, sha256 = entry["archive"]
+    return (f"{entry['title']}'s archive {names[0]} (sha256 {sha256}), as it is or extracted (its "
+            f"{CIFAR_FOLDER}/ folder: {', '.join(CIFAR_BATCHES)}), or {npz}",
+            f"{names[0]} (from {url}, downloaded where there is internet)")
 
 
 def content_digest(x_train, y_train, x_test, y_test):
@@ -349,23 +417,79 @@ def identify(data, name, data_dir=None):
     for known, entry in DATASETS.items():
         if entry["sha256"] == digest:
             return known
+    entry = DATASETS[name]
+    if entry["sha256"] is None:  # no digest recorded (CIFAR-10): its form, which no other built-in dataset has
+        differences = form_differences(data, name)
+        if not differences:
+            return name
+        recognised = (f"{name} is recognised by its form, {_form(name)} (its content digest is not recorded), and "
+                      f"these differ: {'; '.join(differences)}")
+    else:
+        recognised = (f"a built-in dataset is recognised by its content, and {name}'s {entry['sizes'][0]} + "
+                      f"{entry['sizes'][1]} images have sha256 {entry['sha256']}")
     sizes = f"{len(data.x_train)} training and {len(data.x_test)} test images"
     raise DataError(
         f"{data.source} holds neither {' nor '.join(DATASETS)} (sha256 {digest}, {sizes}), so it is not loaded as "
-        f"{name!r}: a built-in dataset is recognised by its content, and {name}'s {DATASETS[name]['sizes'][0]} + "
-        f"{DATASETS[name]['sizes'][1]} images have sha256 {DATASETS[name]['sha256']}. Your own data loads by path: "
+        f"{name!r}: {recognised}. Your own data loads by path: "
         f"--dataset my.npz or a folder of class subfolders (docs/IMAGES.md). "
         f"Received: dataset={name!r}, data_dir={data_dir!r}"
     )
 
 
+def _form(name):
+    entry = DATASETS[name]
+    form = f"{entry['sizes'][0]} + {entry['sizes'][1]} images of {'x'.join(map(str, entry['shape']))}"
+    if entry["per_class"]:
+        form += f", {entry['per_class'][0]} + {entry['per_class'][1]} of each of its {len(entry['classes'])} classes"
+    return form
+
+
+def form_differences(data, name):
+    """How `data`'s arrays differ from built-in dataset `name`'s form: shape, sizes, images per class.
+
+    What identifies a built-in dataset whose content digest is not recorded
+    (`DATASETS`' `sha256` None: CIFAR-10). It tells CIFAR-10 from the other
+    built-in datasets and from a part of it, not from a made-up set of the
+    same form; its archive is checked by its SHA-256 as well (`load_dataset`).
+
+    Returns:
+        list of str, one line per difference; empty when the form is `name`'s.
+    """
+    import numpy as np
+
+    entry = DATASETS[name]
+    differences = []
+    for part, x, y, size, each in (("training", data.x_train, data.y_train, entry["sizes"][0], 0),
+                                   ("test", data.x_test, data.y_test, entry["sizes"][1], 1)):
+        if tuple(x.shape[1:]) != tuple(entry["shape"]):
+            differences.append(f"{part} images of shape {tuple(x.shape[1:])}, not {tuple(entry['shape'])}")
+        if len(x) != size:
+            differences.append(f"{len(x)} {part} images, not {size}")
+        counts = np.bincount(np.asarray(y, np.int64), minlength=len(entry["classes"])).tolist()
+        if entry["per_class"] and counts != [entry["per_class"][each]] * len(entry["classes"]):
+            differences.append(f"{part} images per class {counts}, not {entry['per_class'][each]} each")
+    return differences
+
+
 def _load_from_dir(name, directory):
+    """The first of `name`'s layouts found in `directory`, read and checked; None when there is none.
+
+    In order: its `.npz`; for a dataset distributed as an archive
+    (CIFAR-10) the archive, the folder it extracts to or the batch files;
+    the four IDX files (MNIST's and Fashion-MNIST's, read for CIFAR-10 too,
+    so the error can say which dataset they hold).
+    """
     if not os.path.isdir(directory):
         return None
-    for npz in DATASETS[name]["npz"]:
+    entry = DATASETS[name]
+    for npz in entry["npz"]:
         path = os.path.join(directory, npz)
         if os.path.isfile(path):
-            return _checked(name, path, *read_npz(path))
+            return _checked(name, path, *read_npz(path), shape=entry["shape"])
+    if entry["archive"] is not None:
+        found = _load_cifar(name, directory)
+        if found is not None:
+            return found
     paths = [_idx_path(directory, f) for f in IDX_FILES]
     present = [p for p in paths if p]
     if not present:
@@ -375,7 +499,34 @@ def _load_from_dir(name, directory):
         raise DataError(f"Dataset {name!r} in {directory} is incomplete: missing {', '.join(missing)}.")
     x_train, y_train = read_idx_pair(paths[0], paths[1])
     x_test, y_test = read_idx_pair(paths[2], paths[3])
-    return _checked(name, directory, x_train, y_train, x_test, y_test)
+    return _checked(name, directory, x_train, y_train, x_test, y_test, shape=IMAGE_SHAPE)
+
+
+def _load_cifar(name, directory):
+    """CIFAR-10 from `directory`: its archive (checked by its SHA-256), its extracted folder, or the batch files."""
+    from kerascnn.cifar import CIFAR_BATCHES, CIFAR_FOLDER, file_sha256, read_cifar
+
+    names, url, sha256 = DATASETS[name]["archive"]
+    for archive in names:
+        path = os.path.join(directory, archive)
+        if os.path.isfile(path):
+            found = file_sha256(path)
+            if found != sha256:
+                raise DataError(
+                    f"{path} is not the {DATASETS[name]['title']} archive that keras.datasets.{name} downloads: its "
+                    f"sha256 is {found}, expected {sha256}. Is it a complete download of {url}? "
+                    f"Received: dataset={name!r}"
+                )
+            return _checked(name, path, *read_cifar(path), shape=DATASETS[name]["shape"])
+    for folder in (os.path.join(directory, CIFAR_FOLDER), directory):
+        present = [b for b in CIFAR_BATCHES if os.path.isfile(os.path.join(folder, b))]
+        if not present:
+            continue
+        if len(present) < len(CIFAR_BATCHES):
+            missing = [b for b in CIFAR_BATCHES if b not in present]
+            raise DataError(f"Dataset {name!r} in {folder} is incomplete: missing {', '.join(missing)}.")
+        return _checked(name, folder, *read_cifar(folder), shape=DATASETS[name]["shape"])
+    return None
 
 
 def _idx_path(directory, gz_name):
@@ -386,23 +537,33 @@ def _idx_path(directory, gz_name):
     return None
 
 
-def _checked(name, source, x_train, y_train, x_test, y_test):
+def _checked(name, source, x_train, y_train, x_test, y_test, shape=IMAGE_SHAPE):
+    """The arrays as a `Dataset` of uint8 images (N, *shape) and labels (N,), or a `DataError` naming `source`.
+
+    Images of one channel may come without it ((N, 28, 28)); labels may come
+    as a column ((N, 1), Keras' CIFAR-10).
+    """
     import numpy as np
 
+    shape, arrays = tuple(shape), []
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.shape[1:] != IMAGE_SHAPE[:2] and x.shape[1:] != IMAGE_SHAPE:
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if x.shape[1:] != shape and not (shape[2] == 1 and x.shape[1:] == shape[:2]):
             raise DataError(
-                f"{source}: {split} images have shape {x.shape[1:]}; expected {IMAGE_SHAPE[:2]}."
+                f"{source}: {split} images have shape {x.shape[1:]}; expected {shape[:2] if shape[2] == 1 else shape}."
             )
+        if y.ndim != 1:
+            raise DataError(f"{source}: {split} labels have shape {y.shape}; expected ({len(y)},) or ({len(y)}, 1).")
         if len(x) != len(y):
             raise DataError(f"{source}: {len(x)} {split} images but {len(y)} labels; they must match.")
         if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
             raise DataError(
                 f"{source}: {split} labels must be in 0..{NUM_CLASSES - 1}; found {y.min()}..{y.max()}."
             )
-    as_images = lambda x: x.reshape((-1,) + IMAGE_SHAPE).astype(np.uint8, copy=False)
-    as_labels = lambda y: y.astype(np.uint8, copy=False)
-    return Dataset(name, source, as_images(x_train), as_labels(y_train), as_images(x_test), as_labels(y_test))
+        arrays += [x.reshape((-1,) + shape).astype(np.uint8, copy=False), y.astype(np.uint8, copy=False)]
+    return Dataset(name, source, *arrays)
 
 
 def read_idx(path, magic):
@@ -462,7 +623,7 @@ def _download(name):
 
     loader = importlib.import_module(f"keras.datasets.{DATASETS[name]['keras']}")
     (x_train, y_train), (x_test, y_test) = loader.load_data()
-    data = _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test)
+    data = _checked(name, f"keras.datasets.{name}", x_train, y_train, x_test, y_test, shape=DATASETS[name]["shape"])
     held = identify(data, name)
     if held != name:
         raise DataError(f"keras.datasets.{name} gave {held}'s images, not {name}'s; it was not used. "

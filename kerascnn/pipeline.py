@@ -3,7 +3,7 @@
 Everything that makes a run's input lives here and calls down into the
 layers below, never back up:
 
-* `kerascnn.data`: MNIST and Fashion-MNIST by name, the dataset types,
+* `kerascnn.data`: MNIST, Fashion-MNIST and CIFAR-10 by name, the dataset types,
   the validation split, scaling;
 * `kerascnn.images`: your own pictures, in memory or left on disk
   (`ImageFiles`);
@@ -34,7 +34,7 @@ def load_dataset(name, data_dir=None, download=True, image_size=None, color_mode
     """A dataset by name (`kerascnn.data.load_dataset`), or your own images from a folder or `.npz`.
 
     Args:
-        name: str, "mnist" or "fashion_mnist"; or a folder of class
+        name: str, "mnist", "fashion_mnist" or "cifar10"; or a folder of class
             subfolders or an `.npz` file (`kerascnn.images.load_images`,
             which takes `image_size`, `color_mode`, the split's `seed` and
             `stream`, whether the pictures stay on disk).

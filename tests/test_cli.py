@@ -31,8 +31,8 @@ def fails_with(capsys, tmp_path, argv, message):
     (["--epochs", "ten"], "argument --epochs: expected an integer >= 1, received 'ten'"),
     (["--batch-size", "-5"], "argument --batch-size: expected an integer >= 1"),
     (["--lr", "nan"], "argument --lr: expected a finite number > 0"),
-    (["--dataset", "cifar10"], "argument --dataset: expected one of ['fashion_mnist', 'mnist'], a folder of class "
-                               "subfolders or an .npz file, received 'cifar10'"),
+    (["--dataset", "cifar100"], "argument --dataset: expected one of ['cifar10', 'fashion_mnist', 'mnist'], a folder "
+                                "of class subfolders or an .npz file, received 'cifar100'"),
     (["--precision", "fp8"], "argument --precision: invalid choice"),
 ])
 def test_bad_flags(capsys, tmp_path, argv, message):

@@ -157,8 +157,8 @@ def test_datasets_are_data_pys_and_a_missing_one_is_refused(tmp_path):
     assert TrainConfig(dataset=str(tmp_path)).dataset == str(tmp_path)  # a folder of class subfolders
     with pytest.raises(ConfigError, match=r"an \.npz file \(no such file\)\. Received: dataset='.*none\.npz'"):
         TrainConfig(dataset=str(tmp_path / "none.npz"))
-    with pytest.raises(ConfigError, match=r"`dataset` must be one of \['fashion_mnist', 'mnist'\]"):
-        TrainConfig(dataset="cifar10")
+    with pytest.raises(ConfigError, match=r"`dataset` must be one of \['cifar10', 'fashion_mnist', 'mnist'\]"):
+        TrainConfig(dataset="cifar100")
 
 
 def test_every_field_says_what_it_is_for():

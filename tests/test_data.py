@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR, write_idx, write_tiny_mnist
-from kerascnn.data import (DATASETS, Dataset, DataError, content_digest, digit_spec, list_datasets, load_dataset,
-                           search_dirs, split)
+from kerascnn.data import (DATASETS, Dataset, DataError, content_digest, dataset_spec, dataset_spec, list_datasets,
+                           load_dataset, search_dirs, split)
 from kerascnn.pipeline import epoch_variable, make_dataset
 from kerascnn.pipeline import load_dataset as pipeline_load_dataset
 
@@ -176,13 +176,13 @@ def test_default_search_passes_over_another_datasets_files(tmp_path, monkeypatch
 def test_files_of_no_built_in_dataset_are_refused_and_load_as_your_own(tmp_path, mnist):
     """A subset of MNIST is not MNIST: refused by name with its digest; by path it is your own data, unchecked."""
     write_tiny_mnist(tmp_path / "tiny")
-    with pytest.raises(DataError, match=r"tiny holds neither mnist nor fashion_mnist \(sha256 [0-9a-f]{64}, 20 "
+    with pytest.raises(DataError, match=r"tiny holds neither mnist nor fashion_mnist nor cifar10 \(sha256 [0-9a-f]{64}, 20 "
                                         r"training and 10 test images\), so it is not loaded as 'mnist'"):
         load_dataset("mnist", str(tmp_path / "tiny"), download=False)
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=mnist.x_train[:300, ..., 0], y_train=mnist.y_train[:300], x_test=mnist.x_test[:50, ..., 0],
              y_test=mnist.y_test[:50])
-    with pytest.raises(DataError, match=f"{path} holds neither mnist nor fashion_mnist") as e:
+    with pytest.raises(DataError, match=f"{path} holds neither mnist nor fashion_mnist nor cifar10") as e:
         load_dataset("mnist", str(tmp_path), download=False)
     assert "--dataset my.npz" in str(e.value)
     own = pipeline_load_dataset(str(path))
@@ -193,9 +193,11 @@ def test_the_dataset_table_is_the_one_list():
     """Names, class names and the Keras loader all come from `DATASETS`."""
     from kerascnn import config
 
-    assert config.DATASETS == tuple(list_datasets()) == ("fashion_mnist", "mnist")
-    assert digit_spec("fashion_mnist").class_names[7] == "Sneaker" and digit_spec().class_names == list("0123456789")
-    assert all(len(entry["sha256"]) == 64 for entry in DATASETS.values())
+    assert config.DATASETS == tuple(list_datasets()) == ("cifar10", "fashion_mnist", "mnist")
+    assert dataset_spec("fashion_mnist").class_names[7] == "Sneaker" and dataset_spec().class_names == list("0123456789")
+    assert dataset_spec is dataset_spec and dataset_spec("cifar10").image_shape == (32, 32, 3)
+    for entry in DATASETS.values():  # a content digest, or else a form and an archive's hash to recognise it by
+        assert len(entry["sha256"]) == 64 if entry["sha256"] else entry["per_class"] and len(entry["archive"][2]) == 64
 
 
 def test_search_order(tmp_path, monkeypatch):

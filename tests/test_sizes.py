@@ -15,7 +15,7 @@ from PIL import Image
 
 import train
 from kerascnn.assemble import model_data_kwargs
-from kerascnn.data import DataSpec, digit_spec
+from kerascnn.data import DataSpec, dataset_spec
 from kerascnn.images import load_images
 from kerascnn.loading import load_model_file
 from kerascnn.memory import OutOfMemory, check_fits, estimate_bytes
@@ -91,7 +91,7 @@ def test_an_own_image_model_saves_its_global_pool_and_old_files_load(tmp_path):
 
 @pytest.mark.parametrize("name", ["sequential", "functional", "subclass"])
 def test_mnist_lecture_models_are_unchanged(name):
-    assert digit_spec().model_kwargs() == {}  # MNIST's models are built with the builders' defaults
+    assert dataset_spec().model_kwargs() == {}  # MNIST's models are built with the builders' defaults
     assert create_model(name).count_params() == 619786
     assert create_model(name, global_pool=False).count_params() == 619786
     assert create_model(name, global_pool=True).count_params() == 128266

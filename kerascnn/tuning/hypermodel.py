@@ -20,7 +20,7 @@ import keras_tuner
 
 from kerascnn.assemble import assemble, build_model
 from kerascnn.config import MODEL_FIELDS, RECIPE_FIELDS, TrainConfig, resolve
-from kerascnn.data import Splits, digit_spec
+from kerascnn.data import Splits, dataset_spec
 from kerascnn.tuning.config import MEMBERS
 
 
@@ -72,7 +72,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, base=None, spec=None):
         super().__init__(name="best_cnn")
-        self.spec = spec or digit_spec()
+        self.spec = spec or dataset_spec()
         # No weight average: it needs thousands of steps, more than a trial has.
         self.base = base or TrainConfig(model="best", members=MEMBERS, ema=0.0)
 
