@@ -75,15 +75,16 @@ def output_shape(input_shape, filters, kernel, stride=1, padding="valid"):
     )
 
 
-def stage_count(size, smallest=3):
-    """Pooling stages for pictures `size` pixels a side: halve until the maps are 4 to 7 pixels, at least `smallest`.
+def stage_count(size, smallest=3, largest=5):
+    """Pooling stages for pictures `size` pixels a side: halve until the maps are 4 to 7 pixels, 3 to 5 stages.
 
     The lecture's three stages up to 63 pixels (28 -> 4, 32 -> 4, 48 -> 6),
-    four from 64 (64 -> 4), five from 128 (128 -> 4, 224 -> 7), and so on:
-    the last stage sees a few pixels a side, whatever the picture's size, so
-    the receptive field grows with it.
+    four from 64 (64 -> 4), five from 128 (128 -> 4, 224 -> 7): the last
+    stage sees a few pixels a side, so the receptive field grows with the
+    picture. Five at most: a sixth 256-filter stage would add 0.6M weights
+    per member for maps already small enough to pool globally (300 -> 10).
 
-    >>> [stage_count(side) for side in (28, 32, 63, 64, 96, 128, 224)]
-    [3, 3, 3, 4, 4, 5, 5]
+    >>> [stage_count(side) for side in (28, 32, 63, 64, 96, 128, 224, 300)]
+    [3, 3, 3, 4, 4, 5, 5, 5]
     """
-    return max(smallest, int(math.floor(math.log2(size / 4))))
+    return max(smallest, min(largest, int(math.floor(math.log2(size / 4)))))

@@ -301,7 +301,7 @@ def augmentation(config, defaults, spec=None, images=None):
         name, why = "none", f"{config.model} does not augment by default"
     elif name == "auto":
         name, why = policy.choose(config.dataset, channels or 1, images) if channels else (None, None)
-    if name is None or size is None:
+    if name is None or size is None or channels is None:
         return {}, None
     amounts = policy.amounts(name, size, channels)
     return {"augment": name, **{f: amounts[f] for f in takes if getattr(config, f) is None}}, why

@@ -20,12 +20,15 @@ def test_the_start_block_names_your_folder_its_classes_sizes_and_model(tmp_path)
     config = resolve(TrainConfig(dataset=str(tmp_path / "shapes"), model="best", members=2, image_size=32,
                                  val_size=10, precision="float32", logdir=str(tmp_path / "logs")))
     run = assemble(config)
-    lines = start_block(config, run, "logs/best-1", resumed=False).splitlines()
+    lines = start_block(run.config, run, "logs/best-1", resumed=False).splitlines()
     assert lines[0] == f"data: your images, {tmp_path / 'shapes'}: 3 classes, 32x32 RGB"  # --image-size 32
     test, val = len(run.splits.y_test), len(run.splits.y_val)  # a stratified 20%, then a tenth of the rest
     assert (test, val) == (18, 7) and lines[1] == f"images: {90 - test - val} train, {val} validation, {test} test"
     assert lines[2] == f"model: best, 2 members, {run.model.count_params():,} parameters; float32; 28 epochs"
-    assert lines[3] == "run directory: logs/best-1 (new)"
+    # The policy auto chose once the pictures were read, why, and its amounts at 32 px.
+    assert lines[3] == ("augmentation: photos (colour pictures): flip, rotation 10 deg, shift 3.2 px, zoom 10%, "
+                        "brightness 20%, contrast 20%")
+    assert lines[4] == "run directory: logs/best-1 (new)"
 
 
 def test_the_end_block_says_which_epoch_was_kept_and_why():

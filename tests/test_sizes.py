@@ -64,12 +64,14 @@ def test_small_pictures_keep_their_size_and_the_flag_wins(tmp_path):
 def test_a_400x300_folder_model_is_small_and_does_not_grow_with_the_picture(photos, name):
     data, _ = photos
     spec = data.spec
-    counts = []
-    for size in (None, (300, 400), (150, 200)):  # the default (128x96), --image-size at the photo's size, half of it
+    counts = {}
+    # The default (128x96) and other sizes of as many stages (4: 64 to 127 px on the shorter side), then
+    # --image-size at the photo's size (5 stages, the most: kerascnn.basics.stage_count).
+    for size in (None, (64, 80), (100, 120), (300, 400)):
         sized = DataSpec(spec.class_names, spec.image_shape, raw_pixels=True, image_size=size)
-        counts.append(create_model(name, **model_data_kwargs(name, sized), **_small(name)).count_params())
-    assert counts[0] == counts[1] == counts[2], counts
-    assert counts[0] < 500_000 * _small(name).get("members", 1), counts  # was 62.4M for sequential at 400x300
+        counts[size] = create_model(name, **model_data_kwargs(name, sized), **_small(name)).count_params()
+    assert counts[None] == counts[(64, 80)] == counts[(100, 120)], counts  # the picture's size adds nothing
+    assert counts[(300, 400)] < 1_200_000 * _small(name).get("members", 1), counts  # was 62.4M for sequential
 
 
 def test_an_own_image_model_saves_its_global_pool_and_old_files_load(tmp_path):
