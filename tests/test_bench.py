@@ -166,8 +166,8 @@ def test_size_rows_time_an_epoch_and_take_the_per_minute_ratio_within_each_round
 
     doc = render_sizes("today", "this machine", list(rows.items()), Args, (3.9, 4.2))
     assert ("| 64 px | 4 | 4x4x256 | global average pool | 64,000 | 60.0M (7.5x) | 162 (125-200) | 9,750 | "
-            "0.23x (0.20-0.25x) | 5.1 min (4.2-6.7) | 1,064 | 586 |") in doc
-    assert "| 28 px | 3 | 4x4x128 | flatten | 28,000 | 8.0M (1.0x) | 750 (500-1,000) | 45,000 | 1.00x" in doc
+            "0.23x (0.2-0.25x) | 5.1 min (4.2-6.7) | 1,064 | 586 |") in doc
+    assert "| 28 px | 3 | 4x4x128 | flatten | 28,000 | 8.0M (1.0x) | 750 (500-1,000) | 45,000 | 1x (1-1x)" in doc
     assert "--sizes 28,64" in doc and "per minute vs 28 px" in doc and "synthetic uint8 noise" in doc
     assert "The machine was shared" in doc and "4.2" in doc
     assert "10.3 min at 64 px" in doc  # today's `best`: 2 members, 2 x 5.13 min

@@ -558,8 +558,8 @@ def render_sizes(started, machine, rows, args, loads):
         lines.append(
             f"| {label} | {r['stages']} | {h}x{w}x{c} | {'global average pool' if r['global_pool'] else 'flatten'} | "
             f"{r['params']:,} | {r['mac'] / 1e6:,.1f}M ({r['mac_ratio']:.1f}x) | {r['images_per_s']:,.0f} "
-            f"({r['range'][0]:,.0f}-{r['range'][1]:,.0f}) | {r['images_per_min']:,.0f} | {r['ratio']:.2f}x "
-            f"({r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}x) | {r['epoch_min']:.1f} min "
+            f"({r['range'][0]:,.0f}-{r['range'][1]:,.0f}) | {r['images_per_min']:,.0f} | {r['ratio']:.2g}x "
+            f"({r['ratio_range'][0]:.2g}-{r['ratio_range'][1]:.2g}x) | {r['epoch_min']:.1f} min "
             f"({r['epoch_range'][0]:.1f}-{r['epoch_range'][1]:.1f}) | {r['peak_rss_mb']:,.0f} | "
             f"{r['folder_mib']:,.0f} |")
     members = model_defaults("best")["members"]
