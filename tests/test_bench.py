@@ -2,7 +2,26 @@
 
 import pytest
 
-from tools.bench import DEFAULT_BEST, LECTURE_RECIPE, default_best_time, main, member_rows, multiply_adds, render, render_members, step_ratio, summarize
+from tools.bench import (
+    DEFAULT_BEST,
+    FOLDER_IMAGES,
+    LECTURE_RECIPE,
+    SIDE,
+    SIZE_MEMBER,
+    default_best_time,
+    main,
+    member_rows,
+    multiply_adds,
+    render,
+    render_members,
+    render_sizes,
+    size_configs,
+    size_rows,
+    stage_facts,
+    step_ratio,
+    summarize,
+    worker_run,
+)
 
 
 def test_multiply_adds_are_read_from_the_graph_of_any_model():
@@ -107,6 +126,58 @@ def test_render_reports_ratio_share_and_memory():
     assert "| `fit()`: sequential mixed_bfloat16 | 4,800 (4,500-4,900) | 5.0x (4.6-5.2x) | 50% | 900 |" in doc
     assert "costs 5.0% of the bf16 step time" in doc and "this machine" in doc
     assert "step takes 2.35x as long" in doc and "ran 3 times, interleaved" in doc
+
+
+def test_a_size_workers_model_is_a_colour_folders_run_at_that_side():
+    # The worker's own assembly (no fit): a folder's DataSpec at 64 px RGB, so DataSpec.model_kwargs gives global
+    # pooling and 4 stages (stage_count), and `auto` the photos policy of colour pictures.
+    (label, model, precision, kwargs, jit), = size_configs([64])
+    assert label == "64 px" and kwargs == {**SIZE_MEMBER, SIDE: 64}
+    run = worker_run(model, "float32", kwargs, jit)  # the worker's "auto" would leave bf16 set in this process
+    assert run.splits.spec.raw_pixels and run.splits.spec.image_shape == (64, 64, 3)
+    assert run.config.flip and run.config.shift == pytest.approx(6.4)  # photos: flips, a tenth of the side
+    member, = run.model.members
+    assert stage_facts(member) == {"stages": 4, "final_map": [4, 4, 256], "global_pool": True}
+    # 3x3 SAME convs at 64, 32, 16 and 8 px (3 -> 32 -> 64 -> 128 -> 256 channels: stage_width), pooled to 4x4x256,
+    # averaged to 256 values, then dense 256 and the 10 classes.
+    convs = 9 * (64 * 64 * 3 * 32 + 32 * 32 * 32 * 64 + 16 * 16 * 64 * 128 + 8 * 8 * 128 * 256)
+    assert multiply_adds(member) == convs + 256 * 256 + 256 * 10 == 60_230_144
+
+
+def test_size_rows_time_an_epoch_and_take_the_per_minute_ratio_within_each_round():
+    run = lambda side, rate, macs: {"side": side, "images_per_s": rate, "train_flops_per_image": 6 * macs,
+                                    "policy": "mixed_bfloat16", "peak_rss_mb": 1000.0 + side, "params": 1000 * side,
+                                    "stages": 3 if side < 64 else 4, "final_map": [4, 4, 128 if side < 64 else 256],
+                                    "global_pool": side > 32}
+    rounds = [{"28 px": run(28, 1000.0, 8e6), "64 px": run(64, 200.0, 6e7)},
+              {"28 px": run(28, 500.0, 8e6), "64 px": run(64, 125.0, 6e7)}]  # a slow round: 0.2x, then 0.25x
+    rows = dict(size_rows(rounds, {"float32": 100.0, "bfloat16": 200.0}))
+    r = rows["64 px"]
+    assert r["images_per_s"] == 162.5 and r["images_per_min"] == 9750.0
+    assert r["ratio"] == pytest.approx(0.225) and r["ratio_range"] == (0.2, 0.25)  # ratio of medians: 0.217
+    assert r["epoch_min"] == pytest.approx(FOLDER_IMAGES / 162.5 / 60)
+    assert r["epoch_range"] == pytest.approx((FOLDER_IMAGES / 200 / 60, FOLDER_IMAGES / 125 / 60))
+    assert r["mac_ratio"] == 7.5 and r["peak_rss_mb"] == 1064.0
+    assert r["folder_mib"] == pytest.approx(50_000 * 64 * 64 * 3 / 2**20)
+    assert rows["28 px"]["ratio"] == 1.0
+
+    class Args:
+        steps, warmup, rounds = 20, 5, 2
+
+    doc = render_sizes("today", "this machine", list(rows.items()), Args, (3.9, 4.2))
+    assert ("| 64 px | 4 | 4x4x256 | global average pool | 64,000 | 60.0M (7.5x) | 162 (125-200) | 9,750 | "
+            "0.23x (0.2-0.25x) | 5.1 min (4.2-6.7) | 1,064 | 586 |") in doc
+    assert "| 28 px | 3 | 4x4x128 | flatten | 28,000 | 8.0M (1.0x) | 750 (500-1,000) | 45,000 | 1x (1-1x)" in doc
+    assert "--sizes 28,64" in doc and "per minute vs 28 px" in doc and "synthetic uint8 noise" in doc
+    assert "The machine was shared" in doc and "4.2" in doc
+    assert "10.3 min at 64 px" in doc  # today's `best`: 2 members, 2 x 5.13 min
+
+
+@pytest.mark.parametrize("sizes", ["3", "28,x", "28,28", ""])
+def test_bad_sizes_exit_2(capsys, sizes):
+    with pytest.raises(SystemExit) as e:
+        main(["--sizes", sizes])
+    assert e.value.code == 2 and f"Received: sizes={sizes!r}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--steps", "--warmup", "--rounds"])

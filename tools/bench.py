@@ -2,6 +2,7 @@
 
     python tools/bench.py                  # the full table, 3 rounds, ~17 minutes on 2 cores
     python tools/bench.py --rounds 1 --steps 40 --no-write   # a quicker look, prints only
+    python tools/bench.py --sizes 28,64,128 --rounds 2 --steps 20 --warmup 5   # one member per picture side
 
 In one process tree and one sitting it measures:
 
@@ -20,6 +21,12 @@ In one process tree and one sitting it measures:
   `--members` runs these rows alone (a few minutes), and prints how many
   epochs of each fit in the wall time of the lecture's recipe (5 members x
   15 epochs) on this machine, and today's `best`'s time as a ratio of it.
+* `--sizes` alone: one member of `best` (today's lecture member) on RGB
+  pictures of each side, built as a run on a colour folder builds it
+  (`kerascnn.assemble` with a folder's `DataSpec`, so global pooling and the
+  stage count come from `DataSpec.model_kwargs`), fed uint8 noise: images
+  per second and per minute, multiply-adds, parameters, stages, the final
+  feature map, and the minutes one epoch of a 50,000-picture folder takes.
 
 Each configuration runs in its own worker process so that policies, graphs
 and memory do not leak between them. The whole set runs `--rounds` times,
@@ -37,6 +44,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 # A tool of the checkout, not of the installed package: it uses the kerascnn beside it.
@@ -82,25 +90,26 @@ LECTURE_RECIPE = ("lecture recipe (5 lecture members)", "best", "auto", {**LECTU
 LECTURE_EPOCHS = 15
 TRAIN_IMAGES = 55_000
 
+# `--sizes`: one member of `best` on RGB pictures of each side (not a builder argument: the worker feeds its pictures).
+SIDE = "picture_side"
+SIZES = "28,64,128"
+SIZE_MEMBER = {"members": 1, "member": "lecture"}  # today's `best` trains MODEL_DEFAULTS' members of this design
+NOISE_IMAGES = 2_000  # synthetic training pictures the worker holds (repeated); throughput does not read the content
+NOISE_CLASSES = 10
+FOLDER_IMAGES = 50_000  # the folder whose epoch the `--sizes` table times
+MIN_SIDE = 5  # the smallest side three 2x2 poolings take (5 -> 3 -> 2 -> 1: `kerascnn.layers.check_stages`)
+
 
 def worker(model_name, precision, kwargs, jit, steps, warmup):
     """Runs in a child process: times `fit()` and prints one JSON line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from kerascnn.assemble import assemble
-    from kerascnn.config import TrainConfig
     from kerascnn.precision import jit_compile_setting
     from kerascnn.training import peak_rss_mb
 
-    if kwargs.pop(UNFUSED, False):
-        from kerascnn.layers import FusedBatchNormalization
-
-        FusedBatchNormalization.fused = False  # this worker process only
-    # The run train.py assembles: the full 55,000 training images in memory (uint8), the
-    # epoch-keyed pipeline scaling in the graph, the model compiled as a run compiles it.
-    config = TrainConfig(model=model_name, precision=precision, batch_size=BATCH, **kwargs)
-    run = assemble(config, **({} if jit is None else {"jit_compile": jit}))
+    side = kwargs.get(SIDE)
+    run = worker_run(model_name, precision, kwargs, jit)
     model = run.model
     parts = getattr(model, "members", [model])  # an ensemble's members, else the model itself
     members = len(parts)
@@ -123,7 +132,84 @@ def worker(model_name, precision, kwargs, jit, steps, warmup):
         "peak_rss_mb": peak_rss_mb() or float("nan"),  # None off Linux
         "jit_compile": jit if jit is not None else jit_compile_setting(),
         "policy": run.policy,
+        **({} if side is None else {"side": side, "params": parts[0].count_params(), **stage_facts(parts[0])}),
     }))
+
+
+def worker_run(model_name, precision, kwargs, jit):
+    """The run a worker times, assembled as `train.py` assembles it (`kerascnn.assemble`).
+
+    By default the full 55,000 training images in memory (uint8), the
+    epoch-keyed pipeline scaling in the graph, the model compiled as a run
+    compiles it. With `kwargs[SIDE]`, a run on a colour folder of pictures
+    that side instead (`noise_splits`). `kwargs[UNFUSED]` turns `FusedBatchNormalization`
+    off in this process.
+    """
+    from kerascnn.assemble import assemble
+    from kerascnn.config import TrainConfig
+
+    kwargs = dict(kwargs)
+    if kwargs.pop(UNFUSED, False):
+        from kerascnn.layers import FusedBatchNormalization
+
+        FusedBatchNormalization.fused = False  # a worker process only
+    side = kwargs.pop(SIDE, None)
+    compile_overrides = {} if jit is None else {"jit_compile": jit}
+    if side is None:
+        config = TrainConfig(model=model_name, precision=precision, batch_size=BATCH, **kwargs)
+        return assemble(config, **compile_overrides)
+    # A folder's config names a folder, and `auto` picks the augmentation policy from that (a built-in name would
+    # give MNIST's digits policy at 28 px): an empty one, which is never read, as the pictures come as `splits`.
+    with tempfile.TemporaryDirectory(prefix="bench-folder-") as folder:
+        config = TrainConfig(model=model_name, dataset=folder, precision=precision, batch_size=BATCH, **kwargs)
+        return assemble(config, splits=noise_splits(side), **compile_overrides)
+
+
+def noise_splits(side, images=NOISE_IMAGES, classes=NOISE_CLASSES, seed=0):
+    """`data.Splits` of RGB pictures `side` pixels a side, as a colour folder loads them, filled with uint8 noise.
+
+    The `DataSpec` is a folder's (`kerascnn.images`): raw pixels, shape
+    (side, side, 3), so that `assemble` builds the model a run on such a
+    folder builds (`DataSpec.model_kwargs`: its input, scaling, global
+    pooling and stage count) and picks the augmentation policy it picks
+    (`photos`, for colour). The pixels are noise: a step's time does not
+    depend on what the pictures show. 100 validation pictures; no test split.
+    """
+    import numpy as np
+
+    from kerascnn.data import DataSpec, Splits
+
+    rng = np.random.default_rng(seed)
+    pixels = lambda n: rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+    labels = lambda n: rng.integers(0, classes, n).astype(np.int32)
+    spec = DataSpec([f"class{c}" for c in range(classes)], (side, side, 3), raw_pixels=True,
+                    record={"source": "synthetic uint8 noise (tools/bench.py)", "color_mode": "rgb"})
+    return Splits(pixels(images), labels(images), pixels(100), labels(100), None, None, spec)
+
+
+def stage_facts(model):
+    """A model's pooling stages, the last feature map before its head, and whether it pools globally.
+
+    Read from the model's own layers as they run (`kerascnn.inspect.stages.trace`):
+    the stages are its 2x2 poolings, the final map is the last 4-D output
+    (height, width, channels) before the flatten or global pooling.
+
+    >>> from kerascnn.models import create_model
+    >>> stage_facts(create_model("sequential"))
+    {'stages': 3, 'final_map': [4, 4, 128], 'global_pool': False}
+    """
+    import keras
+
+    from kerascnn.inspect.stages import describe, trace
+    from kerascnn.layers import model_input_shape
+
+    steps, _ = trace(model, keras.Input(model_input_shape(model)))
+    pools = [describe(step.layer)[1] for step in steps if (describe(step.layer) or ("",))[0] == "pool"]
+    return {
+        "stages": sum(not text.startswith("global") for text in pools),
+        "final_map": [int(d) for d in [step.output.shape for step in steps if len(step.output.shape) == 4][-1][1:]],
+        "global_pool": any(text.startswith("global") for text in pools),
+    }
 
 
 def multiply_adds(model):
@@ -220,11 +306,22 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/PERFORMANCE.md alone")
     p.add_argument("--members", action="store_true",
                    help="only the member rows (one member of each design alone), with the epochs each affords")
+    p.add_argument("--sizes", nargs="?", const=SIZES, metavar="SIDES",
+                   help=f"only one member of `best` on RGB pictures of each side, comma-separated (alone: {SIZES})")
     p.add_argument("--worker", nargs=4, metavar=("MODEL", "PRECISION", "KWARGS", "JIT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.steps, args.warmup, args.rounds) < 1:
         p.error(f"--steps, --warmup and --rounds must be >= 1. "
                 f"Received: steps={args.steps}, warmup={args.warmup}, rounds={args.rounds}")
+    sizes = None
+    if args.sizes is not None:
+        try:
+            sizes = [int(side) for side in args.sizes.split(",")]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < MIN_SIDE or len(set(sizes)) < len(sizes):
+            p.error(f"--sizes must be distinct picture sides of at least {MIN_SIDE} pixels, comma-separated "
+                    f"(e.g. {SIZES}). Received: sizes={args.sizes!r}")
     if args.worker:
         name, precision, kwargs, jit = args.worker
         return worker(name, precision, json.loads(kwargs), json.loads(jit), args.steps, args.warmup)
@@ -240,6 +337,8 @@ def main(argv=None):
 
     if args.members:
         return member_table(args, started, peaks)
+    if sizes:
+        return size_table(args, sizes, started, peaks)
     # Every measurement runs once per round, in the same order: a slow spell of the
     # machine then hits a round, and each ratio is taken within its round.
     lecture_rounds, config_rounds = [], []
@@ -362,6 +461,120 @@ def default_best_time(rows):
     return ["", f"Today's `best` ({members} lecture members x {epochs} epochs: {members * epochs} member-epochs) "
             f"trains in **{members * epochs / row['epochs']:.2f}x** the lecture recipe's time here "
             f"({low:.2f}-{high:.2f}x by round)."]
+
+
+def size_configs(sizes):
+    """The `--sizes` rows: (label, model, precision, builder kwargs, jit_compile) per picture side."""
+    return [(f"{side} px", "best", "auto", {**SIZE_MEMBER, SIDE: side}, None) for side in sizes]
+
+
+def size_table(args, sizes, started, peaks):
+    """One member per picture side, in rounds; writes the `bench-sizes` block."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rounds = [measure_round(size_configs(sizes), args, r) for r in range(args.rounds)]
+    loads = (load, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
+    doc = render_sizes(started, versions(), size_rows(rounds, peaks), args, loads)
+    print(doc)
+    if not args.no_write:
+        write_block(DOC, "bench-sizes", doc)
+        print(f"wrote {DOC}")
+    return 0
+
+
+def size_rows(rounds, peaks):
+    """Per picture side: medians over rounds, the ratio to the first side within each round, an epoch's minutes.
+
+    An epoch of a `FOLDER_IMAGES`-picture folder takes `FOLDER_IMAGES / rate`
+    at a rate of `rate` images/s (its range from the slowest and fastest
+    round); the folder's pictures in memory are side x side x 3 bytes each.
+    """
+    median = lambda values: float(statistics.median(values))
+    base = next(iter(rounds[0]))
+    rows = []
+    for label in rounds[0]:
+        runs = [r[label] for r in rounds]
+        rates = [run["images_per_s"] for run in runs]
+        ratios = [r[label]["images_per_s"] / r[base]["images_per_s"] for r in rounds]
+        first = runs[0]
+        dtype = "bfloat16" if "bfloat16" in first["policy"] else "float32"
+        rows.append((label, {
+            "side": first["side"],
+            "stages": first["stages"],
+            "final_map": tuple(first["final_map"]),
+            "global_pool": first["global_pool"],
+            "params": first["params"],
+            "mac": first["train_flops_per_image"] / 6,
+            "mac_ratio": first["train_flops_per_image"] / rounds[0][base]["train_flops_per_image"],
+            "images_per_s": median(rates),
+            "range": (min(rates), max(rates)),
+            "images_per_min": 60 * median(rates),
+            "ratio": median(ratios),
+            "ratio_range": (min(ratios), max(ratios)),
+            "epoch_min": FOLDER_IMAGES / median(rates) / 60,
+            "epoch_range": (FOLDER_IMAGES / max(rates) / 60, FOLDER_IMAGES / min(rates) / 60),
+            "peak_share": median(rates) * first["train_flops_per_image"] / 1e9 / peaks[dtype],
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+            "folder_mib": FOLDER_IMAGES * first["side"] ** 2 * 3 / 2**20,
+            "policy": first["policy"],
+        }))
+    return rows
+
+
+def render_sizes(started, machine, rows, args, loads):
+    """The `bench-sizes` block: a paragraph of how, the table, and today's `best`'s epoch at each side."""
+    from kerascnn.models import model_defaults
+
+    base = rows[0][1]
+    cores = os.cpu_count() or 1
+    shared = (f"The machine was shared: its 1-minute load average was {loads[0]:.1f} at the start and "
+              f"{loads[1]:.1f} at the end, on {cores} cores, so other processes took part of the CPU; the "
+              "absolute rates are low by an unknown share, and the ratios, taken within a round, are what to read."
+              if max(loads) > 0.5 * cores else
+              f"The machine's 1-minute load average was {loads[0]:.1f} at the start and {loads[1]:.1f} at the end "
+              f"on {cores} cores.")
+    sides = ",".join(str(r["side"]) for _, r in rows)
+    lines = [
+        f"Measured by `python tools/bench.py --sizes {sides}` on {started}: {machine}. Precision `auto` "
+        f"({base['policy']} here); batch {BATCH}; {args.steps} timed steps after {args.warmup} warm-up steps, "
+        f"each side in its own process, {args.rounds} rounds interleaved, medians (lowest-highest round).",
+        "",
+        f"One member of `best` (the lecture member, `{SIZE_MEMBER['member']}`), built by `kerascnn.assemble` as a "
+        "run on a colour folder of that side builds it: a folder's `DataSpec` (RGB, raw pixels), so the global "
+        "pooling and the stage count are `DataSpec.model_kwargs`' and the augmentation is the `photos` policy "
+        f"`auto` picks for colour. It trains on {NOISE_IMAGES:,} synthetic uint8 noise pictures held in memory and "
+        "repeated: a step's time does not depend on what the pictures show. Per minute, the ratio is to the "
+        f"{base['side']} px row within each round. One epoch is {FOLDER_IMAGES:,} training pictures at the "
+        "median rate (range: the fastest and the slowest round).",
+        "",
+        shared,
+        "",
+        f"| side (RGB) | stages | final map | head | parameters | multiply-adds / image | images/s | images/min | "
+        f"per minute vs {base['side']} px | one epoch of {FOLDER_IMAGES:,} | peak RSS (MiB) | "
+        f"{FOLDER_IMAGES:,} pictures in memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in rows:
+        h, w, c = r["final_map"]
+        lines.append(
+            f"| {label} | {r['stages']} | {h}x{w}x{c} | {'global average pool' if r['global_pool'] else 'flatten'} | "
+            f"{r['params']:,} | {r['mac'] / 1e6:,.1f}M ({r['mac_ratio']:.1f}x) | {r['images_per_s']:,.0f} "
+            f"({r['range'][0]:,.0f}-{r['range'][1]:,.0f}) | {r['images_per_min']:,.0f} | {r['ratio']:.2g}x "
+            f"({r['ratio_range'][0]:.2g}-{r['ratio_range'][1]:.2g}x) | {r['epoch_min']:.1f} min "
+            f"({r['epoch_range'][0]:.1f}-{r['epoch_range'][1]:.1f}) | {r['peak_rss_mb']:,.0f} | "
+            f"{r['folder_mib']:,.0f} |")
+    members = model_defaults("best")["members"]
+    epochs = ", ".join(f"{members * r['epoch_min']:.1f} min at {r['side']} px" for _, r in rows)
+    lines += [
+        "",
+        f"Today's `best` trains {members} such members together, at about one member's model-images/s (the "
+        f"`--members` table): one epoch of {FOLDER_IMAGES:,} pictures takes about {members}x the member's, "
+        f"{epochs}.",
+        "Multiply-adds are counted from the member's TensorFlow graph (convolutions and matmuls; in brackets, "
+        f"as a multiple of the {base['side']} px row's). Peak RSS is the worker's, with its "
+        f"{NOISE_IMAGES:,} pictures; a run on a folder also holds the folder's pictures (the last column) unless "
+        "it streams them from disk.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def summarize(lecture_rounds, config_rounds, peaks):
