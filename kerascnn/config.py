@@ -220,6 +220,11 @@ def resolve(config, spec=None, images=None):
     * the model's arguments (`MODEL_FIELDS`) that the model's builder takes:
       the builder's defaults (`kerascnn.models.model_defaults`). A field the
       model does not take (`members` of `sequential`) stays None;
+    * `augment` and its amounts (`AUGMENT_FIELDS`): the policy `auto`
+      chooses from the data (`augmentation`). For your own folder that
+      needs the pictures: until `spec` and `images` are given, those
+      fields stay as they are and the config is resolved again when they
+      are (`kerascnn.assemble` does so once the data is read);
     * `precision`: `auto` becomes the policy this machine runs
       (`kerascnn.precision.resolve_precision`).
 
@@ -236,12 +241,16 @@ def resolve(config, spec=None, images=None):
 
     Args:
         config: `TrainConfig`.
+        spec: `kerascnn.data.DataSpec` of its data, or None (a built-in
+            dataset's own, a folder's unknown).
+        images: its uint8 training pictures, or None.
 
     Returns:
         A new `TrainConfig`, `config` itself if it was resolved already.
 
     Raises:
         ModelError: `config.model` is not a registered model.
+        ConfigError: a policy for a model that has no augmentation layers.
     """
     if getattr(config, "_resolved", False):
         return config
@@ -300,7 +309,7 @@ def augmentation(config, defaults, spec=None, images=None):
     if name == "auto" and not any(defaults.get(field) for field in ("rotation", "shift", "zoom", "flip")):
         name, why = "none", f"{config.model} does not augment by default"
     elif name == "auto":
-        name, why = policy.choose(config.dataset, channels or 1, images) if channels else (None, None)
+        name, why = policy.choose(config.dataset, channels, images) if channels else (None, None)
     if name is None or size is None or channels is None:
         return {}, None
     amounts = policy.amounts(name, size, channels)
