@@ -206,7 +206,7 @@ def test_offline_with_nothing_in_place_exits_2_naming_the_file_and_where(tmp_pat
             for where, extra in ((tmp_path / "empty" / "cifar10", ["--data-dir", str(tmp_path / "empty")]),
                                  (tmp_path / "home" / ".keras" / "datasets" / "cifar10", []))}
     for where, run in runs.items():
-        _, stderr = run.communicate(timeout=120)
+        _, stderr = run.communicate(timeout=600)
         assert run.returncode == 2, stderr[-2000:]
         assert f"Put cifar-10-python.tar.gz (from {URL}, downloaded where there is internet) in {where} " in stderr
         assert "Dataset 'cifar10' not found" in stderr

@@ -147,10 +147,11 @@ def test_a_training_command_prints_what_the_run_uses_and_no_tensorflow_log_lines
     # Then what it found and what it will write, before the first epoch; what it kept and scored, at the end.
     (run,) = os.listdir(tmp_path)
     start = lines.index(uses[0]) + 1
-    assert lines[start:start + 4] == [
+    assert lines[start:start + 5] == [
         f"data: mnist from {os.path.abspath(MNIST_DIR)}: 10 classes, 28x28 grey",
         "images: 200 train, 100 validation, 10,000 test",  # --subset counts the training split
         "model: sequential, 619,786 parameters; float32; 1 epoch",
+        "augmentation: none (sequential does not augment by default): off",
         f"run directory: {tmp_path / run} (new)",
     ]
     metrics = json.load(open(tmp_path / run / "metrics.json"))
