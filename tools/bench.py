@@ -357,10 +357,15 @@ def main(argv=None):
     lecture, rows = summarize(lecture_rounds, config_rounds, peaks)
     aug = step_ratio(config_rounds, "best mixed_bfloat16", "best mixed_bfloat16, no augmentation") - 1
     unfused = step_ratio(config_rounds, "best mixed_bfloat16, Keras' unfused batch norm", "best mixed_bfloat16")
-    doc = render(started, versions(), peaks, lecture, rows, aug, unfused, args)
+    return publish(render(started, versions(), peaks, lecture, rows, aug, unfused, args), "bench", args)
+
+
+def publish(doc, block, args):
+    """Prints `doc` and, unless `--no-write`, writes it as `block` of docs/PERFORMANCE.md (the page's other
+    sections are left as they are); returns 0."""
     print(doc)
     if not args.no_write:
-        write_block(DOC, "bench", doc)  # the page's other sections are left as they are
+        write_block(DOC, block, doc)
         print(f"wrote {DOC}")
     return 0
 
@@ -380,12 +385,7 @@ def member_table(args, started, peaks):
     """The member rows: each design alone against the lecture's recipe, in rounds; writes the `bench-members` block."""
     rounds = [measure_round([LECTURE_RECIPE, *MEMBER_CONFIGS], args, r) for r in range(args.rounds)]
     rows = member_rows(rounds, peaks)
-    doc = render_members(started, versions(), peaks, rows, args)
-    print(doc)
-    if not args.no_write:
-        write_block(DOC, "bench-members", doc)
-        print(f"wrote {DOC}")
-    return 0
+    return publish(render_members(started, versions(), peaks, rows, args), "bench-members", args)
 
 
 def member_rows(rounds, peaks):
@@ -473,12 +473,7 @@ def size_table(args, sizes, started, peaks):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rounds = [measure_round(size_configs(sizes), args, r) for r in range(args.rounds)]
     loads = (load, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
-    doc = render_sizes(started, versions(), size_rows(rounds, peaks), args, loads)
-    print(doc)
-    if not args.no_write:
-        write_block(DOC, "bench-sizes", doc)
-        print(f"wrote {DOC}")
-    return 0
+    return publish(render_sizes(started, versions(), size_rows(rounds, peaks), args, loads), "bench-sizes", args)
 
 
 def size_rows(rounds, peaks):
