@@ -426,8 +426,8 @@ def check_same(plan, value, what):
 
     values = [int(v) for v in multihost_utils.process_allgather(np.asarray([value], np.int64)).reshape(-1)]
     if len(set(values)) > 1:
-        raise DistributeError(f"The processes of this run disagree on {what}: "
-                              f"{', '.join(f'process {i}: {v}' for i, v in enumerate(values))}. Received: {what}={value}")
+        each = ", ".join(f"process {i}: {v}" for i, v in enumerate(values))
+        raise DistributeError(f"The processes of this run disagree on {what}: {each}. Received: {what}={value}")
 
 
 def barrier(plan, name):

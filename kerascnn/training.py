@@ -31,9 +31,9 @@ from kerascnn.assemble import assemble
 from kerascnn.callbacks import CHECKPOINT_RULES, SafeModelCheckpoint, checkpoint_callback, make_callbacks
 from kerascnn.config import resolve
 from kerascnn.errors import RunFailed, UsageError
-from kerascnn.summaries import summaries_callback
 from kerascnn.evaluate import score_predictions
 from kerascnn.loading import load_model_file
+from kerascnn.summaries import summaries_callback
 
 
 class TrainingDiverged(RunFailed, RuntimeError):
@@ -111,7 +111,8 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         trained = rundir.read_json(trained_path)
     else:
         # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
-        # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
+        # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there (the chief
+        # draws them after training, from best.keras on its own).
         validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
         clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed is not None)
         run_callbacks = make_callbacks(config, run_dir, run.schedule, validation, plan)
@@ -189,9 +190,10 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
     if probabilities is not None and plan.is_chief:  # after the metrics: a picture cannot cost the scores
         report.write_result_pictures(run_dir, run.splits.x_test, y_test, probabilities, scores["accuracy"],
                                      run.splits.spec.class_names)
-    if alone is not None and plan.num_processes > 1:  # no image summaries during its training: the best epoch's
+    if alone is not None and plan.num_processes > 1:  # no image summaries during its training: best.keras's, once
         with distribute.alone():
-            summaries_callback(config, run_dir, run.splits.x_val, run.splits.y_val).write_model(alone, trained["epochs"] - 1)
+            summaries = summaries_callback(config, run_dir, run.splits.x_val, run.splits.y_val)
+            summaries.write_model(alone, trained["epochs"] - 1)  # at the last epoch's step
     if verbose and plan.is_chief:
         print(report.end_block(metrics, run_dir), flush=True)
     if not plan.is_chief:
