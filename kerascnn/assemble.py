@@ -74,9 +74,9 @@ class Run:
     schedule: list
     epoch: object = None
 
-    def test_input(self):
-        """The test split as this run feeds evaluation."""
-        return _eval_input(self.plan, self.splits.x_test, self.splits.y_test, self.config, self.epoch is None,
+    def test_input(self, plan=None):
+        """The test split as this run feeds evaluation, or as `plan` (a `distribute.Plan`) would feed it."""
+        return _eval_input(plan or self.plan, self.splits.x_test, self.splits.y_test, self.config, self.epoch is None,
                            self.splits.spec)
 
 

@@ -10,7 +10,9 @@
 * `TensorBoard`: per-epoch scalars, train and validation on the same charts.
 * `BackupAndRestore`: running the same command again after an interruption
   resumes from the last finished epoch instead of starting over; the backup
-  is kept until the run's `metrics.json` is written.
+  is kept until the run's `metrics.json` is written. A run of several
+  processes uses `SharedBackup`: one writer, copies that a kill cannot
+  leave half-written, a barrier, the same epoch restored in every process.
 * `EpochSeeds`: each epoch's data order, dropout and augmentation depend on
   (seed, epoch) only, so a resumed run repeats the uninterrupted one.
 * `SwapEMAWeights` (when the run averages its weights, `ema` > 0):
@@ -27,12 +29,14 @@
 """
 
 import csv
+import json
 import math
 import os
+import shutil
 
 import keras
 
-from kerascnn import compat, rundir
+from kerascnn import compat, distribute, rundir
 from kerascnn.config import check_value, resolve
 from kerascnn.summaries import summaries_callback
 
@@ -235,6 +239,71 @@ class RestoreTrainingWeights(keras.callbacks.Callback):
         self.swap.on_epoch_begin(epoch + 1, logs)  # swaps the trained weights back in
 
 
+class SharedBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` for a run of several processes: one writer, whole copies, one epoch everywhere.
+
+    Keras' callback has no multi-process logic: every process writes the
+    same files, with no barrier, and loads whatever it finds. Here:
+
+    * Every process restores from its own `backup_dir` as Keras does: the
+      chief's is the run's `backup/`; each other process's holds the copy the
+      chief sent it when the run opened (`kerascnn.distribute.share_files`),
+      so all load the same bytes. Then every process checks that all restored
+      the same epoch (`kerascnn.distribute.check_same`), and stops with exit 2
+      naming each one's if not.
+    * At each epoch's end every process writes its own folder (saving the
+      weights gathers them from all processes, so all must take part; only
+      the chief's is the run's, the others' are temporary and never read),
+      in an order that leaves a usable copy wherever a kill -9 cuts it: the
+      newest copy is copied over the previous one, the newest metadata
+      removed (a newest copy without it is passed over for the previous
+      one: `kerascnn.resuming.prepare`), then the weights and the metadata
+      are each written whole beside their place and renamed into it. Then
+      every process waits at a barrier, so no process starts the next epoch
+      before the backup of this one is on the chief's disk.
+
+    Example:
+
+    >>> from kerascnn.distribute import Plan
+    >>> SharedBackup("/tmp/run/backup", Plan("multiworker", replicas=2, num_processes=2)).backup_dir
+    '/tmp/run/backup'
+
+    Args:
+        backup_dir: str, this process's backup folder.
+        plan: the run's `kerascnn.distribute.Plan`.
+    """
+
+    def __init__(self, backup_dir, plan):
+        super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
+        self.plan = plan
+        self.copies = compat.backup_copies(backup_dir)  # [(weights, metadata)], the newest first
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # Keras loads the newest copy, which resuming.prepare made usable
+        metadata = self.copies[0][1]
+        epoch = compat.backup_epoch(metadata) if os.path.exists(metadata) else 0
+        distribute.check_same(self.plan, epoch, "the epochs restored from the backup")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.write(epoch + 1)
+        distribute.barrier(self.plan, f"kerascnn backup of epoch {epoch + 1}")
+
+    def write(self, epochs):
+        """Writes the model's state after `epochs` finished epochs, in the order the class docstring gives."""
+        (weights, metadata), (previous_weights, previous_metadata) = self.copies
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if os.path.exists(weights) and os.path.exists(metadata):
+            for source, target in ((weights, previous_weights), (metadata, previous_metadata)):
+                with rundir.atomic_write(target, extension=".bkp") as tmp:
+                    shutil.copyfile(source, tmp)
+        if os.path.exists(metadata):
+            os.remove(metadata)
+        with rundir.atomic_write(weights, extension=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        with rundir.atomic_write(metadata) as tmp, open(tmp, "w") as f:
+            json.dump(compat.backup_metadata(epochs), f)
+
+
 def schedule_callbacks(config, epoch_variable=None):
     """The callbacks that set each epoch of a run of `config`, in order.
 
@@ -282,7 +351,7 @@ def checkpoint_callback(config, run_dir):
                                save_best_only=resolve(config).checkpoint != "last")
 
 
-def make_callbacks(config, run_dir, schedule, validation=None):
+def make_callbacks(config, run_dir, schedule, validation=None, plan=None):
     """The callbacks for one run of `config` writing into `run_dir`, in order.
 
     Args:
@@ -292,6 +361,8 @@ def make_callbacks(config, run_dir, schedule, validation=None):
             `kerascnn.summaries.TensorBoardSummaries` is added (confusion
             matrix, misclassified digits, filters and feature maps, the
             config as text, ensemble members' accuracy). Defaults to None.
+        plan: the run's `kerascnn.distribute.Plan`: with several processes,
+            the backup is a `SharedBackup`. Defaults to None (one process).
 
     Returns:
         The list for `fit()`.
@@ -311,6 +382,9 @@ def make_callbacks(config, run_dir, schedule, validation=None):
     # written; double_checkpoint keeps the previous backup if a kill cuts a save short.
     # Kept when fit() ends (delete_checkpoint=False): `kerascnn.training.train` removes it once
     # metrics.json is written, so a stop during the test scoring still finds the run to resume.
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, rundir.BACKUP), double_checkpoint=True,
-                                                      delete_checkpoint=False))
+    backup_dir = os.path.join(run_dir, rundir.BACKUP)
+    if plan is not None and plan.num_processes > 1:
+        callbacks.append(SharedBackup(backup_dir, plan))
+    else:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True, delete_checkpoint=False))
     return callbacks

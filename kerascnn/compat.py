@@ -175,6 +175,13 @@ def backup_epoch(metadata_path):
     return epoch
 
 
+def backup_metadata(epochs):
+    """What Keras' `BackupAndRestore` writes in its metadata file after `epochs` finished epochs (`_save_model`:
+    `{"epoch": E, "batch": B}`, B the last batch seen, 0 at an epoch's end), for `kerascnn.callbacks.SharedBackup`,
+    which writes its copies itself; `backup_epoch` reads it back."""
+    return {"epoch": int(epochs), "batch": 0}
+
+
 # TensorFlow -----------------------------------------------------------------------
 
 

@@ -33,6 +33,17 @@ is the chief: only it writes the run directory.
 `--batch-size` is per replica: each step trains on `batch_size * replicas`
 images, all processes together.
 
+What the processes of a run must agree on goes between them over the
+cluster itself (JAX's `multihost_utils`: a broadcast from the chief, a
+gather, a barrier), so no shared filesystem is needed: `share` sends the
+chief's answer (the run directory it opened, or why it refused one),
+`share_files` the files of an interrupted run that the others resume from,
+`check_same` checks that every process holds the same value, `barrier`
+waits for all. `alone` turns the distribution off for work that only the
+chief does (the pictures after training), and `ends_at_once_on_failure`
+ends a process whose cluster broke at once instead of after JAX's
+heartbeat timeout.
+
 Example:
 
 >>> cluster_from_environment({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234",
@@ -48,10 +59,15 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
+import traceback
+
+import numpy as np
 
 from kerascnn.config import STRATEGIES  # the names live with the config
 from kerascnn.errors import DistributeError  # here for its callers too: `from kerascnn.distribute import DistributeError`
+from kerascnn.errors import RunFailed, UsageError
 
 KERAS_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -338,3 +354,143 @@ def _setup_multiworker(cluster):
         process_id=jax.process_index(),
         num_processes=jax.process_count(),
     )
+
+
+# What the processes share -------------------------------------------------------------------------------------
+
+
+def share(plan, value=None):
+    """The chief's `value` (anything JSON can hold), in every process of `plan`'s run.
+
+    Every process must call it at the same point; what the others pass is
+    ignored. With one process, `value` comes back as it is.
+    """
+    if plan.num_processes == 1:
+        return value
+    data = json.dumps(value).encode() if plan.is_chief else b""
+    return json.loads(_broadcast_bytes(plan, data).decode())
+
+
+def share_files(plan, names, source=None, target=None):
+    """Copies the chief's files `names` (paths relative to `source`) to `target` in the other processes.
+
+    The chief sends those of `names` that exist under its `source`; every
+    other process writes them under its `target` (each file whole, then
+    renamed into place: `kerascnn.rundir.atomic_write`) and removes those
+    of `names` that the chief lacks, so `target` holds exactly the chief's.
+    Every process must call it at the same point.
+
+    Args:
+        plan: the run's `Plan`.
+        names: list of str, paths relative to the folders.
+        source: str, the chief's folder (ignored elsewhere).
+        target: str, this process's folder (ignored in the chief).
+    """
+    from kerascnn import rundir
+
+    if plan.num_processes == 1:
+        return
+    files = {}
+    if plan.is_chief:
+        for name in names:
+            path = os.path.join(source, name)
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    files[name] = f.read()
+    sizes = share(plan, {name: len(data) for name, data in files.items()} if plan.is_chief else None)
+    blob = _broadcast_bytes(plan, b"".join(files[name] for name in sizes) if plan.is_chief else b"")
+    if plan.is_chief:
+        return
+    offset = 0
+    for name in names:
+        path = os.path.join(target, name)
+        if name not in sizes:
+            if os.path.exists(path):
+                os.remove(path)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with rundir.atomic_write(path) as tmp, open(tmp, "wb") as f:
+            f.write(blob[offset:offset + sizes[name]])
+        offset += sizes[name]
+
+
+def check_same(plan, value, what):
+    """Raises `DistributeError` unless every process of `plan`'s run passed the same integer `value`.
+
+    Args:
+        what: str, what `value` is, for the message.
+    """
+    if plan.num_processes == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    values = [int(v) for v in multihost_utils.process_allgather(np.asarray([value], np.int64)).reshape(-1)]
+    if len(set(values)) > 1:
+        each = ", ".join(f"process {i}: {v}" for i, v in enumerate(values))
+        raise DistributeError(f"The processes of this run disagree on {what}: {each}. Received: {what}={value}")
+
+
+def barrier(plan, name):
+    """Waits until every process of `plan`'s run has reached the barrier `name` (the same name in all)."""
+    if plan.num_processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _broadcast_bytes(plan, data):
+    """The chief's bytes `data` in every process: their length first, then the bytes (one all-reduce each)."""
+    from jax.experimental import multihost_utils
+
+    size = int(multihost_utils.broadcast_one_to_all(np.asarray(len(data), np.int64)))
+    if size == 0:
+        return b""
+    mine = np.frombuffer(data, np.uint8) if plan.is_chief else np.zeros(size, np.uint8)
+    return np.asarray(multihost_utils.broadcast_one_to_all(mine), np.uint8).tobytes()
+
+
+@contextlib.contextmanager
+def alone():
+    """Keras' distribution off inside the block, on again after it.
+
+    A model loaded in the block lives on this process's first device and
+    predicts without the other processes (Keras' JAX `predict()` cannot
+    gather outputs spread over processes): the chief's pictures after a
+    multi-process run.
+    """
+    import keras
+
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
+
+
+@contextlib.contextmanager
+def ends_at_once_on_failure(plan):
+    """Ends this process as soon as the block fails with an error other than bad usage or a diverged run.
+
+    When one process of a run dies (a kill -9, a lost machine), the others
+    fail in their next collective step ("Connection closed by peer"); left
+    to itself, such a process then waits at JAX's shutdown barrier for the
+    dead one until the heartbeat timeout (100 s) and aborts. Here it
+    prints the error, says how to go on, and exits with status 1 at once.
+    Bad usage (exit 2), a diverged loss (exit 1) and Ctrl-C (130) are left
+    to the command: every process meets them together, and the processes
+    leave the cluster together. One process: nothing changes.
+    """
+    try:
+        yield
+    except (UsageError, RunFailed, KeyboardInterrupt):
+        raise
+    except BaseException:
+        if plan is None or plan.num_processes == 1:
+            raise
+        traceback.print_exc()
+        print(f"kerascnn: process {plan.process_id} of {plan.num_processes} stopped: this run's cluster failed "
+              "(a process died?). Start every process's command again to resume the run.", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # skips JAX's shutdown barrier, which would wait for the dead process

@@ -66,6 +66,10 @@ def train_dataset(x, y, plan, per_replica, seed, epoch=None, scale=True, cache=N
     does; the last, partial global batch of an epoch is dropped, because
     every process must run the same steps on batches that split evenly
     (the data is reshuffled each epoch, so no image is always left out).
+    Pictures left on disk (`kerascnn.images.ImageFiles`, without a cache)
+    are sliced before they are decoded: each process opens only the files
+    of its own slices. With a cache, each process decodes every file once,
+    on its first pass, into its own cache.
 
     Args:
         x, y: uint8 images (an array or `ImageFiles`) and their labels.
@@ -76,18 +80,23 @@ def train_dataset(x, y, plan, per_replica, seed, epoch=None, scale=True, cache=N
     import tensorflow as tf
 
     global_batch = plan.global_batch(per_replica)
-    ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale, cache=cache)
     if plan.name != "multiworker":
-        return ds
+        return make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale, cache=cache)
     steps = len(x) // global_batch
     if steps < 1:
         raise DistributeError(
             f"The training split has fewer images than one global batch ({per_replica} per replica "
             f"x {plan.replicas} replicas). Received: train_images={len(x)}, global_batch={global_batch}"
         )
-    ds = ds.rebatch(global_batch, drop_remainder=True)
-    if plan.num_processes > 1:
-        ds = ds.rebatch(per_replica * plan.local_replicas).shard(plan.num_processes, plan.process_id)
+    local = per_replica * plan.local_replicas  # this process's slice of each global batch
+    if plan.num_processes > 1 and isinstance(x, images.ImageFiles) and cache is None:
+        ds = make_dataset(x, y, local, shuffle=True, seed=seed, epoch=epoch, scale=scale,
+                          part=(global_batch, plan.process_id * local))
+    else:
+        ds = make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale, cache=cache)
+        ds = ds.rebatch(global_batch, drop_remainder=True)
+        if plan.num_processes > 1:
+            ds = ds.rebatch(local).shard(plan.num_processes, plan.process_id)
     return ds.apply(tf.data.experimental.assert_cardinality(steps))
 
 
@@ -111,7 +120,7 @@ def eval_dataset(x, y, plan, per_replica, scale=True, cache=None):
     return ds.map(lambda x, y: (repeat(x), repeat(y)))
 
 
-def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=True, cache=None):
+def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=True, cache=None, part=None):
     """A `tf.data.Dataset` of (float32 images in [0, 1], int32 labels) batches.
 
     Images stay uint8 until a whole batch is cast and scaled inside the
@@ -133,11 +142,15 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=777, epoch=None, scale=Tr
             (`DataSpec.raw_pixels`). Defaults to True.
         cache: str or None, pictures on disk only: a folder to cache them
             in, decoded (`file_batches`). Defaults to None.
+        part: (global batch size, start) or None, pictures on disk without
+            a cache only: of each global batch of the order, only the
+            `batch_size` pictures from `start` on are decoded (`file_batches`).
+            Defaults to None (all).
     """
     import tensorflow as tf
 
     if isinstance(x, images.ImageFiles):  # pictures on disk
-        ds = file_batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, cache=cache)
+        ds = file_batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, cache=cache, part=part)
     elif shuffle and epoch is not None:
         pixels, labels = tf.constant(x), tf.constant(y)
         batches = epoch_order(len(x), seed, epoch).batch(batch_size)
@@ -187,7 +200,7 @@ def epoch_variable():
     return tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
 
 
-def file_batches(files, labels, batch_size, shuffle=False, seed=777, epoch=None, cache=None):
+def file_batches(files, labels, batch_size, shuffle=False, seed=777, epoch=None, cache=None, part=None):
     """A `tf.data.Dataset` of (uint8 images, labels) batches of pictures on disk, decoded in parallel ahead of the model.
 
     Args:
@@ -198,6 +211,11 @@ def file_batches(files, labels, batch_size, shuffle=False, seed=777, epoch=None,
         cache: str or None, a folder: the decoded pictures are written
             there on the first pass and read back after it; the order
             then comes from a shuffle buffer of `SHUFFLE_BYTES`.
+        part: (global batch size, start) or None, without a cache: the order
+            is cut into global batches (the last, partial one dropped), and
+            of each only the `batch_size` files from `start` on are read, so
+            a process of a multi-process run opens only its own share.
+            Defaults to None (every file).
     """
     import tensorflow as tf
 
@@ -207,8 +225,16 @@ def file_batches(files, labels, batch_size, shuffle=False, seed=777, epoch=None,
         return files.decoded(indices).map(lambda image, i: (image, tf.gather(labels, i)))
 
     if cache is None:
-        ds = load(epoch_order(len(files), seed, epoch) if shuffle else tf.data.Dataset.range(len(files)))
+        order = epoch_order(len(files), seed, epoch) if shuffle else tf.data.Dataset.range(len(files))
+        if part is not None:
+            global_batch, start = part
+            order = order.batch(global_batch, drop_remainder=True).map(
+                lambda indices: indices[start:start + batch_size]).unbatch()
+        ds = load(order)
     else:
+        if part is not None:
+            raise ValueError("`part` reads a share of the files without a cache. "
+                             f"Received: part={part}, cache={cache!r}")
         decoded = load(tf.data.Dataset.range(len(files))).cache(files.cache_file(cache))
         buffer = max(1, min(len(files), SHUFFLE_BYTES // int(np.prod(files.shape[1:]))))
         if not shuffle:
@@ -219,7 +245,8 @@ def file_batches(files, labels, batch_size, shuffle=False, seed=777, epoch=None,
             ds = tf.data.Dataset.from_tensors(0).flat_map(
                 lambda _: decoded.shuffle(buffer, seed=epoch_seed(seed, epoch)))
     ds = ds.batch(batch_size)
-    return ds.apply(tf.data.experimental.assert_cardinality(-(-len(files) // batch_size)))
+    steps = len(files) // part[0] if part is not None else -(-len(files) // batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(steps))
 
 
 def _scale(x, y):

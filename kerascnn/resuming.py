@@ -2,10 +2,11 @@
 
 `train()` resumes a run in three steps, all here:
 
-1. `find(config)`: the newest interrupted run under the log directory whose
+1. `find(config, spread)`: the newest interrupted run under the log directory whose
    config is this one, compared by `identity` (the values that decide the
    result: where the logs, the data and a cache are is left out, and a
-   folder of pictures is compared by its resolved path). An interrupted run
+   folder of pictures is compared by its resolved path), and spread over as
+   many processes and replicas. An interrupted run
    of the same model and data that holds finished work under another config
    is refused by name (exit 2), listing the keys that differ, never passed
    over for a new run in silence.
@@ -69,30 +70,51 @@ def stored_identity(stored):
         raise ValueError(str(e)) from None
 
 
-def find(config):
+def find(config, spread=None):
     """The interrupted run of the resolved `config` to resume, or None to start a new one.
+
+    Args:
+        config: the resolved `TrainConfig`.
+        spread: dict or None, how this run is spread (`{"processes": N,
+            "replicas": R}`, as `rundir.SPREAD` records it): part of a run's
+            identity, since the replicas set the global batch. A run that
+            recorded none (made before it was recorded) matches any.
+            Defaults to None (not compared).
 
     Raises:
         RunDirError: an interrupted run of the same model and data, that
             holds finished work (a backup or a finished training) and that no
-            process holds, has another config: its directory, the keys that
-            differ with both values, and the two ways on (its own settings, or
-            `--no-resume`).
+            process holds, has another config or spread: its directory, the
+            keys that differ with both values, and the two ways on (its own
+            settings, or `--no-resume`).
     """
-    wanted = identity(config.to_dict())
-    run = rundir.find_resumable(config.logdir, config.model, wanted, same=stored_identity)
-    if run is not None:
-        return run
+    wanted = {**identity(config.to_dict()), **(spread or {})}
+    candidates = []
     for run, stored, point in rundir.unfinished_runs(config.logdir, config.model):
-        if point == "start" or rundir.FileLock.is_held(os.path.join(run, rundir.LOCK)):
-            continue  # no epoch finished there, or not interrupted but training now: a new run passes nothing over
         try:
-            theirs = stored_identity(stored)
+            theirs = {**stored_identity(stored), **(_stored_spread(run, spread) if spread else {})}
         except ValueError:
             continue
+        if theirs == wanted:
+            return run
+        candidates.append((run, theirs, point))
+    for run, theirs, point in candidates:
+        if point == "start" or rundir.FileLock.is_held(os.path.join(run, rundir.LOCK)):
+            continue  # no epoch finished there, or not interrupted but training now: a new run passes nothing over
         if theirs.get("dataset") == wanted.get("dataset"):
             raise _another_config(run, theirs, wanted)
     return None
+
+
+def _stored_spread(run_dir, spread):
+    """The run's recorded spread (`rundir.SPREAD`), or `spread` itself for a run that recorded none."""
+    path = os.path.join(run_dir, rundir.SPREAD)
+    if not os.path.exists(path):
+        return spread
+    try:
+        return rundir.read_json(path)
+    except OSError as e:
+        raise ValueError(str(e)) from None
 
 
 def _another_config(run_dir, theirs, wanted):

@@ -1,7 +1,7 @@
 """One directory per run under the log directory, never reused.
 
 `logs/<model>-<YYYYmmdd-HHMMSS>/` holds `config.json` (the resolved
-config), TensorBoard event files (`train/`, `validation/`), `best.keras`,
+config), `spread.json` (its processes and replicas), TensorBoard event files (`train/`, `validation/`), `best.keras`,
 `best.json` (its epoch and validation accuracy), `history.csv`, `elapsed.json` (training time over the run's sittings),
 `backup/` and `trained.json` until `metrics.json` is written, `run.lock` while a process works on it.
 A run that was interrupted (no `metrics.json`; `resume_point` says from
@@ -26,6 +26,7 @@ from kerascnn.errors import OutputExists, UsageError
 
 # A run directory's files: every module names them through these (one place for each name).
 CONFIG = "config.json"  # the resolved config (`kerascnn.config.resolve`)
+SPREAD = "spread.json"  # how the run is spread: {"processes": N, "replicas": R}; a resume must keep them
 METRICS = "metrics.json"  # written once the run has finished
 DATA = "data.json"  # class names, input size and colours, the test files carved (kerascnn.data.DataSpec)
 BEST_MODEL = "best.keras"  # the checkpoint of the epoch the run's checkpoint rule keeps (--checkpoint)
@@ -335,7 +336,7 @@ def check_new_file(path, flag="--out"):
 
 
 @contextlib.contextmanager
-def atomic_write(path):
+def atomic_write(path, extension=None):
     """Yields a temporary path beside `path`; what is written there replaces `path` at once.
 
     When the block ends, the file written at the temporary path is flushed
@@ -358,9 +359,15 @@ def atomic_write(path):
 
     Args:
         path: str, the file to write.
+        extension: str, the ending the temporary name keeps, for a reader
+            that needs more than the last one (Keras' `.weights.h5`).
+            Defaults to `path`'s extension.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    stem, extension = os.path.splitext(name)
+    if extension is not None and name.endswith(extension):
+        stem = name[: -len(extension)]
+    else:
+        stem, extension = os.path.splitext(name)
     tmp = os.path.join(directory, f".{stem}.partial-{secrets.token_hex(4)}{extension}")
     try:
         yield tmp

@@ -179,6 +179,25 @@ class TensorBoardSummaries(keras.callbacks.Callback):
         finally:
             self._close()
 
+    def write_model(self, model, epoch):
+        """Writes what the callback writes at the end of training, for `model` at step `epoch` (0-based).
+
+        For a run whose training could not write them (several processes:
+        Keras' JAX `predict()` cannot gather outputs spread over processes):
+        its best checkpoint, loaded on one process after training. The
+        config as text, then each member's validation accuracy (an
+        `Ensemble`) and the images, at the step of `epoch`.
+        """
+        self.set_model(model)
+        try:
+            self.on_train_begin()
+            probabilities, member_probabilities = self._predict()
+            if member_probabilities is not None:
+                self._write_member_accuracy(epoch, member_probabilities)
+            self._write_images(epoch, probabilities)
+        finally:
+            self._close()
+
     # Work --------------------------------------------------------------------
 
     def _scaled(self, x=None):

@@ -26,13 +26,14 @@ import time
 
 import keras
 
-from kerascnn import calibration, distribute, memory, report, resuming, rundir
+from kerascnn import calibration, compat, distribute, memory, report, resuming, rundir
 from kerascnn.assemble import assemble
 from kerascnn.callbacks import CHECKPOINT_RULES, SafeModelCheckpoint, checkpoint_callback, make_callbacks
 from kerascnn.config import resolve
-from kerascnn.errors import RunFailed
+from kerascnn.errors import RunFailed, UsageError
 from kerascnn.evaluate import score_predictions
 from kerascnn.loading import load_model_file
+from kerascnn.summaries import summaries_callback
 
 
 class TrainingDiverged(RunFailed, RuntimeError):
@@ -76,12 +77,11 @@ def train(config, verbose="auto", resume=True, callbacks=()):
     # Before anything is written: a run that cannot fit this machine's memory is refused (exit 2).
     memory.check_fits(memory.run_bytes(run.model, run.splits.spec, config), memory.available_bytes(),
                       run.splits.spec.image_size or run.splits.spec.image_shape[:2], config.batch_size)
-    if plan.is_chief:  # only the chief writes the run directory
-        rundir.check_writable(config.logdir, rundir.bytes_needed(run.model.count_params()))
 
     # 2. Its directory: the interrupted run of the same config, or a new one, locked while this process works on it.
+    # Only the chief writes it; the other processes of a multi-process run follow the chief's answer.
     with contextlib.ExitStack() as lock:
-        run_dir, resumed = _open_run_dir(config, plan, resume, lock)
+        run_dir, resumed = _open_run_dir(config, plan, resume, lock, run.model.count_params())
         return _train_in(run_dir, resumed, config, plan, run, verbose, callbacks)
 
 
@@ -112,10 +112,11 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         trained = rundir.read_json(trained_path)
     else:
         # 3. Train, with the run's callbacks (and the clock of its training time over its sittings).
-        # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there.
+        # Keras' JAX predict() cannot fetch outputs spread over processes: no image summaries there (the chief
+        # draws them after training, from best.keras on its own).
         validation = (run.splits.x_val, run.splits.y_val) if plan.num_processes == 1 else None
         clock = TrainingClock(os.path.join(run_dir, rundir.ELAPSED), resumed is not None)
-        run_callbacks = make_callbacks(config, run_dir, run.schedule, validation)
+        run_callbacks = make_callbacks(config, run_dir, run.schedule, validation, plan)
         # The checkpoint knows the best epoch and its score, over all sittings of a resumed run.
         (checkpoint,) = [c for c in run_callbacks if isinstance(c, SafeModelCheckpoint)]
         model.fit(
@@ -142,7 +143,7 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         raise resuming.damaged(run_dir, f"its checkpoint {rundir.BEST_MODEL} is missing")
     best = load_model_file(best_path, compile=True)  # the same checks as a user-supplied file
     y_test = run.splits.y_test
-    probabilities = calibrated = None
+    probabilities = calibrated = alone = None
     if plan.name != "multiworker":  # one pass of predictions: the scores as `evaluate` computes them, and the pictures
         # The temperature, fitted on validation and saved in best.keras before the test is read.
         calibrated = _calibrate(best, best_path, run)
@@ -152,6 +153,10 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
         best.compile(loss=keras.losses.SparseCategoricalCrossentropy(),  # evaluate()'s reduction, the same loss
                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         scores = best.evaluate(run.test_input(), return_dict=True, verbose=0)
+        if plan.is_chief:  # the pictures' predictions: best.keras again, on this process alone
+            with distribute.alone():
+                alone = load_model_file(best_path)
+                probabilities = alone.predict(run.test_input(distribute.Plan("default")), verbose=0)
     metrics = {
         "test_accuracy": float(scores["accuracy"]),
         "test_loss": float(scores["loss"]),  # cross-entropy on the probabilities, unsmoothed, as `evaluate` says
@@ -186,6 +191,10 @@ def _train_in(run_dir, resumed, config, plan, run, verbose, callbacks):
     if probabilities is not None and plan.is_chief:  # after the metrics: a picture cannot cost the scores
         report.write_result_pictures(run_dir, run.splits.x_test, y_test, probabilities, scores["accuracy"],
                                      run.splits.spec.class_names)
+    if alone is not None and plan.num_processes > 1:  # no image summaries during its training: best.keras's, once
+        with distribute.alone():
+            summaries = summaries_callback(config, run_dir, run.splits.x_val, run.splits.y_val)
+            summaries.write_model(alone, trained["epochs"] - 1)  # at the last epoch's step
     if verbose and plan.is_chief:
         print(report.end_block(metrics, run_dir), flush=True)
     if not plan.is_chief:
@@ -241,15 +250,60 @@ def _test_pause(variable):
         time.sleep(float(seconds))
 
 
-def _open_run_dir(config, plan, resume, lock):
+# The files of an interrupted run that its next epoch reads (the checkpoint and its record, the history, the clock,
+# the finished training's record, the newest backup copy): the chief sends them to the other processes when a
+# multi-process run resumes, so every process goes on from the same state.
+RESUMED_FROM = (rundir.BEST_MODEL, rundir.BEST_RECORD, rundir.HISTORY, rundir.ELAPSED, rundir.TRAINED,
+                *compat.backup_copies(rundir.BACKUP)[0])
+
+
+def _open_run_dir(config, plan, resume, lock, params):
     """(run_dir, `resuming.Resume` or None): the interrupted run of the resolved `config` to resume, or a new one.
 
-    The chief's directory is locked (`rundir.RunLock`, entered on the `lock` ExitStack) before it is used:
-    a second process resuming the same run is refused, naming the first. A new directory that cannot be
-    locked or written is removed again: a refused run leaves no half-made directory.
+    The chief opens it (`_open_as_chief`). With several processes, it then
+    sends its answer to the others: the run it opened or the reason it
+    refused one (they raise the same error, so every process exits 2
+    together). Each other process works in a temporary folder
+    (`distribute.worker_dir`) that, for a resumed run, first receives the
+    chief's copy of the files in `RESUMED_FROM`: all processes restore the
+    same epoch from the same bytes, and no filesystem need be shared.
+
+    Args:
+        params: int, the model's parameter count (the disk a run needs).
     """
-    resume = resume and plan.num_processes == 1  # other workers cannot read the chief's backup/
-    run_dir = resuming.find(config) if resume else None
+    if plan.num_processes == 1:
+        return _open_as_chief(config, plan, resume, lock, params)
+    answer = None
+    if plan.is_chief:
+        try:
+            run_dir, resumed = _open_as_chief(config, plan, resume, lock, params)
+        except UsageError as e:
+            distribute.share(plan, {"refused": str(e)})
+            raise
+        answer = {"run_dir": run_dir, "resumed": None if resumed is None else list(resumed)}
+    answer = distribute.share(plan, answer)
+    if "refused" in answer:
+        raise rundir.RunDirError(answer["refused"])
+    resumed = None if answer["resumed"] is None else resuming.Resume(*answer["resumed"])
+    run_dir = answer["run_dir"] if plan.is_chief else distribute.worker_dir()
+    if resumed is not None:
+        distribute.share_files(plan, RESUMED_FROM, source=run_dir, target=run_dir)
+    return run_dir, resumed
+
+
+def _open_as_chief(config, plan, resume, lock, params):
+    """`_open_run_dir` in the chief, which writes the run directory.
+
+    The directory is locked (`rundir.RunLock`, entered on the `lock`
+    ExitStack) before it is used: a second process resuming the same run is
+    refused, naming the first. A new directory that cannot be locked or
+    written is removed again: a refused run leaves no half-made directory.
+    The run's spread (`rundir.SPREAD`: processes and replicas) is part of
+    what a resumed run must share with this one (`resuming.find`).
+    """
+    rundir.check_writable(config.logdir, rundir.bytes_needed(params))
+    spread = {"processes": plan.num_processes, "replicas": plan.replicas}
+    run_dir = resuming.find(config, spread) if resume else None
     if run_dir is not None:
         lock.enter_context(rundir.RunLock(run_dir))
         resumed = resuming.prepare(run_dir)  # refuses a damaged run; puts its backup and history in order
@@ -257,14 +311,13 @@ def _open_run_dir(config, plan, resume, lock):
             where = f" from epoch {resumed.epoch + 1}"
         else:
             where = " from its first epoch (none had finished)" if resumed.point == "start" else ""
-        print(f"Resuming the interrupted run in {run_dir}{where}")
+        print(f"Resuming the interrupted run in {run_dir}{where}", flush=True)
         return run_dir, resumed
-    if not plan.is_chief:
-        return distribute.worker_dir(), None  # the same files as the chief's, removed at the end
     run_dir = rundir.create_run_dir(config.logdir, config.model)
     try:
         lock.enter_context(rundir.RunLock(run_dir))
         rundir.write_json(os.path.join(run_dir, rundir.CONFIG), config.to_dict())
+        rundir.write_json(os.path.join(run_dir, rundir.SPREAD), spread)
     except (OSError, rundir.RunDirError) as e:
         shutil.rmtree(run_dir, ignore_errors=True)
         if isinstance(e, rundir.RunDirError):

@@ -266,3 +266,39 @@ def test_checkpoint_rule_keeps_its_epoch_of_a_made_up_history(rule, kept, tmp_pa
     assert cb.best_epoch == kept
     assert saved_kernel(str(tmp_path / "best.keras"))[0, 0] == kept - 1  # the file holds that epoch's weights
     assert json.load(open(tmp_path / "best.json"))["best_epoch"] == kept
+
+
+def test_a_shared_backup_cut_between_its_writes_resumes_from_the_whole_previous_copy(tmp_path):
+    """SharedBackup (a run of several processes) writes each copy whole and renamed; cut where a kill -9 can cut
+    it, after the newest metadata was removed and before the new one is in place, the run resumes from the
+    previous copy, weights and epoch of one epoch, never a mixed pair."""
+    from kerascnn import rundir
+    from kerascnn.callbacks import SharedBackup
+    from kerascnn.config import resolve
+    from kerascnn.distribute import Plan
+    from kerascnn.resuming import prepare
+
+    run = tmp_path / "run"
+    backup = run / "backup"
+    run.mkdir()
+    rundir.write_json(str(run / "config.json"), resolve(TrainConfig()).to_dict())
+    (run / "history.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    callback = SharedBackup(str(backup), Plan("multiworker", replicas=1, num_processes=1))
+    callback.set_model(model)
+    weights = []
+    for epoch in (0, 1):  # Keras' 0-based epochs: the copies of 1 and 2 finished epochs
+        model.layers[0].kernel.assign(np.full((3, 2), epoch + 1.0, "float32"))
+        weights.append(model.get_weights())
+        callback.on_epoch_end(epoch)
+    assert sorted(os.listdir(backup)) == ["latest.weights.h5", "latest.weights.h5.bkp", "training_metadata.json",
+                                          "training_metadata.json.bkp"]  # no partial file left
+    assert json.load(open(backup / "training_metadata.json"))["epoch"] == 2
+    assert json.load(open(backup / "training_metadata.json.bkp"))["epoch"] == 1
+
+    os.remove(backup / "training_metadata.json")  # the moment before the new weights and metadata are renamed in
+    assert tuple(prepare(str(run))) == ("epoch", 1)
+    model.layers[0].kernel.assign(np.zeros((3, 2), "float32"))
+    callback.on_train_begin()  # Keras loads the copy prepare put first: epoch 1's weights
+    np.testing.assert_array_equal(model.get_weights()[0], weights[0][0])

@@ -65,3 +65,17 @@ def test_history_rows_keep_whole_rows_only_and_the_last_of_an_epoch_written_twic
     assert header == "epoch,accuracy,loss\r\n" and rows == {1: "1,0.5,1.2\r\n", 2: "2,0.61,0.9\r\n"}
     path.write_bytes(b"epoch,accu")  # even the header cut short
     assert history_rows(str(path)) == (None, {}) and history_rows(str(tmp_path / "none.csv")) == (None, {})
+
+
+def test_processes_and_replicas_are_part_of_a_runs_identity(tmp_path):
+    """A run records how it is spread (spread.json); resumed over another number of processes it is refused by
+    name with both values, as another config is. A run that recorded none (made before) matches any spread."""
+    config = resolve(TrainConfig(logdir=str(tmp_path), precision="float32"))
+    run = interrupted(tmp_path, config)
+    rundir.write_json(os.path.join(run, rundir.SPREAD), {"processes": 2, "replicas": 2})
+    assert find(config, {"processes": 2, "replicas": 2}) == run
+    with pytest.raises(rundir.RunDirError, match=r"with another config: processes \(2 there, 1 here\), "
+                                                 r"replicas \(2 there, 1 here\)\..*--no-resume"):
+        find(config, {"processes": 1, "replicas": 1})
+    os.remove(os.path.join(run, rundir.SPREAD))
+    assert find(config, {"processes": 1, "replicas": 1}) == run

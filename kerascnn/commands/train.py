@@ -72,12 +72,15 @@ def main(argv=None, prog=PROG):
         from kerascnn.precision import resolve_precision
 
         distribute.check_strategy(config.strategy)  # before any data is loaded
+        plan = None
         if config.strategy == "multiworker":
-            distribute.setup(config.strategy)  # JAX joins its cluster before its first call (gpu_names' below)
+            plan = distribute.setup(config.strategy)  # JAX joins its cluster before its first call (gpu_names' below)
         print(describe_run(resolve_precision(config.precision), gpu_names()), flush=True)
         from kerascnn.training import train
 
-        result = train(config, verbose=getattr(args, "verbose", default_verbose()), resume=getattr(args, "resume", True))
+        with distribute.ends_at_once_on_failure(plan):  # a process whose cluster broke does not wait 100 s for it
+            result = train(config, verbose=getattr(args, "verbose", default_verbose()),
+                           resume=getattr(args, "resume", True))
         m = result.metrics
         print(f"test_accuracy={m['test_accuracy']:.4f} test_loss={m['test_loss']:.4f} run_dir={result.run_dir}")
         return 0
