@@ -76,10 +76,11 @@ def output_shape(input_shape, filters, kernel, stride=1, padding="valid"):
 
 
 def stage_count(size, smallest=3, largest=5):
-    """Pooling stages for pictures `size` pixels a side: halve until the maps are 4 to 7 pixels, 3 to 5 stages.
+    """Pooling stages for pictures `size` pixels a side: halve until the maps are 4 to 8 pixels, 3 to 5 stages.
 
-    The lecture's three stages up to 63 pixels (28 -> 4, 32 -> 4, 48 -> 6),
-    four from 64 (64 -> 4), five from 128 (128 -> 4, 224 -> 7): the last
+    The lecture's three stages up to 63 pixels (28 -> 4, 32 -> 4, 48 -> 6,
+    63 -> 8: SAME pooling rounds up), four from 64 (64 -> 4), five from 128
+    (128 -> 4, 224 -> 7): the last
     stage sees a few pixels a side, so the receptive field grows with the
     picture. Five at most: a sixth 256-filter stage would add 0.6M weights
     per member for maps already small enough to pool globally (300 -> 10).

@@ -307,7 +307,8 @@ def augmentation(config, defaults, spec=None, images=None):
     size, channels = _picture(config, spec)
     name, why = config.augment, "as asked (--augment)"
     if name == "auto" and not any(defaults.get(field) for field in ("rotation", "shift", "zoom", "flip")):
-        name, why = "none", f"{config.model} does not augment by default"
+        set_by_flags = any(getattr(config, field) for field in takes)
+        name, why = "none", f"{config.model} does not augment by default" + ("; amounts as set" * set_by_flags)
     elif name == "auto":
         name, why = policy.choose(config.dataset, channels, images) if channels else (None, None)
     if name is None or size is None or channels is None:

@@ -277,7 +277,7 @@ def _open_run_dir(config, plan, resume, lock, params):
     if plan.is_chief:
         try:
             run_dir, resumed = _open_as_chief(config, plan, resume, lock, params)
-        except UsageError as e:
+        except Exception as e:  # any failure: the others are told at once, not left at the collective
             distribute.share(plan, {"refused": str(e)})
             raise
         answer = {"run_dir": run_dir, "resumed": None if resumed is None else list(resumed)}

@@ -135,6 +135,10 @@ def test_mnist_config_is_unchanged_by_the_policies():
 def test_flags_override_the_policy_and_a_model_without_augmentation_refuses_one(capsys):
     config = resolve(TrainConfig(model="best", dataset="fashion_mnist", flip=False, shift=1.0))
     assert (config.augment, config.flip, config.shift, config.rotation, config.zoom) == ("photos", False, 1.0, 10.0, 0.1)
+    # A model that does not augment by default augments by the amounts its flags set, and says so.
+    lecture = resolve(TrainConfig(model="functional", rotation=10.0))
+    assert (lecture.augment, lecture.rotation, lecture.shift) == ("none", 10.0, 0.0)
+    assert lecture._augment_why == "functional does not augment by default; amounts as set"
     import train
 
     with pytest.raises(SystemExit) as exited:

@@ -89,16 +89,11 @@ def amounts(name, size, channels):
     Returns:
         A dict keyed by `FIELDS`.
     """
-    policy = TABLE[name]
-    colour = channels > 1
-    return {
-        "rotation": policy.rotation,
-        "shift": round(policy.shift * size, 4),
-        "zoom": policy.zoom,
-        "flip": policy.flip,
-        "brightness": policy.brightness if colour else 0.0,
-        "contrast": policy.contrast if colour else 0.0,
-    }
+    values = dataclasses.asdict(TABLE[name])
+    values["shift"] = round(values["shift"] * size, 4)
+    if channels == 1:
+        values["brightness"] = values["contrast"] = 0.0
+    return {field: values[field] for field in FIELDS}
 
 
 def ink(images):

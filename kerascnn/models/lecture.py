@@ -42,10 +42,11 @@ from kerascnn.layers import (
     pool,
     working_size,
 )
+from kerascnn.layers.policy import amounts
 from kerascnn.models.registry import ModelError, register_model
 
 STAGES = 3  # conv stages by default (28 -> 14 -> 7 -> 4); filters double at each
-NO_AUGMENTATION = {"rotation": 0.0, "shift": 0.0, "zoom": 0.0, "flip": False, "brightness": 0.0, "contrast": 0.0}
+NO_AUGMENTATION = amounts("none", 28, 1)  # every amount off
 
 
 def flatten(global_pool=False, dtype=None):
