@@ -110,7 +110,9 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 #   or as an .npz), or None where no copy was at hand to compute it: `identify` then checks the form instead
 #   (shape, sizes, `per_class`);
 #   per_class: (training, test) images of each class, or None; archive: the file distributed, or None:
-#   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it).
+#   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it);
+#   prepare: how a person's picture is made to look like this dataset's for a model trained on it, a key of
+#   `PREPARATIONS` (`kerascnn.predict` follows it; a dataset without one is refused there, not guessed).
 DATASETS = {
     "mnist": {
         "title": "MNIST",
@@ -124,6 +126,7 @@ DATASETS = {
         "sha256": "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16",
         "per_class": None,
         "archive": None,
+        "prepare": "digit",
     },
     "fashion_mnist": {
         "title": "Fashion-MNIST",
@@ -138,6 +141,7 @@ DATASETS = {
         "sha256": "ca3ab2a37f845e1b8ae23cab1b51749a3011ba3bf1d9016176d75cbaabac376f",
         "per_class": None,
         "archive": None,
+        "prepare": "whole_dark",  # clothes fill the frame, light on black (the dataset's images are negated)
     },
     "cifar10": {
         "title": "CIFAR-10",
@@ -156,7 +160,18 @@ DATASETS = {
         "archive": (("cifar-10-python.tar.gz", "cifar-10-batches-py-target_archive"),
                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
+        "prepare": "whole",  # colour photos of the object, as they are
     },
+}
+# How a person's picture is prepared for a model trained on a built-in dataset (its entry's "prepare"); the
+# steps are `kerascnn.predict`'s. Every preparation reads the picture into the model's channels and ends in the
+# model's [0, 1] pixels at its input size.
+PREPARATIONS = {
+    "digit": "MNIST-style: grey, inverted when the paper is light, the ink scaled into a 20-px box and centred "
+             "by its mass in the 28x28 frame",
+    "whole_dark": "the whole picture resized to the frame; inverted when its border is light, so the object is "
+                  "light on a black background (Fashion-MNIST's)",
+    "whole": "the whole picture resized to the frame, its colours as they are (CIFAR-10's)",
 }
 FASHION_CLASSES = DATASETS["fashion_mnist"]["classes"]
 OWN_VAL_SHARE = 0.1  # your own images: at most this share of the training part validates (see `split`)
@@ -257,8 +272,10 @@ class Dataset:
     def __post_init__(self):
         if self.spec is None:  # a built-in dataset's, or digits' for arrays made in memory
             self.spec = dataset_spec(self.name if self.name in DATASETS else "mnist")
-            if self.name in DATASETS and self.source:
-                self.spec.record = {"source": self.source}  # where it was found (data.json, the start block)
+            if self.name in DATASETS:
+                # which dataset (data.json: how `predict` prepares pictures for the model) and where it was found
+                # (data.json, the start block)
+                self.spec.record = {"dataset": self.name, **({"source": self.source} if self.source else {})}
 
 
 @dataclasses.dataclass

@@ -51,10 +51,12 @@ class LoadedModel:
         model: the `keras.Model`.
         path: str, the `.keras` file.
         run_dir: str or None, the run directory when one was named.
-        run_config: dict or None, the run's `config.json` when there is one.
+        run_config: dict or None, the run's `config.json` when there is one,
+            found in the run directory or beside the `.keras` file.
         data: dict or None, the run's `data.json` (class names, input size
-            and colours; `kerascnn.data.DataSpec.to_dict`), found in the run
-            directory or beside the `.keras` file.
+            and colours, the built-in dataset's name;
+            `kerascnn.data.DataSpec.to_dict`), found in the run directory or
+            beside the `.keras` file.
     """
 
     model: object
@@ -64,12 +66,32 @@ class LoadedModel:
     data: object = None
 
     @property
+    def dataset(self):
+        """The built-in dataset the model was trained on (a key of `kerascnn.data.DATASETS`), or None: not known.
+
+        `data.json`'s "dataset" (written since it was recorded there), else
+        the run's `config.json`'s; None for your own images and for a
+        `.keras` file with neither beside it. `kerascnn.predict` prepares
+        pictures by it.
+        """
+        from kerascnn.data import DATASETS
+
+        for record in (self.data, self.run_config):
+            name = record.get("dataset") if isinstance(record, dict) else None
+            if isinstance(name, str) and name in DATASETS:
+                return name
+        return None
+
+    @property
     def class_names(self):
-        """The name of each class: `data.json`'s, or else "0", "1", ... (a digit model's)."""
+        """The name of each class: `data.json`'s, else the built-in dataset's, else "0", "1", ... (a digit model's)."""
         if self.data and self.data.get("class_names"):
             return [str(name) for name in self.data["class_names"]]
+        from kerascnn.data import DATASETS
         from kerascnn.layers import num_classes
 
+        if self.dataset is not None and len(DATASETS[self.dataset]["classes"]) == num_classes(self.model):
+            return list(DATASETS[self.dataset]["classes"])
         return [str(c) for c in range(num_classes(self.model))]
 
 
@@ -189,7 +211,8 @@ def load(path):
     """
     model_path, run_dir = resolve_model_path(path)
     model = load_model_file(model_path)
-    run_config = _read_optional(os.path.join(run_dir, rundir.CONFIG)) if run_dir is not None else None
+    folder = run_dir if run_dir is not None else os.path.dirname(os.path.abspath(model_path))
+    run_config = _read_optional(os.path.join(folder, rundir.CONFIG))  # a run's best.keras named by itself too
     data = _read_optional(os.path.join(os.path.dirname(os.path.abspath(model_path)), rundir.DATA))
     return LoadedModel(model, model_path, run_dir, run_config, data)
 
