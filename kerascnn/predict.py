@@ -1,15 +1,31 @@
 """Classifies a person's own pictures: `python -m kerascnn predict MODEL IMAGE ...`.
 
-Which preparation a picture gets depends on the model:
+A picture is made to look like what the model was trained on. `preparation`
+decides how, and `prepare` (a file) and `prepare_bytes` (an upload: the page,
+`kerascnn.serve`) are the one path every caller takes:
 
-* a **digit model** (one that takes [0, 1] images, as every MNIST and
-  Fashion-MNIST model does) gets the MNIST-style preparation below;
 * a model trained on **your own images** (one that scales its own raw
   pixels, `kerascnn.layers.takes_raw_pixels`) gets what training did: the
   file decoded by the one decoder of `kerascnn.images.decode` into the
   model's channels (grey or RGB; EXIF orientation, palettes and every mode
   as training read them), resized bilinearly to the model's size, raw
-  0..255 pixels in (`prepare_as_trained`).
+  0..255 pixels in (`prepare_as_trained`);
+* a model trained on a **built-in dataset** gets the preparation that
+  dataset's entry names (`kerascnn.data.DATASETS[name]["prepare"]`, one of
+  `kerascnn.data.PREPARATIONS`; the dataset is the run's,
+  `kerascnn.loading.LoadedModel.dataset`):
+  - "digit" (MNIST): the MNIST-style preparation below (`to_mnist`);
+  - "whole_dark" (Fashion-MNIST): the whole picture, read in the model's
+    channels, inverted when its border is light (a shirt photographed on
+    white becomes light on black, as Fashion-MNIST's are), its background
+    level taken off, resized to the model's input (`to_whole`); no box, no
+    centring: the clothes fill the frame;
+  - "whole" (CIFAR-10): the whole picture in the model's channels (colour
+    stays colour), resized to the model's input, nothing else (`to_whole`);
+* a model whose dataset **cannot be known** (a `.keras` file alone, with no
+  run's `data.json` or `config.json` beside it) is judged by its input: a
+  28x28x1 one is taken for a digit model, as it always was ("digit"); any
+  other gets "whole" (a 3-channel model's pictures are never made grey).
 
 A photo or scan of a handwritten digit looks nothing like an MNIST image
 until it is prepared the way MNIST's were (LeCun et al.): any PNG or JPEG,
@@ -190,6 +206,59 @@ def load_digit(path):
     return to_mnist(read_grey(path))
 
 
+def to_whole(pixels, shape, dark_background=False):
+    """The whole picture as a model trained on Fashion-MNIST or CIFAR-10 takes it: no crop, no box, no centring.
+
+    Args:
+        pixels: uint8 array (H, W, C), C the model's channels (`kerascnn.images.decode.decode_image`).
+        shape: (height, width, channels) the model takes (`prepared_shape`).
+        dark_background: bool. True (Fashion-MNIST's "whole_dark"): when the
+            median of the border is light the picture is inverted, so the
+            object is light on black as the dataset's are, and the
+            background's level is taken off (`(x - level) / (1 - level)`,
+            so a dataset picture, whose background is 0, is unchanged).
+            Defaults to False (CIFAR-10's "whole": the colours as they are).
+
+    Returns:
+        float32 array `shape` in [0, 1].
+
+    Example:
+
+    >>> photo = np.full((60, 40, 1), 240, np.uint8)  # a light background...
+    >>> photo[10:50, 10:30] = 40                     # ...and a dark garment: (240 - 40) / 240 of full scale
+    >>> shirt = to_whole(photo, (28, 28, 1), dark_background=True)
+    >>> shirt.shape, float(shirt[0, 0, 0]), round(float(shirt[14, 14, 0]), 3)
+    ((28, 28, 1), 0.0, 0.833)
+    """
+    import tensorflow as tf
+
+    image = np.asarray(pixels, np.float64) / 255.0
+    if dark_background:
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).ravel()
+        level = float(np.median(border))
+        if level > 0.5:  # a light background: make the object the bright part
+            image, level = 1.0 - image, 1.0 - level
+        image = np.clip((image - level) / (1.0 - level), 0.0, 1.0)
+    height, width, _ = shape
+    # Antialiased, so a large photo is averaged down rather than sampled; at the model's own size it is unchanged.
+    resized = tf.image.resize(image.astype(np.float32), (height, width), method="bilinear", antialias=True)
+    return np.clip(resized.numpy(), 0.0, 1.0).astype(np.float32)
+
+
+def read_bytes(path):
+    """The bytes of a picture file, or `ImageError` naming why it cannot be read."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError("missing (a broken symbolic link?)" if os.path.islink(path) else "no such file.")
+    if os.path.isdir(path):
+        raise ImageError("is a directory, not an image.")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ImageError(f"cannot be read ({e.strerror or e}).") from None
+
+
 def prepare_as_trained(path, model):
     """A picture file as a model trained on your own images takes it: float32 (H, W, C) of raw 0..255 pixels.
 
@@ -198,17 +267,7 @@ def prepare_as_trained(path, model):
     Raises:
         ImageError: missing, not an image, corrupt, or a decompression bomb.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ImageError("missing (a broken symbolic link?)" if os.path.islink(path) else "no such file.")
-    if os.path.isdir(path):
-        raise ImageError("is a directory, not an image.")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ImageError(f"cannot be read ({e.strerror or e}).") from None
-    return prepare_bytes_as_trained(data, model)
+    return prepare_bytes_as_trained(read_bytes(path), model)
 
 
 def prepare_bytes_as_trained(data, model):
@@ -235,18 +294,23 @@ def prepare_bytes_as_trained(data, model):
     """
     import tensorflow as tf
 
+    height, width, channels = prepared_shape(model)
+    pixels = _decode_pixels(data, channels)
+    return tf.image.resize(pixels, (height, width), method="bilinear").numpy().astype(np.float32)
+
+
+def _decode_pixels(data, channels):
+    """Bytes -> uint8 (H, W, channels) by training's decoder; its errors as `ImageError`s."""
     from kerascnn.data import DataError
     from kerascnn.images.decode import decode_image
 
     if not data:
         raise ImageError("the file is empty (0 bytes).")
-    height, width, channels = prepared_shape(model)
     name = "the picture"
     try:
-        pixels = decode_image(data, channels, name=name)
+        return decode_image(data, channels, name=name)
     except DataError as e:
         raise ImageError(str(e).removeprefix(f"{name}: ")) from None
-    return tf.image.resize(pixels, (height, width), method="bilinear").numpy().astype(np.float32)
 
 
 def prepared_shape(model):
@@ -272,11 +336,80 @@ def prepared_shape(model):
     return height, width, channels
 
 
-def prepare(path, model):
-    """One picture file as `model` takes it: `prepare_as_trained` for a model that scales its own pixels, else `load_digit`."""
-    from kerascnn.layers import takes_raw_pixels
+AS_TRAINED = "as_trained"  # `preparation` of a model trained on your own images: `prepare_bytes_as_trained`
 
-    return prepare_as_trained(path, model) if takes_raw_pixels(model) else load_digit(path)
+
+def preparation(model, dataset=None):
+    """How a picture is prepared for `model`: `AS_TRAINED`, or a key of `kerascnn.data.PREPARATIONS`.
+
+    The rule (see the module docstring): a model that scales its own raw
+    pixels gets `AS_TRAINED`; else the dataset it was trained on decides,
+    by its `DATASETS` entry's "prepare"; else, the dataset unknown (a bare
+    `.keras` file), a 28x28x1 input is taken for a digit model ("digit", as
+    always) and any other input gets "whole", its channels kept.
+
+    Example:
+
+    >>> from kerascnn.models import create_model
+    >>> digits = create_model("sequential")
+    >>> preparation(digits), preparation(digits, "fashion_mnist")
+    ('digit', 'whole_dark')
+    >>> preparation(create_model("sequential", input_shape=(32, 32, 3)))
+    'whole'
+
+    Args:
+        model: `keras.Model`.
+        dataset: str or None, the built-in dataset it was trained on (a key
+            of `kerascnn.data.DATASETS`; `LoadedModel.dataset`), or None
+            when it is not known. Defaults to None.
+
+    Raises:
+        ValueError: `dataset` is not a built-in dataset's name.
+    """
+    from kerascnn.data import DATASETS, PREPARATIONS, list_datasets
+    from kerascnn.layers import DIGIT_SHAPE, model_input_shape, takes_raw_pixels
+
+    if takes_raw_pixels(model):
+        return AS_TRAINED
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise ValueError(f"`dataset` must be a built-in dataset, one of {list_datasets()}, or None. "
+                             f"Received: dataset={dataset!r}")
+        how = DATASETS[dataset].get("prepare")
+        if how not in PREPARATIONS:  # a dataset added without saying how its pictures look
+            raise ValueError(f"kerascnn.data.DATASETS[{dataset!r}] must name its preparation, one of "
+                             f"{sorted(PREPARATIONS)}. Received: prepare={how!r}")
+        return how
+    return "digit" if tuple(model_input_shape(model)) == DIGIT_SHAPE else "whole"
+
+
+def prepare_bytes(data, model, dataset=None):
+    """A picture held in memory (an upload) as `model` takes it, by `preparation(model, dataset)`.
+
+    Args:
+        data: bytes of a picture (PNG, JPEG, ...).
+        model: `keras.Model`.
+        dataset: str or None, the built-in dataset it was trained on. Defaults to None (not known).
+
+    Returns:
+        float32 array `prepared_shape(model)`: raw 0..255 pixels for
+        `AS_TRAINED`, else in [0, 1].
+
+    Raises:
+        ImageError: empty, not an image, corrupt, a decompression bomb, or (a digit) blank.
+    """
+    how = preparation(model, dataset)
+    if how == AS_TRAINED:
+        return prepare_bytes_as_trained(data, model)
+    if how == "digit":
+        return to_mnist(decode_grey(data))
+    shape = prepared_shape(model)
+    return to_whole(_decode_pixels(data, shape[-1]), shape, dark_background=how == "whole_dark")
+
+
+def prepare(path, model, dataset=None):
+    """One picture file as `model` takes it: read, then `prepare_bytes`. Raises `ImageError`."""
+    return prepare_bytes(read_bytes(path), model, dataset)
 
 
 def _resizing_layers(model):
@@ -287,7 +420,7 @@ def _resizing_layers(model):
     return [layer for layer in compat.flatten_layers(model) if isinstance(layer, keras.layers.Resizing)]
 
 
-def classify(model, paths, batch_size=256, class_names=None):
+def classify(model, paths, batch_size=256, class_names=None, dataset=None):
     """Classifies picture files; a file that cannot be used gets an error entry.
 
     Args:
@@ -295,6 +428,9 @@ def classify(model, paths, batch_size=256, class_names=None):
         paths: list of str, picture files.
         batch_size: int. Defaults to 256.
         class_names: list of str, a name per class. Defaults to "0", "1", ...
+        dataset: str or None, the built-in dataset the model was trained on
+            (`LoadedModel.dataset`): it decides how pictures are prepared
+            (`preparation`). Defaults to None (not known).
 
     Returns:
         A list with one dict per path, in order: `file`, `class` (the
@@ -305,7 +441,7 @@ def classify(model, paths, batch_size=256, class_names=None):
     results, ready, images = [], [], []
     for path in paths:
         try:
-            images.append(prepare(path, model))
+            images.append(prepare(path, model, dataset))
             ready.append(len(results))
             results.append({"file": os.fspath(path)})
         except ImageError as e:

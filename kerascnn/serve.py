@@ -11,12 +11,15 @@ file), a saliency map (the pixels the answer is most sensitive to), and
 for an ensemble each member's vote beside the averaged answer.
 
 A model trained on your own images (RGB or grey, any size; one that scales
-its own raw pixels, `kerascnn.layers.takes_raw_pixels`) is served too, for
-uploads and photos only: drawing stays for digit models, so the page hides
-the pad and says why. A picture is prepared as `predict` prepares a file for
-it (`kerascnn.predict.prepare_bytes_as_trained`: decoded by training's own
-decoder, `kerascnn.images.decode`, into the model's channels, resized bilinearly to its working size, e.g. 32x32 RGB), the bars
-carry the run's class names, and every map is at the model's size.
+its own raw pixels, `kerascnn.layers.takes_raw_pixels`), or on Fashion-MNIST
+or CIFAR-10 (whole pictures, `kerascnn.predict.preparation`), is served too,
+for uploads and photos only: drawing stays for digit models, so the page
+hides the pad and says why. A picture is prepared as `predict` prepares a
+file for it, by the same function (`kerascnn.predict.prepare_bytes`; for
+your own images: decoded by training's own decoder, `kerascnn.images.decode`,
+into the model's channels, resized bilinearly to its working size, e.g.
+32x32 RGB), the bars carry the run's class names, and every map is at the
+model's size.
 
 Why Flask: the page is one HTML file with its script and style inline, so
 there is no build step and nothing is fetched from outside the machine (it
@@ -58,7 +61,8 @@ answers JSON:
   For a digit model, the prepared 28x28 digit as 28 rows of 28 floats, as
   always. For a model trained on your own images, H rows of W pixels, each
   the list of its C channels (`[r, g, b]`, or `[grey]`): the raw 0..255
-  pixels the model received, divided by 255, at its working size;
+  pixels the model received, divided by 255, at its working size (a
+  Fashion-MNIST or CIFAR-10 model's: the same rows, in [0, 1] as received);
 * `saliency`: H rows of W floats in [0, 1], at the same size: how strongly
   each pixel (the largest over its channels) sways the winning probability;
 
@@ -81,7 +85,7 @@ import numpy as np
 
 from kerascnn import calibration
 from kerascnn.errors import UsageError
-from kerascnn.predict import ImageError, decode_grey, prepare_bytes_as_trained, prepared_shape, to_mnist
+from kerascnn.predict import AS_TRAINED, ImageError, prepare_bytes, preparation, prepared_shape
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -100,10 +104,11 @@ class ServeError(UsageError, ValueError):
 class Predictor:
     """Prepares one picture as the model takes it and classifies it; safe to call from many threads.
 
-    A digit model gets the MNIST-style preparation (`kerascnn.predict.to_mnist`);
-    a model trained on your own images (`takes_raw_pixels`) gets what
-    training did (`kerascnn.predict.prepare_bytes_as_trained`): raw pixels at
-    its working size and channels.
+    A picture is prepared by `kerascnn.predict.prepare_bytes`, the path
+    `predict` takes for a file: for the dataset the model was trained on
+    (MNIST-style for a digit model, the whole picture for Fashion-MNIST and
+    CIFAR-10), or as training did for a model trained on your own images
+    (raw pixels at its working size and channels).
 
     Example:
 
@@ -121,18 +126,24 @@ class Predictor:
             members are reported too (`kerascnn.inspect.Answer`).
         names: list of str, a name per class (`LoadedModel.class_names`).
             Defaults to "0", "1", ...
+        dataset: str or None, the built-in dataset the model was trained on
+            (`LoadedModel.dataset`), or None when not known. Defaults to None.
 
     Attributes:
-        digits: bool, whether the model is a digit model (the page offers
-            drawing); False for a model trained on your own images.
+        preparation: str, how pictures are prepared (`kerascnn.predict.preparation`).
+        digits: bool, whether pictures are prepared as digits, MNIST-style
+            (the page offers drawing); False for a model that takes whole
+            pictures (Fashion-MNIST, CIFAR-10, your own images).
         shape: (height, width, channels) of a prepared picture.
     """
 
-    def __init__(self, model, names=None):
-        from kerascnn.layers import num_classes, takes_raw_pixels
+    def __init__(self, model, names=None, dataset=None):
+        from kerascnn.layers import num_classes
 
         self.model = model
-        self.digits = not takes_raw_pixels(model)
+        self.dataset = dataset
+        self.preparation = preparation(model, dataset)
+        self.digits = self.preparation == "digit"
         self.shape = prepared_shape(model)
         self.names = list(names) if names is not None else [str(c) for c in range(num_classes(model))]
         self.lock = threading.Lock()
@@ -233,7 +244,8 @@ class Predictor:
         """The answer's `image`: a prepared picture in [0, 1] as nested lists (see the module docstring)."""
         if self.digits:
             return np.round(image[..., 0].astype(float), 4).tolist()  # rows of floats, as always
-        return np.round(image.astype(float) / 255.0, 4).tolist()  # rows of pixels, each a list of its channels
+        scale = 255.0 if self.preparation == AS_TRAINED else 1.0  # raw pixels, or a built-in dataset's [0, 1]
+        return np.round(image.astype(float) / scale, 4).tolist()  # rows of pixels, each a list of its channels
 
     def neuron(self, image, member, stage, channel, row, col):
         """How one value of a conv stage was computed, for a prepared picture: `neuron_view`'s dict.
@@ -261,10 +273,12 @@ class Predictor:
         return neuron_view(neuron(stages[fields["stage"]], fields["channel"], fields["row"], fields["col"]))
 
     def prepare(self, data):
-        """PNG or JPEG bytes as the model takes them: float32 array `shape`. Raises `ImageError`."""
-        if self.digits:
-            return to_mnist(decode_grey(data))
-        return prepare_bytes_as_trained(data, self.model)
+        """PNG or JPEG bytes as the model takes them (`kerascnn.predict.prepare_bytes`): float32 array `shape`.
+
+        Raises:
+            ImageError: not a usable picture.
+        """
+        return prepare_bytes(data, self.model, self.dataset)
 
     def predict_bytes(self, data, **kwargs):
         """Decodes (PNG or JPEG bytes), prepares and classifies one picture. Raises `ImageError`."""
@@ -418,7 +432,7 @@ def make_server(model_path, host=DEFAULT_HOST, port=DEFAULT_PORT, max_upload=MAX
     from kerascnn import loading
 
     loaded = loading.load(model_path)
-    predictor = Predictor(loaded.model, loaded.class_names)
+    predictor = Predictor(loaded.model, loaded.class_names, loaded.dataset)
     app = create_app(predictor, max_upload)
     # Bound here, not by werkzeug, which exits the process with its own message when it cannot.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

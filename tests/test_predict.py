@@ -1,13 +1,18 @@
-"""`python -m kerascnn predict`: people's own pictures, prepared MNIST-style, and every way a file can be bad.
+"""`python -m kerascnn predict`: people's own pictures, prepared as the model's dataset, and every way a file can be bad.
 
 Pictures are made from real MNIST test digits drawn the way people's
 pictures look (dark ink on off-white paper, photographed as JPEG; chalk on a
 board; a transparent PNG; a 16-bit scan; a 12-megapixel photo), so the
-preparation can be checked against the digit MNIST itself holds.
+preparation can be checked against the digit MNIST itself holds. A model
+trained on real Fashion-MNIST (Debian's dataset-fashion-mnist) gets the
+dataset's own test pictures back, pixel for pixel; a 32x32x3 model (CIFAR-10's
+shape; no copy of CIFAR-10 here) keeps a picture's colours.
 """
 
 import json
+import os
 import re
+import shutil
 import struct
 import zlib
 
@@ -16,8 +21,10 @@ import pytest
 from PIL import Image
 
 from kerascnn.commands.results import main
+from kerascnn.data import DATASETS, PREPARATIONS
 from kerascnn.loading import load
-from kerascnn.predict import ImageError, classify, load_digit, read_grey, to_mnist
+from kerascnn.predict import (ImageError, classify, load_digit, prepare, prepare_bytes, preparation, read_grey,
+                              to_mnist)
 
 DIGITS = range(10)  # the first ten MNIST test images: 7 2 1 0 4 1 4 9 5 9
 
@@ -226,3 +233,149 @@ def test_grey_reading_of_colour_and_alpha(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "white_on_clear.png")
     grey = read_grey(tmp_path / "white_on_clear.png")
     assert grey[0, 0] == 0 and grey[1, 1] == 1
+
+
+# --- the preparation follows the dataset the model was trained on ----------------------------------------------------
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_dataset_names_how_its_pictures_are_prepared(name):
+    from kerascnn.models import create_model
+
+    assert DATASETS[name]["prepare"] in PREPARATIONS  # a dataset added without it fails here
+    model = create_model("sequential", input_shape=DATASETS[name]["shape"], num_classes=len(DATASETS[name]["classes"]))
+    assert preparation(model, name) == DATASETS[name]["prepare"]
+
+
+def test_unknown_dataset_names_the_built_in_ones():
+    from kerascnn.models import create_model
+
+    with pytest.raises(ValueError, match=r"one of \['cifar10', 'fashion_mnist', 'mnist'\].*Received: dataset='svhn'"):
+        preparation(create_model("sequential"), "svhn")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    from kerascnn.data import load_dataset
+
+    if not os.path.isdir(FASHION_DIR):
+        pytest.skip(f"needs Debian's dataset-fashion-mnist ({FASHION_DIR})")
+    return load_dataset("fashion_mnist", FASHION_DIR, download=False)
+
+
+@pytest.fixture(scope="module")
+def fashion_run(fashion, tmp_path_factory):
+    """A run directory of a small model trained one epoch on 2,000 real Fashion-MNIST images (a few seconds)."""
+    import keras
+
+    from kerascnn.config import TrainConfig
+    from kerascnn.training import train
+
+    config = TrainConfig(model="sequential", dataset="fashion_mnist", data_dir=FASHION_DIR, filters=8,
+                         dense_units=32, epochs=1, subset=2000, val_size=200, precision="float32",
+                         logdir=str(tmp_path_factory.mktemp("fashion_logs")))
+    try:
+        return train(config, verbose=0).run_dir
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_a_fashion_picture_is_prepared_to_the_datasets_own_pixels(fashion, fashion_run, tmp_path, capsys):
+    loaded = load(fashion_run)
+    assert loaded.dataset == "fashion_mnist" and loaded.class_names == list(DATASETS["fashion_mnist"]["classes"])
+    pictures = []
+    for i in range(8):
+        pictures.append(str(tmp_path / f"item{i}.png"))
+        Image.fromarray(fashion.x_test[i, :, :, 0]).save(pictures[-1])
+    expected = fashion.x_test[:8].astype(np.float32) / 255.0
+    prepared = np.stack([prepare(p, loaded.model, loaded.dataset) for p in pictures])
+    assert prepared.shape == (8, 28, 28, 1)
+    assert np.abs(prepared - expected).max() <= 1 / 255  # neither boxed nor centred: the frame as it is
+    assert np.abs(to_mnist(expected[0, :, :, 0]) - expected[0]).max() > 0.5  # which MNIST-style framing would change
+
+    assert main(["predict", fashion_run, "--json", *pictures]) == 0
+    results = json.loads(capsys.readouterr().out)
+    probabilities = loaded.model.predict(expected, verbose=0)
+    for r, p in zip(results, probabilities):
+        assert r["name"] == DATASETS["fashion_mnist"]["classes"][r["class"]]  # "Ankle boot", not "9"
+        assert r["class"] == int(np.argmax(p)) and r["probability"] == pytest.approx(float(p.max()), abs=1e-4)
+    assert main(["predict", fashion_run, pictures[0]]) == 0
+    assert re.match(rf"^{re.escape(pictures[0])}: [A-Z][a-z/ -]+ \(probability", capsys.readouterr().out)
+
+
+def test_a_photo_of_a_garment_on_a_light_background_is_inverted_not_boxed(fashion, fashion_run, tmp_path):
+    item = fashion.x_test[0, :, :, 0]  # an ankle boot, light on black
+    big = np.asarray(Image.fromarray(item).resize((140, 140), Image.Resampling.BICUBIC), np.float64) / 255.0
+    photo = 0.94 - 0.85 * big  # dark on off-white paper, in colour, as a photo is
+    rgb = np.stack([photo, photo * 0.98, photo * 0.95], axis=-1)
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "boot.png")
+    loaded = load(fashion_run)
+    prepared = prepare(tmp_path / "boot.png", loaded.model, loaded.dataset)
+    assert prepared.shape == (28, 28, 1)
+    assert np.median(np.concatenate([prepared[0], prepared[-1]])) < 0.02  # the background is black, as the dataset's
+    assert correlation(prepared, item) > 0.97  # the boot where the dataset has it, at its size
+
+
+def test_a_colour_picture_for_a_32x32x3_model_stays_colour_and_is_resized(tmp_path, capsys):
+    from kerascnn.models import create_model
+
+    model = create_model("sequential", input_shape=(32, 32, 3), num_classes=10, filters=4, dense_units=8)
+    run = tmp_path / "cifar-run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    picture = np.zeros((96, 64, 3), np.uint8)
+    picture[:, :32] = (230, 20, 20)  # red on the left, blue on the right, a light border all round
+    picture[:, 32:] = (20, 20, 230)
+    picture[:4], picture[-4:] = 250, 250
+    Image.fromarray(picture).save(tmp_path / "colour.png")
+
+    alone = load(run / "best.keras")  # a .keras file alone: its dataset unknown, its input 32x32x3
+    assert alone.dataset is None and preparation(alone.model) == "whole"
+    (run / "config.json").write_text(json.dumps({"dataset": "cifar10"}))
+    loaded = load(run)
+    assert loaded.dataset == "cifar10" and loaded.class_names == list(DATASETS["cifar10"]["classes"])
+    for dataset in (None, "cifar10"):
+        prepared = prepare(tmp_path / "colour.png", model, dataset)
+        assert prepared.shape == (32, 32, 3) and prepared.dtype == np.float32
+        assert prepared[16, 4] == pytest.approx([230 / 255, 20 / 255, 20 / 255], abs=1 / 255)  # colour, not grey,
+        assert prepared[16, 28] == pytest.approx([20 / 255, 20 / 255, 230 / 255], abs=1 / 255)  # and not inverted
+        assert prepared[0, 16] == pytest.approx([250 / 255] * 3, abs=2 / 255)  # the whole frame: no crop
+
+    assert main(["predict", str(run), str(tmp_path / "colour.png")]) == 0
+    name = capsys.readouterr().out.split(": ", 1)[1].split(" (")[0]
+    assert name in DATASETS["cifar10"]["classes"]
+
+
+def test_a_digit_model_alone_is_still_prepared_mnist_style(small_run, photos, tmp_path):
+    assert load(small_run).dataset == "mnist"
+    shutil.copy(os.path.join(small_run, "best.keras"), tmp_path / "digits.keras")
+    alone = load(tmp_path / "digits.keras")  # no data.json, no config.json: a 28x28x1 input is a digit model's
+    assert alone.dataset is None and preparation(alone.model) == "digit"
+    assert np.array_equal(prepare(photos[0], alone.model), load_digit(photos[0]))
+
+
+def test_the_page_prepares_as_predict_does(fashion, fashion_run, photos, small_run, tmp_path):
+    from kerascnn.serve import Predictor
+
+    Image.fromarray(fashion.x_test[1, :, :, 0]).save(tmp_path / "pullover.png")
+    for run, picture in ((fashion_run, str(tmp_path / "pullover.png")), (small_run, photos[0])):
+        loaded = load(run)
+        predictor = Predictor(loaded.model, loaded.class_names, loaded.dataset)
+        assert predictor.digits == (loaded.dataset == "mnist")
+        with open(picture, "rb") as f:
+            data = f.read()
+        assert np.array_equal(predictor.prepare(data), prepare(picture, loaded.model, loaded.dataset))
+    answer = predictor.predict(prepare_bytes(data, loaded.model, loaded.dataset))
+    assert len(answer["image"]) == 28
+
+
+def test_a_bad_picture_for_a_fashion_model_is_its_own_error(fashion, fashion_run, tmp_path, capsys):
+    (tmp_path / "notes.png").write_bytes(b"this is not a picture\n")
+    Image.fromarray(fashion.x_test[2, :, :, 0]).save(tmp_path / "trouser.png")
+    assert main(["predict", fashion_run, str(tmp_path / "notes.png"), str(tmp_path / "trouser.png")]) == 1
+    captured = capsys.readouterr()
+    # training's decoder says it (kerascnn.images.decode), as for a model trained on your own images
+    assert f"{tmp_path / 'notes.png'}: error: not an image, though its name says so" in captured.err
+    assert captured.out.startswith(f"{tmp_path / 'trouser.png'}: ")

@@ -62,10 +62,13 @@ def build_parser(prog=PROG):
 
     p = commands.add_parser(
         "predict", help="classify your own pictures (PNG or JPEG), printing class names",
-        description="Classify pictures. A digit model (MNIST, Fashion-MNIST): PNG or JPEG, any size, colour or grey, "
-                    "dark ink on light paper or light on dark; prepared MNIST-style (grey, inverted if needed, "
-                    "cropped to the ink, 20 px box, centred by centre of mass in 28x28). A model trained on your own "
-                    "images: prepared as training did (its colours, resized to its size).",
+        description="Classify pictures (PNG or JPEG, any size), prepared for the dataset the model was trained on. "
+                    "MNIST (or a 28x28 grey .keras alone): colour or grey, dark ink on light paper or light on "
+                    "dark; prepared MNIST-style (grey, inverted if needed, cropped to the ink, 20 px box, centred "
+                    "by centre of mass in 28x28). Fashion-MNIST: the whole picture, grey, inverted when its "
+                    "background is light, resized to 28x28. CIFAR-10: the whole picture in colour, resized to "
+                    "32x32. A model trained on your own images: prepared as training did (its colours, resized "
+                    "to its size).",
     )
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files")
@@ -161,7 +164,7 @@ def _predict(args):
     from kerascnn.predict import classify, format_result
 
     loaded = loading.load(args.model)
-    results = classify(loaded.model, args.images, class_names=loaded.class_names)
+    results = classify(loaded.model, args.images, class_names=loaded.class_names, dataset=loaded.dataset)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -186,8 +189,8 @@ def _explain(args):
 
     out = args.out or f"explain-{os.path.splitext(os.path.basename(args.image))[0]}.png"
     check_new_file(out)  # as export: an existing page is left as it is, before any work
-    model = loading.load(args.model).model
-    explanation = explain(model, prepare(args.image, model), member=args.member)
+    loaded = loading.load(args.model)
+    explanation = explain(loaded.model, prepare(args.image, loaded.model, loaded.dataset), member=args.member)
     print(save_png(render(explain_figure(explanation)), out))
     return 0
 
