@@ -110,7 +110,8 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 #   or as an .npz), or None where no copy was at hand to compute it: `identify` then checks the form instead
 #   (shape, sizes, `per_class`);
 #   per_class: (training, test) images of each class, or None; archive: the file distributed, or None:
-#   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it).
+#   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it);
+#   policy: (the augmentation policy `--augment auto` picks for it, why in words): kerascnn/layers/policy.py.
 DATASETS = {
     "mnist": {
         "title": "MNIST",
@@ -124,6 +125,7 @@ DATASETS = {
         "sha256": "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16",
         "per_class": None,
         "archive": None,
+        "policy": ("digits", "MNIST is handwritten digits"),
     },
     "fashion_mnist": {
         "title": "Fashion-MNIST",
@@ -138,6 +140,7 @@ DATASETS = {
         "sha256": "ca3ab2a37f845e1b8ae23cab1b51749a3011ba3bf1d9016176d75cbaabac376f",
         "per_class": None,
         "archive": None,
+        "policy": ("photos", "Fashion-MNIST is pictures of clothes"),
     },
     "cifar10": {
         "title": "CIFAR-10",
@@ -156,6 +159,7 @@ DATASETS = {
         "archive": (("cifar-10-python.tar.gz", "cifar-10-batches-py-target_archive"),
                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
+        "policy": ("photos", "CIFAR-10 is colour photos"),
     },
 }
 FASHION_CLASSES = DATASETS["fashion_mnist"]["classes"]

@@ -39,6 +39,7 @@ True
 import dataclasses
 
 from kerascnn.config import AUGMENT_FIELDS as FIELDS  # the config fields a policy sets
+from kerascnn.data import DATASETS  # each built-in dataset's policy is its entry's `policy`; imports no NumPy
 
 MARKS_MAX_INK = 0.3  # written marks: at most this share of the pixels inked (MNIST: 17%, Fashion-MNIST: 45%) ...
 MARKS_MAX_GREY = 0.75  # ... and at most this share of the ink in grey tones (MNIST: 51%, Fashion-MNIST: 95%)
@@ -129,8 +130,9 @@ def choose(dataset, channels, images=None):
     """The policy `auto` picks for this data, and why, in words.
 
     Args:
-        dataset: str, the config's dataset: a built-in name, or a folder or
-            `.npz` of your own.
+        dataset: str, the config's dataset: a built-in name (its policy is
+            the `policy` of its `kerascnn.data.DATASETS` entry), or a folder
+            or `.npz` of your own.
         channels: int, the pictures' channels as the model sees them.
         images: uint8 array (n, height, width, 1) of training pictures, for a
             one-channel folder or `.npz`: looked at to tell written marks from
@@ -145,11 +147,8 @@ def choose(dataset, channels, images=None):
     >>> choose("fashion_mnist", 1)
     ('photos', 'Fashion-MNIST is pictures of clothes')
     """
-    built_in = {"mnist": ("digits", "MNIST is handwritten digits"),
-                "fashion_mnist": ("photos", "Fashion-MNIST is pictures of clothes"),
-                "cifar10": ("photos", "CIFAR-10 is colour photos")}
-    if dataset in built_in:
-        return built_in[dataset]
+    if dataset in DATASETS:
+        return DATASETS[dataset]["policy"]
     if channels > 1:
         return "photos", "colour pictures"
     if images is None:
