@@ -97,6 +97,29 @@ def amounts(name, size, channels):
     return {field: values[field] for field in FIELDS}
 
 
+def builder_amounts(arguments):
+    """The augmentation amounts among a model builder's arguments: `FIELDS` and `elastic`, those it takes.
+
+    A builder keeps each amount an explicit keyword argument (the registry
+    reads them with `inspect.signature` to know which fields a model
+    takes) and passes them on together, as `locals()` at its top.
+
+    Example:
+
+    >>> def builder(*, filters=32, rotation=15.0, shift=2.0, elastic=0.0):
+    ...     return builder_amounts(locals())
+    >>> builder()
+    {'rotation': 15.0, 'shift': 2.0, 'elastic': 0.0}
+
+    Args:
+        arguments: dict, the builder's arguments by name.
+
+    Returns:
+        A dict of the amounts `arguments` holds, in `FIELDS`' order then `elastic`.
+    """
+    return {name: arguments[name] for name in (*FIELDS, "elastic") if name in arguments}
+
+
 def ink(images):
     """(share of pixels inked, share of the ink in grey tones) over one-channel uint8 `images`, medians per picture.
 
