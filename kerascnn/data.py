@@ -53,7 +53,10 @@ the archive, the folder or the `.npz`, must have CIFAR-10's form, 50,000 +
 (`form_differences`). That refuses MNIST's and Fashion-MNIST's files (by
 their digests: "holds mnist, not cifar10"), a part of CIFAR-10 and other
 datasets, but not a made-up set of CIFAR-10's form in its extracted
-layout; the archive's hash is the one check of its content. Offline with
+layout; the archive's hash is the one check of its content. A bad copy
+(an archive of another hash, a folder missing batches) gives way to a good
+one beside it, with a note naming both; with none good, the error names
+what is wrong with each. Offline with
 none of these, the error names the archive, its URL and the folder to put
 it in, and the command exits 2.
 
@@ -87,6 +90,7 @@ import gzip
 import hashlib
 import os
 import struct
+import sys
 import zlib
 
 from kerascnn.errors import UsageError
@@ -113,6 +117,7 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 #   (the names it is read under, its URL, its SHA-256 as `keras.datasets` checks it);
 #   prepare: how a person's picture is made to look like this dataset's for a model trained on it, a key of
 #   `PREPARATIONS` (`kerascnn.predict` follows it; a dataset without one is refused there, not guessed).
+#   policy: (the augmentation policy `--augment auto` picks for it, why in words): kerascnn/layers/policy.py.
 DATASETS = {
     "mnist": {
         "title": "MNIST",
@@ -127,6 +132,7 @@ DATASETS = {
         "per_class": None,
         "archive": None,
         "prepare": "digit",
+        "policy": ("digits", "MNIST is handwritten digits"),
     },
     "fashion_mnist": {
         "title": "Fashion-MNIST",
@@ -142,6 +148,7 @@ DATASETS = {
         "per_class": None,
         "archive": None,
         "prepare": "whole_dark",  # clothes fill the frame, light on black (the dataset's images are negated)
+        "policy": ("photos", "Fashion-MNIST is pictures of clothes"),
     },
     "cifar10": {
         "title": "CIFAR-10",
@@ -161,6 +168,7 @@ DATASETS = {
                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
         "prepare": "whole",  # colour photos of the object, as they are
+        "policy": ("photos", "CIFAR-10 is colour photos"),
     },
 }
 # How a person's picture is prepared for a model trained on a built-in dataset (its entry's "prepare"); the
@@ -520,30 +528,72 @@ def _load_from_dir(name, directory):
 
 
 def _load_cifar(name, directory):
-    """CIFAR-10 from `directory`: its archive (checked by its SHA-256), its extracted folder, or the batch files."""
+    """CIFAR-10 from `directory`: its archive (checked by its SHA-256), its extracted folder, or the batch files.
+
+    The first good copy in that order is read. A bad one (an archive of
+    another hash or that cannot be read, a folder missing batches or not of
+    CIFAR-10's form) gives way to the next, with a note on stderr naming
+    what was wrong with it and the copy read instead; when no copy is good,
+    the error names what is wrong with each (one bad copy alone: its own
+    error). None when `directory` holds no copy at all.
+    """
     from kerascnn.cifar import CIFAR_BATCHES, CIFAR_FOLDER, file_sha256, read_cifar
 
-    names, url, sha256 = DATASETS[name]["archive"]
+    entry = DATASETS[name]
+    names, url, sha256 = entry["archive"]
+    bad = []  # DataError per bad copy, in the order tried
     for archive in names:
         path = os.path.join(directory, archive)
-        if os.path.isfile(path):
-            found = file_sha256(path)
-            if found != sha256:
-                raise DataError(
-                    f"{path} is not the {DATASETS[name]['title']} archive that keras.datasets.{name} downloads: its "
-                    f"sha256 is {found}, expected {sha256}. Is it a complete download of {url}? "
-                    f"Received: dataset={name!r}"
-                )
-            return _checked(name, path, *read_cifar(path), shape=DATASETS[name]["shape"])
+        if not os.path.isfile(path):
+            continue
+        found = file_sha256(path)
+        if found != sha256:
+            bad.append(DataError(
+                f"{path} is not the {entry['title']} archive that keras.datasets.{name} downloads: its "
+                f"sha256 is {found}, expected {sha256}. Is it a complete download of {url}? "
+                f"Received: dataset={name!r}"
+            ))
+            continue
+        try:
+            return _passed_over(bad, _checked(name, path, *read_cifar(path), shape=entry["shape"]))
+        except DataError as e:
+            bad.append(e)
     for folder in (os.path.join(directory, CIFAR_FOLDER), directory):
         present = [b for b in CIFAR_BATCHES if os.path.isfile(os.path.join(folder, b))]
         if not present:
             continue
         if len(present) < len(CIFAR_BATCHES):
             missing = [b for b in CIFAR_BATCHES if b not in present]
-            raise DataError(f"Dataset {name!r} in {folder} is incomplete: missing {', '.join(missing)}.")
-        return _checked(name, folder, *read_cifar(folder), shape=DATASETS[name]["shape"])
+            bad.append(DataError(f"Dataset {name!r} in {folder} is incomplete: missing {', '.join(missing)}."))
+            continue
+        try:
+            data = _checked(name, folder, *read_cifar(folder), shape=entry["shape"])
+            if bad:  # a fallback must be the dataset itself; `load_dataset` checks a first choice
+                held = identify(data, name)
+                if held != name:
+                    raise DataError(f"{folder} holds {held}, not {name}.")
+            return _passed_over(bad, data)
+        except DataError as e:
+            bad.append(e)
+    if len(bad) == 1:
+        raise bad[0]
+    if bad:
+        each = " ".join(f"({i}) {_unreceived(e)}" for i, e in enumerate(bad, 1))
+        raise DataError(f"No copy of {entry['title']} in {directory} can be read: {each} Received: dataset={name!r}")
     return None
+
+
+def _unreceived(error):
+    """An error's message without its closing `Received: ...`, to be quoted in another."""
+    return str(error).split(" Received: ")[0]
+
+
+def _passed_over(bad, data):
+    """`data`, after a note on stderr naming the bad copies `bad` passed over for it, if any."""
+    if bad:
+        why = " ".join(_unreceived(e) for e in bad)
+        print(f"note: {why} Read {data.source} instead.", file=sys.stderr, flush=True)
+    return data
 
 
 def _idx_path(directory, gz_name):

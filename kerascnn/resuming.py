@@ -6,10 +6,12 @@
    config is this one, compared by `identity` (the values that decide the
    result: where the logs, the data and a cache are is left out, and a
    folder of pictures is compared by its resolved path), and spread over as
-   many processes and replicas. An interrupted run
-   of the same model and data that holds finished work under another config
-   is refused by name (exit 2), listing the keys that differ, never passed
-   over for a new run in silence.
+   many processes and replicas. A config.json from before the augmentation
+   policies lacks their fields: they are read as what that code trained
+   (`as_before_policies`). An interrupted run of the same model and data
+   that holds finished work under another config is refused by name (exit
+   2), listing the keys that differ, never passed over for a new run in
+   silence.
 2. the run's lock (`kerascnn.rundir.RunLock`), taken by the caller.
 3. `prepare(run_dir)`: under the lock, checks that the run holds what its
    resume needs, and puts it in order. A missing `best.keras` or a backup of
@@ -42,6 +44,11 @@ from kerascnn.errors import UsageError
 # (the run is found in it) or the cache of decoded pictures.
 WHERE = ("logdir", "data_dir", "cache_dir")
 
+# The config fields added with the augmentation policies (kerascnn/layers/policy.py): a config.json written before
+# them has none of them. That code trained with no policy (the amounts it recorded, rotation, shift and zoom, were
+# its augmentation), never flipped and changed no brightness or contrast (`as_before_policies`).
+BEFORE_POLICIES = ("augment", "flip", "brightness", "contrast")
+
 # How an interrupted run resumes: `point` is `kerascnn.rundir.resume_point`'s ("scoring", "epoch" or
 # "start"); `epoch` the epochs finished that it goes on from (None for "scoring", 0 for "start").
 Resume = collections.namedtuple("Resume", "point epoch")
@@ -58,16 +65,56 @@ def identity(values):
     return kept
 
 
-def stored_identity(stored):
+def stored_identity(stored, wanted=None):
     """`identity` of a run's `config.json`, brought up to date first (`resolve`: an older file's nulls filled in).
+
+    A file from before the augmentation policies lacks `BEFORE_POLICIES`:
+    they are filled in with what that code trained (`as_before_policies`)
+    before it is resolved, so its run is found by a config that trains as it did.
+
+    Args:
+        stored: dict, the run's config.json.
+        wanted: dict, `identity` of the config asking, or None.
 
     Raises:
         ValueError: `stored` is not a config this version can read.
     """
     try:
-        return identity(resolve(TrainConfig.from_dict(stored)).to_dict())
+        return identity(resolve(TrainConfig.from_dict({**as_before_policies(stored, wanted), **stored})).to_dict())
     except UsageError as e:
         raise ValueError(str(e)) from None
+
+
+def as_before_policies(stored, wanted=None):
+    """The values of `BEFORE_POLICIES` that a config.json `stored` lacks, as the code that wrote it trained.
+
+    No flip, brightness or contrast change (where the model takes them);
+    and no policy: its augmentation was the amounts it recorded, which are
+    compared as they are, so `augment` takes the name the config asking
+    resolved to (`wanted`'s), or stays `auto` to be resolved.
+
+    Example:
+
+    >>> as_before_policies({"model": "best", "rotation": 15.0}, {"augment": "digits"})
+    {'augment': 'digits', 'flip': False, 'brightness': 0.0, 'contrast': 0.0}
+    >>> as_before_policies({"model": "best", "augment": "auto", "flip": None, "brightness": None, "contrast": None})
+    {}
+
+    Raises:
+        ModelError: `stored`'s model is not registered.
+    """
+    from kerascnn.layers.policy import amounts
+    from kerascnn.models.registry import model_defaults
+
+    missing = [k for k in BEFORE_POLICIES if k not in stored]
+    if not missing:
+        return {}
+    takes = model_defaults(stored.get("model", TrainConfig.model))
+    off = amounts("none", 1, 1)
+    values = {k: off[k] for k in missing if k != "augment" and k in takes}
+    if "augment" in missing:
+        values = {"augment": (wanted or {}).get("augment", "auto"), **values}
+    return values
 
 
 def find(config, spread=None):
@@ -92,17 +139,17 @@ def find(config, spread=None):
     candidates = []
     for run, stored, point in rundir.unfinished_runs(config.logdir, config.model):
         try:
-            theirs = {**stored_identity(stored), **(_stored_spread(run, spread) if spread else {})}
+            theirs = {**stored_identity(stored, wanted), **(_stored_spread(run, spread) if spread else {})}
         except ValueError:
             continue
         if theirs == wanted:
             return run
-        candidates.append((run, theirs, point))
-    for run, theirs, point in candidates:
+        candidates.append((run, theirs, point, [k for k in BEFORE_POLICIES if k not in stored]))
+    for run, theirs, point, missing in candidates:
         if point == "start" or rundir.FileLock.is_held(os.path.join(run, rundir.LOCK)):
             continue  # no epoch finished there, or not interrupted but training now: a new run passes nothing over
         if theirs.get("dataset") == wanted.get("dataset"):
-            raise _another_config(run, theirs, wanted)
+            raise _another_config(run, theirs, wanted, missing)
     return None
 
 
@@ -117,9 +164,12 @@ def _stored_spread(run_dir, spread):
         raise ValueError(str(e)) from None
 
 
-def _another_config(run_dir, theirs, wanted):
+def _another_config(run_dir, theirs, wanted, missing=()):
+    """The refusal of an interrupted run of another config; `missing`: the `BEFORE_POLICIES` its config.json lacks."""
     keys = [k for k in sorted(set(theirs) | set(wanted)) if theirs.get(k) != wanted.get(k)]
-    differ = ", ".join(f"{k} ({theirs.get(k)!r} there, {wanted.get(k)!r} here)" for k in keys)
+    there = lambda k: (f"not recorded there, a run from before the augmentation policies: {theirs.get(k)!r}"
+                       if k in missing else f"{theirs.get(k)!r} there")
+    differ = ", ".join(f"{k} ({there(k)}, {wanted.get(k)!r} here)" for k in keys)
     return rundir.RunDirError(
         f"An interrupted run of {wanted['model']} on {wanted['dataset']} is in {run_dir}, with another config: "
         f"{differ}. To resume it, run it with its own settings (--config {os.path.join(run_dir, rundir.CONFIG)}); "

@@ -150,6 +150,52 @@ def test_cifar_of_its_form_loads_as_a_32x32x3_dataset_and_builds_a_32x32x3_model
     assert dataset_spec("mnist").model_kwargs() == {}  # MNIST's models keep the builders' defaults
 
 
+@pytest.mark.parametrize("damage", ["wrong hash", "corrupt"])
+def test_a_bad_archive_gives_way_to_the_good_folder_beside_it(damage, tmp_path, monkeypatch, capsys):
+    """An archive of another hash, or one of Keras' hash cut short, beside a good extracted folder: the folder is
+    read, and a note says what was wrong with the archive and which copy was read instead."""
+    batches = tiny_cifar()
+    archive = write_cifar(tmp_path / "cifar10" / "cifar-10-python.tar.gz", tiny_cifar(seed=1))
+    folder = write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py", batches, extracted=True)
+    monkeypatch.setitem(DATASETS["cifar10"], "sizes", (20, 3))
+    monkeypatch.setitem(DATASETS["cifar10"], "per_class", None)
+    if damage == "corrupt":
+        raw = open(archive, "rb").read()
+        open(archive, "wb").write(raw[: len(raw) // 2])
+        names, url, _ = DATASETS["cifar10"]["archive"]
+        monkeypatch.setitem(DATASETS["cifar10"], "archive", (names, url, file_sha256(archive)))
+    data = load_dataset("cifar10", str(tmp_path), download=False)
+    assert data.source == folder
+    np.testing.assert_array_equal(data.x_train, expected_arrays(batches)[0])
+    why = "is not the CIFAR-10 archive that keras.datasets.cifar10" if damage == "wrong hash" else "cannot be read"
+    note = capsys.readouterr().err
+    assert f"note: {archive}" in note and why in note and note.rstrip().endswith(f"Read {folder} instead.")
+
+
+def test_with_no_good_copy_the_error_names_what_is_wrong_with_each(tmp_path):
+    """A bad archive beside an incomplete folder, then beside a folder not of CIFAR-10's form: each is named, and
+    what is wrong with it."""
+    batches = tiny_cifar()
+    archive = write_cifar(tmp_path / "cifar10" / "cifar-10-python.tar.gz", batches)
+    folder = write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py", batches, extracted=True)
+    os.remove(os.path.join(folder, "test_batch"))
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", str(tmp_path), download=False)
+    message = str(e.value)
+    assert message.startswith(f"No copy of CIFAR-10 in {tmp_path / 'cifar10'} can be read: (1) {archive} is not the "
+                              f"CIFAR-10 archive"), message
+    assert message.endswith(f"(2) Dataset 'cifar10' in {folder} is incomplete: missing test_batch. "
+                            f"Received: dataset='cifar10'")
+    with open(os.path.join(folder, "test_batch"), "wb") as f:
+        f.write(batch_bytes(*batches["test_batch"], "test_batch"))
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", str(tmp_path), download=False)
+    message = str(e.value)
+    assert f"(1) {archive} is not the CIFAR-10 archive" in message, message
+    assert f"(2) {folder} holds neither mnist nor fashion_mnist nor cifar10" in message
+    assert "3 test images, not 10000" in message and message.endswith("Received: dataset='cifar10'")
+
+
 def test_the_copy_keras_extracts_in_its_cache_is_found(tmp_path, monkeypatch):
     """Keras' own `get_file`, as `cifar10.load_data()` calls it (given the tiny archive's hash), extracts into
     ~/.keras/datasets/cifar-10-batches-py-target/; the search without a directory reads it from there."""

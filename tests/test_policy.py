@@ -61,6 +61,17 @@ def test_auto_tells_a_grey_folder_of_written_marks_from_one_of_shaded_pictures(m
     assert chosen.augment == "photos" and chosen._augment_why.startswith("one channel, shaded pictures")
 
 
+def test_each_built_in_dataset_names_its_policy_in_its_data_entry(monkeypatch):
+    """`choose` reads a built-in dataset's policy from `kerascnn.data.DATASETS`, so a new dataset cannot lack one."""
+    from kerascnn.layers.policy import TABLE
+
+    for name, entry in data_lib.DATASETS.items():
+        policy, why = entry["policy"]
+        assert policy in TABLE and why and choose(name, entry["shape"][-1]) == (policy, why)
+    monkeypatch.setitem(data_lib.DATASETS["mnist"], "policy", ("photos", "a test's word"))
+    assert choose("mnist", 1) == ("photos", "a test's word")
+
+
 @needs_fashion
 def test_the_written_marks_test_separates_mnist_from_fashion_mnist_pictures(mnist):
     fashion = data_lib.load_dataset("fashion_mnist", FASHION)

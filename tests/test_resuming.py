@@ -9,6 +9,7 @@ import pytest
 
 from kerascnn import rundir
 from kerascnn.config import TrainConfig, resolve
+from kerascnn.data import DataSpec
 from kerascnn.resuming import find, history_rows, identity
 
 
@@ -79,3 +80,26 @@ def test_processes_and_replicas_are_part_of_a_runs_identity(tmp_path):
         find(config, {"processes": 1, "replicas": 1})
     os.remove(os.path.join(run, rundir.SPREAD))
     assert find(config, {"processes": 1, "replicas": 1}) == run
+
+
+def test_a_run_from_before_the_augmentation_policies_resumes_where_it_trains_as_it_did(mnist, tmp_path):
+    """A config.json without augment, flip, brightness and contrast (written before them) of best on a grey folder
+    of digits: the digits policy that `auto` now chooses trains as that code did (its rotation, shift and zoom, no
+    flip, no brightness or contrast change), so the run is found; a flip it never had is refused by name."""
+    logdir, folder = str(tmp_path / "logs"), tmp_path / "digits"
+    folder.mkdir()
+    spec, images = DataSpec([str(c) for c in range(10)], (28, 28, 1)), mnist.x_train[:200]
+    wanted = resolve(TrainConfig(model="best", dataset=str(folder), logdir=logdir, precision="float32"), spec, images)
+    assert (wanted.augment, wanted.rotation, wanted.shift, wanted.flip) == ("digits", 15.0, 2.0, False)
+    run = interrupted(logdir, wanted)
+    stored = rundir.read_json(os.path.join(run, rundir.CONFIG))
+    for key in ("augment", "flip", "brightness", "contrast"):
+        del stored[key]
+    rundir.write_json(os.path.join(run, rundir.CONFIG), stored)
+    assert find(wanted) == run
+    flipped = resolve(TrainConfig(model="best", dataset=str(folder), logdir=logdir, precision="float32", flip=True),
+                      spec, images)
+    with pytest.raises(rundir.RunDirError, match=(
+            r"with another config: flip \(not recorded there, a run from before the augmentation policies: False, "
+            r"True here\)\. .* Received: flip=True$")):
+        find(flipped)

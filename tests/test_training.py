@@ -438,6 +438,41 @@ def test_an_interrupted_run_of_another_config_is_named_not_passed_over(stopped_a
     assert glob.glob(os.path.join(logdir, "*")) == [run]
 
 
+def test_an_own_folder_run_from_before_the_augmentation_policies_resumes(mnist, tmp_path):
+    """best on your own .npz of digits, killed (-9) in epoch 2, its config.json stripped of augment, flip,
+    brightness and contrast as the code before the policies wrote it: a --flip it never trained with is refused
+    naming flip, writing nothing; the same command resumes it in place (the digits policy `auto` chooses trains
+    as that code did) and finishes."""
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=mnist.x_train[:400, ..., 0], y_train=mnist.y_train[:400],
+             x_test=mnist.x_test[:100, ..., 0], y_test=mnist.y_test[:100])
+    logdir = tmp_path / "logs"
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({**SMALL_VALUES, "subset": None, "dataset": str(data), "logdir": str(logdir)}))
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_EPOCH, str(config), "2", "2"], capture_output=True,
+                            text=True, timeout=300, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run,) = glob.glob(os.path.join(logdir, "best-*"))
+    stored = json.load(open(os.path.join(run, "config.json")))
+    assert stored["augment"] == "digits" and backup_epochs(logdir) == 1
+    for key in ("augment", "flip", "brightness", "contrast"):
+        del stored[key]
+    Path(run, "config.json").write_text(json.dumps(stored))
+    before = contents(run)
+
+    refused = run_cli("train.py", "--config", str(config), "--flip", "true", "--verbose", "0")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert (f"An interrupted run of best on {data} is in {run}, with another config: flip (not recorded there, a "
+            f"run from before the augmentation policies: False, True here).") in refused.stderr
+    assert refused.stderr.rstrip().endswith("Received: flip=True") and contents(run) == before
+
+    again = run_cli("train.py", "--config", str(config), "--verbose", "0")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Resuming the interrupted run in {run}" in again.stdout
+    assert glob.glob(os.path.join(logdir, "*")) == [run] and [r["epoch"] for r in history(run)] == ["1", "2"]
+    assert os.path.exists(os.path.join(run, "metrics.json"))
+
+
 def test_a_run_killed_in_its_first_epoch_is_resumed_in_place(tmp_path, uninterrupted):
     """kill -9 in epoch 1 (no epoch finished, no backup yet): the same command resumes that directory from its
     first epoch instead of leaving it an orphan beside a new one, to the uninterrupted run's metrics."""

@@ -479,6 +479,45 @@ def test_a_resume_on_other_data_is_refused(mnist, tmp_path):
     assert snapshot(tmp_path / "tune") == before
 
 
+def test_a_resume_whose_augmentation_policy_changed_is_refused(mnist, tmp_path, monkeypatch):
+    """Your own grey .npz: the policy `auto` chooses from its pictures (digits) and its amounts are recorded in
+    search.json by the process that read them. A kerascnn whose digits policy zooms would train other trials: the
+    same command exits 2 naming zoom. A search.json of an older tune.py, which held None for them, resumes and
+    records them."""
+    import numpy as np
+
+    from kerascnn.layers import policy
+
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=mnist.x_train[:300, ..., 0], y_train=mnist.y_train[:300],
+             x_test=mnist.x_test[:100, ..., 0], y_test=mnist.y_test[:100])
+    args = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "1", "--dataset", str(data), "--val-size", "50",
+            "--precision", "float32", "--directory", str(tmp_path / "tune"), "--project-name", "mine"]
+    status, _, err = call_main(args)
+    assert status == 0, err
+    kind_file = tmp_path / "tune" / "mine" / "search.json"
+    recorded = json.loads(kind_file.read_text())
+    assert {k: recorded[k] for k in ("augment", "zoom", "flip", "brightness", "contrast")} == {
+        "augment": "digits", "zoom": 0.0, "flip": False, "brightness": 0.0, "contrast": 0.0}
+
+    monkeypatch.setitem(policy.TABLE, "digits", policy.Policy(rotation=15.0, shift=1 / 14, zoom=0.1))
+    before = snapshot(tmp_path / "tune")
+    status, out, err = call_main(args)
+    assert status == 2, out
+    assert "holds a search made with zoom=0.0; this command asks for zoom=0.1" in err
+    assert "the augmentation policy the installed kerascnn chooses for this data" in err
+    assert err.rstrip().endswith("Received: zoom=0.1")
+    assert snapshot(tmp_path / "tune") == before
+    monkeypatch.undo()
+
+    older = {**recorded, "zoom": None, "flip": None, "brightness": None, "contrast": None}
+    del older["augment"]  # what tune.py wrote before it recorded the policy
+    kind_file.write_text(json.dumps(older))
+    status, out, err = call_main(args)
+    assert status == 0, err
+    assert json.loads(kind_file.read_text()) == recorded
+
+
 # --- Distributed: a chief and two workers on 127.0.0.1 ------------------------------
 
 

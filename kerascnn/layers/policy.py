@@ -39,6 +39,7 @@ True
 import dataclasses
 
 from kerascnn.config import AUGMENT_FIELDS as FIELDS  # the config fields a policy sets
+from kerascnn.data import DATASETS  # each built-in dataset's policy is its entry's `policy`; imports no NumPy
 
 MARKS_MAX_INK = 0.3  # written marks: at most this share of the pixels inked (MNIST: 17%, Fashion-MNIST: 45%) ...
 MARKS_MAX_GREY = 0.75  # ... and at most this share of the ink in grey tones (MNIST: 51%, Fashion-MNIST: 95%)
@@ -96,6 +97,29 @@ def amounts(name, size, channels):
     return {field: values[field] for field in FIELDS}
 
 
+def builder_amounts(arguments):
+    """The augmentation amounts among a model builder's arguments: `FIELDS` and `elastic`, those it takes.
+
+    A builder keeps each amount an explicit keyword argument (the registry
+    reads them with `inspect.signature` to know which fields a model
+    takes) and passes them on together, as `locals()` at its top.
+
+    Example:
+
+    >>> def builder(*, filters=32, rotation=15.0, shift=2.0, elastic=0.0):
+    ...     return builder_amounts(locals())
+    >>> builder()
+    {'rotation': 15.0, 'shift': 2.0, 'elastic': 0.0}
+
+    Args:
+        arguments: dict, the builder's arguments by name.
+
+    Returns:
+        A dict of the amounts `arguments` holds, in `FIELDS`' order then `elastic`.
+    """
+    return {name: arguments[name] for name in (*FIELDS, "elastic") if name in arguments}
+
+
 def ink(images):
     """(share of pixels inked, share of the ink in grey tones) over one-channel uint8 `images`, medians per picture.
 
@@ -129,8 +153,9 @@ def choose(dataset, channels, images=None):
     """The policy `auto` picks for this data, and why, in words.
 
     Args:
-        dataset: str, the config's dataset: a built-in name, or a folder or
-            `.npz` of your own.
+        dataset: str, the config's dataset: a built-in name (its policy is
+            the `policy` of its `kerascnn.data.DATASETS` entry), or a folder
+            or `.npz` of your own.
         channels: int, the pictures' channels as the model sees them.
         images: uint8 array (n, height, width, 1) of training pictures, for a
             one-channel folder or `.npz`: looked at to tell written marks from
@@ -145,11 +170,8 @@ def choose(dataset, channels, images=None):
     >>> choose("fashion_mnist", 1)
     ('photos', 'Fashion-MNIST is pictures of clothes')
     """
-    built_in = {"mnist": ("digits", "MNIST is handwritten digits"),
-                "fashion_mnist": ("photos", "Fashion-MNIST is pictures of clothes"),
-                "cifar10": ("photos", "CIFAR-10 is colour photos")}
-    if dataset in built_in:
-        return built_in[dataset]
+    if dataset in DATASETS:
+        return DATASETS[dataset]["policy"]
     if channels > 1:
         return "photos", "colour pictures"
     if images is None:

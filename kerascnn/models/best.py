@@ -40,6 +40,7 @@ from kerascnn.layers import (
     pixel_input,
     working_size,
 )
+from kerascnn.layers.policy import builder_amounts
 from kerascnn.models.ensemble import build_ensemble
 from kerascnn.models.lecture import STAGES, LectureCNN, flatten, front
 from kerascnn.models.registry import ModelError, register_model
@@ -96,6 +97,7 @@ def strided_cnn(
     parameters: the lecture member puts 85% of its weights in one dense layer.
     `global_pool` pools globally in place of the flatten (`kerascnn.models.lecture.flatten`).
     """
+    augment = builder_amounts(locals())
     side = min(working_size(input_shape, image_size))
     for _ in range(2):  # two VALID 3x3 convs then a stride-2 SAME conv, per stage (the lecture's arithmetic)
         try:
@@ -105,8 +107,6 @@ def strided_cnn(
                 "`image_size` is too small for the strided member's two stages of two VALID 3x3 convs: its "
                 f"smallest side must be at least 13. Received: image_size={working_size(input_shape, image_size)}"
             ) from None
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "elastic": elastic, "flip": flip,
-               "brightness": brightness, "contrast": contrast}
     inputs, x = augmented_input(input_shape, image_size, rescale, **augment)
     for stage in range(2):
         width = filters * 2**stage
@@ -153,8 +153,7 @@ def residual_cnn(
     >>> residual_cnn().count_params()
     483498
     """
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "elastic": elastic, "flip": flip,
-               "brightness": brightness, "contrast": contrast}
+    augment = builder_amounts(locals())
     inputs, x = augmented_input(input_shape, image_size, rescale, **augment)
     for level in range(3):
         width = filters * 2**level
@@ -202,9 +201,8 @@ def best(
     one already). The augmentation amounts default to the `digits` policy's
     at 28 pixels; a run sets them from its policy (`kerascnn.layers.policy`).
     """
+    augment = builder_amounts(locals())
     pixels = {"num_classes": num_classes, "image_size": image_size, "rescale": rescale}
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "elastic": elastic, "flip": flip,
-               "brightness": brightness, "contrast": contrast}
     if member == "lecture":
         shape, _ = front(input_shape, image_size=image_size, rescale=rescale, stages=stages)
         make = lambda name: LectureCNN(

@@ -42,7 +42,7 @@ from kerascnn.layers import (
     pool,
     working_size,
 )
-from kerascnn.layers.policy import amounts
+from kerascnn.layers.policy import amounts, builder_amounts
 from kerascnn.models.registry import ModelError, register_model
 
 STAGES = 3  # conv stages by default (28 -> 14 -> 7 -> 4); filters double at each
@@ -101,8 +101,7 @@ def sequential(
     `input_shape` and `num_classes` default to MNIST's; `image_size` and
     `rescale` add the preprocessing layers of `kerascnn.layers.pixel_input`.
     """
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "flip": flip, "brightness": brightness,
-               "contrast": contrast}
+    augment = builder_amounts(locals())
     shape, first = front(input_shape, image_size=image_size, rescale=rescale, stages=stages, **augment)
     stack = [keras.Input(shape), *first]
     for stage in range(stages):
@@ -139,8 +138,7 @@ def functional(
     back to its input (`x + conv(x)`, then ReLU): the residual block the
     lecture shows as something `Sequential` cannot express.
     """
-    augment = {"rotation": rotation, "shift": shift, "zoom": zoom, "flip": flip, "brightness": brightness,
-               "contrast": contrast}
+    augment = builder_amounts(locals())
     shape, first = front(input_shape, image_size=image_size, rescale=rescale, stages=stages, **augment)
     inputs = keras.Input(shape)
     x = inputs
@@ -315,12 +313,12 @@ def subclass(
     stages=STAGES,
 ):
     """The lecture CNN as a `LectureCNN` (`keras.Model` subclass)."""
+    augment = builder_amounts(locals())
     shape, _ = front(input_shape, image_size=image_size, rescale=rescale, stages=stages)  # it augments in `call`
     model = LectureCNN(
         filters=filters, kernel_size=kernel_size, dense_units=dense_units, dropout=dropout, batchnorm=batchnorm,
-        rotation=rotation, shift=shift, zoom=zoom, flip=flip, brightness=brightness, contrast=contrast,
-        num_classes=num_classes, image_size=image_size, rescale=rescale, global_pool=global_pool, stages=stages,
-        name="subclass_cnn",
+        **augment, num_classes=num_classes, image_size=image_size, rescale=rescale, global_pool=global_pool,
+        stages=stages, name="subclass_cnn",
     )
     model.build((None, *shape))
     return model

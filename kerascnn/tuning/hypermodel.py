@@ -19,7 +19,7 @@ import keras
 import keras_tuner
 
 from kerascnn.assemble import assemble, build_model
-from kerascnn.config import MODEL_FIELDS, RECIPE_FIELDS, TrainConfig, resolve
+from kerascnn.config import AUGMENT_FIELDS, MODEL_FIELDS, RECIPE_FIELDS, TrainConfig, resolve
 from kerascnn.data import Splits, dataset_spec
 from kerascnn.tuning.config import MEMBERS
 
@@ -45,6 +45,9 @@ def search_space(hp):
 
 
 TUNED = tuple(search_space(keras_tuner.HyperParameters()))
+# The augmentation policy every trial trains with (`--augment auto`, chosen from the data) and its amounts not
+# tuned: part of a search's identity, found from the pictures where they are your own (`trial_policy`).
+POLICY_KEYS = ("augment", *(f for f in AUGMENT_FIELDS if f not in TUNED))
 
 
 class CNNHyperModel(keras_tuner.HyperModel):
@@ -102,21 +105,39 @@ class CNNHyperModel(keras_tuner.HyperModel):
         return history
 
 
-def trial_recipe(base):
+def trial_recipe(base, spec=None, images=None):
     """What every trial of a search on `base` is built and trained with besides the tuned values: best's recipe as
-    the installed kerascnn resolves it (the augmentation's zoom, label smoothing, weight average, member design,
-    the rate cut's factor, ...). Part of a search's identity (`tuning.project`): a kerascnn whose recipe differs
-    would train other trials.
+    the installed kerascnn resolves it (the augmentation policy and its zoom, label smoothing, weight average,
+    member design, the rate cut's factor, ...). Part of a search's identity (`tuning.project`): a kerascnn whose
+    recipe differs would train other trials.
+
+    The policy (`POLICY_KEYS`) is left out while it needs the pictures (a
+    grey folder or `.npz` of your own, not yet read); `trial_policy` finds
+    it from them.
 
     Example:
 
     >>> recipe = trial_recipe(TrainConfig(model="best", members=1))
-    >>> recipe["zoom"], recipe["label_smoothing"], "rotation" in recipe
-    (0.0, 0.1, False)
+    >>> recipe["augment"], recipe["zoom"], recipe["label_smoothing"], "rotation" in recipe
+    ('digits', 0.0, 0.1, False)
+
+    Args:
+        base: `TrainConfig` every trial shares.
+        spec, images: the data's `DataSpec` and uint8 training pictures, or None (`kerascnn.config.resolve`).
     """
-    resolved = resolve(dataclasses.replace(base, precision="float32"))  # the policy is compared on its own
-    fields = [f for f in (*MODEL_FIELDS, *RECIPE_FIELDS, "lr_factor") if f not in (*TUNED, "members", "epochs")]
+    resolved = resolve(dataclasses.replace(base, precision="float32"), spec, images)  # precision: a fact
+    fields = [f for f in ("augment", *MODEL_FIELDS, *RECIPE_FIELDS, "lr_factor")
+              if f not in (*TUNED, "members", "epochs")]
+    if resolved.augment == "auto":  # chosen from pictures not read yet
+        fields = [f for f in fields if f not in POLICY_KEYS]
     return {f: getattr(resolved, f) for f in fields}
+
+
+def trial_policy(base, splits):
+    """The augmentation policy and amounts (`POLICY_KEYS`) every trial of a search on `base` trains with, chosen
+    from `splits`' training pictures as `kerascnn.config.resolve` chooses them for a run."""
+    recipe = trial_recipe(base, splits.spec, splits.x_train)
+    return {k: recipe[k] for k in POLICY_KEYS}
 
 
 def tuned_values(hp):

@@ -3,11 +3,13 @@
 A search's identity is everything that changes a trial's result, recorded in
 `search.json`: the search's settings (`SearchConfig.kind`: tuner, data,
 split, epochs, seed, image size, colour mode), best's recipe
-(`trial_recipe`: augmentation, label smoothing, ...), and two facts a
+(`trial_recipe`: augmentation, label smoothing, ...), and the facts a
 process that trains finds (`FACTS`): the precision policy its `--precision`
-resolves to, and the SHA-256 of the images and labels the search trains and
-validates on (`kerascnn.data.content_digest`). The first process that finds
-a fact records it; every later one must find the same.
+resolves to, the SHA-256 of the images and labels the search trains and
+validates on (`kerascnn.data.content_digest`) and, for pictures of your own
+that the flags alone do not describe, the augmentation policy `auto`
+chooses from them and its amounts (`trial_policy`). The first process that
+finds a fact records it; every later one must find the same.
 
 `check_project` checks, without writing, that a folder can hold the search
 asked for (`check_kind` compares with the `search.json` recorded there);
@@ -23,12 +25,14 @@ import uuid
 
 from kerascnn import rundir
 from kerascnn.tuning.config import KIND_KEYS, SEARCH_FILE, TuningError
-from kerascnn.tuning.hypermodel import trial_recipe
+from kerascnn.tuning.hypermodel import POLICY_KEYS, trial_recipe
 
 # Found by a process that trains, not set by a flag alone: the precision policy (`--precision auto` resolves it
-# per machine) and the digest of the data the search trains and validates on. A chief records its --precision
-# when it names a policy; otherwise the first process that trains records both.
-FACTS = ("precision", "data_sha256")
+# per machine), the digest of the data the search trains and validates on, and the augmentation policy and
+# amounts chosen from your own pictures (a built-in dataset's are in the recipe, known from the flags). A chief
+# records its --precision when it names a policy; otherwise the first process that trains records them. A
+# search.json of an older tune.py holds None for the policy's amounts of your own pictures: not recorded.
+FACTS = ("precision", "data_sha256", *POLICY_KEYS)
 SEARCH_ID = "search_id"  # a search's name, made when it begins: a worker proves it shares the chief's folder by it
 
 
@@ -166,6 +170,11 @@ def describe(diff, shown=None):
                   "(kerascnn.data.content_digest): the data is not the same.")
     if "precision" in keys:
         notes += " precision is the policy a trial trains with (--precision auto: the machine's)."
+    policy = [k for k in POLICY_KEYS if k in keys]
+    if policy:
+        notes += (f" {', '.join(policy)}: the augmentation policy the installed kerascnn chooses for this data "
+                  f"(kerascnn.layers.policy) and its amounts, not a flag; resume with the kerascnn that began the "
+                  f"search.")
     recipe = sorted(keys - {"model", "members", *KIND_KEYS, *FACTS})  # the rest of an identity is the recipe
     if recipe:
         notes += (f" {', '.join(recipe)}: best's recipe in the installed kerascnn, not a flag; resume with the "

@@ -19,12 +19,11 @@ import keras
 
 from kerascnn import rundir
 from kerascnn.assemble import load_splits
-from kerascnn.config import resolve
 from kerascnn.data import content_digest
 from kerascnn.precision import resolve_precision
 from kerascnn.tuning.config import SEARCH_FILE, SearchFailed, TuningError
 from kerascnn.tuning.distributed import ChiefLink, ChiefLost, check_port_free, distributed_role, target
-from kerascnn.tuning.hypermodel import CNNHyperModel, best_hparams
+from kerascnn.tuning.hypermodel import CNNHyperModel, best_hparams, trial_policy
 from kerascnn.tuning.oracles import make_oracle
 from kerascnn.tuning.progress import ProgressReporter, best_trial, write_best_hparams
 from kerascnn.tuning.project import SEARCH_ID, SearchLock, check_project, check_worker, prepare_project, search_identity
@@ -94,6 +93,8 @@ def run_search(config, verbose=0):
         splits = load_splits(config.train_config())
         splits.x_test = splits.y_test = None  # the test set stays out of the search
         facts["data_sha256"] = content_digest(splits.x_train, splits.y_train, splits.x_val, splits.y_val)
+        # The augmentation policy chosen from the pictures, where the flags alone could not say it (your own).
+        facts.update({k: v for k, v in trial_policy(config.train_config(), splits).items() if k not in identity})
     if role == "worker":
         if config.overwrite:
             print("--overwrite is the chief's to do; this worker joins the search as it is.", flush=True)
@@ -144,7 +145,7 @@ def join_request(config, identity, facts, shown):
 def _search(config, role, address, splits, verbose, resuming=False, link=None, check_worker=None):
     base = config.train_config()
     if splits is not None:  # every trial trains with the augmentation policy `auto` chooses from the data
-        base = dataclasses.replace(base, augment=resolve(base, splits.spec, splits.x_train).augment)
+        base = dataclasses.replace(base, augment=trial_policy(base, splits)["augment"])
     tuner_class = _HyperbandSearchTuner if config.tuner == "hyperband" else _SearchTuner
     tuner = tuner_class(
         make_oracle(config), CNNHyperModel(base, splits.spec if splits else None), role=role, address=address,
