@@ -8,9 +8,9 @@ resolved config is what the run trains with and what it saves as
 
 Example:
 
->>> cfg = TrainConfig(model="sequential", epochs=2)
+>>> cfg = TrainConfig(model="sequential", epochs=2, batch_size=50)
 >>> cfg.batch_size
-100
+50
 >>> TrainConfig.from_dict({"model": "best", "members": 3}).members
 3
 """
@@ -44,6 +44,13 @@ AUGMENTS = ("auto", "digits", "photos", "none")
 AUGMENT_FIELDS = ("rotation", "shift", "zoom", "flip", "brightness", "contrast")  # the amounts a policy sets
 # The fields a model's training recipe sets (None: the recipe's, `kerascnn.models.resolve_recipe`).
 RECIPE_FIELDS = ("ema", "label_smoothing", "epochs", "checkpoint")
+# The batch size when `--batch-size` is not given (`batch_for`): the lecture's 100 pictures a step, fewer on a small
+# training split so that an epoch still has MIN_STEPS steps (a folder of 2,592 pictures got 26 steps an epoch at
+# 100, 728 in all of best's 28 epochs, and stopped short of learning: docs/RESULTS.md), never under MIN_BATCH
+# (batch norm's statistics).
+BATCH = 100
+MIN_STEPS = 100
+MIN_BATCH = 16
 
 
 class ConfigError(UsageError, ValueError):
@@ -111,7 +118,9 @@ class TrainConfig:
     # Optimisation (the lecture's values).
     epochs: Optional[int] = flag(None, "passes over the training split "
                                  "(default: the model's recipe; best: 28, others: 15)", rule=AT_LEAST_1)
-    batch_size: int = flag(100, "per replica; a step trains on batch_size x replicas images", rule=AT_LEAST_1)
+    batch_size: Optional[int] = flag(None, f"per replica; a step trains on batch_size x replicas images (default: "
+                                     f"{BATCH}; fewer for a training split under {BATCH * MIN_STEPS:,} images, so "
+                                     f"that an epoch has {MIN_STEPS} steps, at least {MIN_BATCH})", rule=AT_LEAST_1)
     lr: float = flag(1e-3, "Adam's initial learning rate", rule=POSITIVE)
     lr_period: int = flag(5, "epochs between rate cuts", rule=AT_LEAST_1)
     lr_factor: float = flag(0.5, "rate multiplier per cut", rule=Rule("a number in (0, 1]", lambda v: 0 < v <= 1))
@@ -225,6 +234,8 @@ def resolve(config, spec=None, images=None):
       needs the pictures: until `spec` and `images` are given, those
       fields stay as they are and the config is resolved again when they
       are (`kerascnn.assemble` does so once the data is read);
+    * `batch_size`: `batch_for` the training split's size, known once
+      `images` are given (`kerascnn.assemble` resolves again with them);
     * `precision`: `auto` becomes the policy this machine runs
       (`kerascnn.precision.resolve_precision`).
 
@@ -236,8 +247,12 @@ def resolve(config, spec=None, images=None):
     >>> resolved = resolve(TrainConfig(model="sequential", dropout=0.2, precision="float32"))
     >>> resolved.epochs, resolved.label_smoothing, resolved.filters, resolved.dropout, resolved.members
     (15, 0.0, 32, 0.2, None)
-    >>> resolve(resolved) is resolved
+    >>> resolved.batch_size is None  # until the training pictures are given
     True
+    >>> import numpy as np
+    >>> resolved = resolve(resolved, images=np.zeros((2592, 28, 28, 1), "uint8"))
+    >>> resolved.batch_size, resolve(resolved) is resolved
+    (25, True)
 
     Args:
         config: `TrainConfig`.
@@ -263,12 +278,31 @@ def resolve(config, spec=None, images=None):
         if getattr(config, name) is None and name in defaults and name not in AUGMENT_FIELDS:
             values[name] = defaults[name]
     augment, why = augmentation(config, defaults, spec, images)
+    if config.batch_size is None and images is not None:
+        values["batch_size"] = batch_for(len(images))
     resolved = dataclasses.replace(config, **values, **augment, precision=resolve_precision(config.precision))
-    # Not fields: a copy made by dataclasses.replace is resolved again. A config whose policy needs the data
-    # (`auto` on a folder, before it is read) is resolved again, with the data, by `kerascnn.assemble`.
-    resolved._resolved = why is not None
+    # Not fields: a copy made by dataclasses.replace is resolved again. A config whose policy or batch size needs
+    # the data (`auto` on a folder, before it is read) is resolved again, with the data, by `kerascnn.assemble`.
+    resolved._resolved = why is not None and resolved.batch_size is not None
     resolved._augment_why = why
     return resolved
+
+
+def batch_for(train_images):
+    """The batch size of a run that does not set `--batch-size`, for a training split of `train_images` pictures.
+
+    `BATCH` (100, the lecture's), or fewer for a split under 10,000 pictures
+    so that an epoch still has `MIN_STEPS` (100) steps: `best`'s schedule
+    (28 epochs, the rate halved every 5) is counted in epochs, and a small
+    folder's few steps an epoch left it half-trained. Never under
+    `MIN_BATCH` (16).
+
+    Example:
+
+    >>> batch_for(55000), batch_for(2592), batch_for(500)
+    (100, 25, 16)
+    """
+    return max(MIN_BATCH, min(BATCH, train_images // MIN_STEPS))
 
 
 def augmentation(config, defaults, spec=None, images=None):

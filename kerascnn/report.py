@@ -3,7 +3,8 @@
 At the start: the data found (a built-in dataset and the folder it was read
 from, or your folder with its class count), the images in each split,
 their size and colours, the model with its parameter count and members,
-the precision and epochs, the augmentation policy (and why `auto` chose it), and the run directory. At the end: the epoch kept
+the precision, the epochs with their steps and batch, the augmentation
+policy (and why `auto` chose it), and the run directory. At the end: the epoch kept
 and why (the run's checkpoint rule), the test accuracy (scored once, on the
 kept checkpoint), the temperature fitted on validation and what it did to
 the test probabilities, the time, then each class's test accuracy (the weakest ones when there are
@@ -48,7 +49,10 @@ def start_block(config, run, run_dir, resumed):
         size += f", resized to {spec.image_size[0]}x{spec.image_size[1]} by the model"
     members = getattr(run.model, "members", None)
     model = f"{config.model}" + (f", {len(members)} members" if members else "")
-    epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
+    batch = run.plan.global_batch(config.batch_size)
+    steps = -(-run.train_images // batch)
+    epochs = (f"{config.epochs} epoch{'s' * (config.epochs != 1)} of {steps:,} step{'s' * (steps != 1)} "
+              f"(batch {batch:,})")
     warning = imbalance_warning(spec)
     return "\n".join([
         f"data: {found}, {size}",

@@ -150,7 +150,7 @@ def test_a_training_command_prints_what_the_run_uses_and_no_tensorflow_log_lines
     assert lines[start:start + 5] == [
         f"data: mnist from {os.path.abspath(MNIST_DIR)}: 10 classes, 28x28 grey",
         "images: 200 train, 100 validation, 10,000 test",  # --subset counts the training split
-        "model: sequential, 619,786 parameters; float32; 1 epoch",
+        "model: sequential, 619,786 parameters; float32; 1 epoch of 13 steps (batch 16)",  # 200 / 16
         "augmentation: none (sequential does not augment by default): off",
         f"run directory: {tmp_path / run} (new)",
     ]

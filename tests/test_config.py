@@ -20,7 +20,7 @@ def recipe(config):
 def test_defaults_are_the_lectures():
     c = TrainConfig()
     assert (c.model, c.epochs, c.batch_size, c.lr, c.lr_period, c.lr_factor, c.seed) == (
-        "sequential", None, 100, 1e-3, 5, 0.5, 777)
+        "sequential", None, None, 1e-3, 5, 0.5, 777)  # batch_size None: batch_for the data
     assert recipe(c) == {"ema": 0.0, "label_smoothing": 0.0, "epochs": 15, "checkpoint": "accuracy"}  # None: the model's
     assert recipe(TrainConfig(epochs=3, ema=0.9))["epochs"] == 3
     assert c.model_kwargs() == {}
@@ -49,7 +49,7 @@ def test_resolve_fills_in_every_model_default_once(name):
     """What a run saves as config.json: no null for an argument the model takes, the values its builder used."""
     from kerascnn.models import model_defaults
 
-    config = TrainConfig(model=name, dropout=0.1, precision="float32")
+    config = TrainConfig(model=name, dropout=0.1, precision="float32", batch_size=50)  # no data: batch given
     resolved = resolve(config)
     defaults = model_defaults(name)
     taken = [field for field in MODEL_FIELDS if field in defaults]
@@ -61,6 +61,22 @@ def test_resolve_fills_in_every_model_default_once(name):
     assert resolve(resolved) is resolved  # once: a resolved config comes back as it is
     assert resolve(TrainConfig.from_dict(resolved.to_dict())).to_dict() == resolved.to_dict()  # from config.json
     assert config.dropout == 0.1 and config.filters is None  # the config given is left as it was
+
+
+def test_the_batch_size_follows_the_training_split_unless_given():
+    """100 a step, fewer for a small split so an epoch has 100 steps (at least 16); known once the pictures are."""
+    import numpy as np
+
+    from kerascnn.config import batch_for
+
+    assert [batch_for(n) for n in (55000, 10000, 9999, 2592, 1600, 1599, 50)] == [100, 100, 99, 25, 16, 16, 16]
+    waiting = resolve(TrainConfig(model="best", precision="float32"))
+    assert waiting.batch_size is None and resolve(waiting) is not waiting  # resolved again once the data is read
+    pictures = np.zeros((2592, 28, 28, 1), "uint8")
+    assert resolve(waiting, images=pictures).batch_size == 25
+    assert resolve(TrainConfig(model="best", batch_size=100, precision="float32"), images=pictures).batch_size == 100
+    mnist = resolve(TrainConfig(model="best", precision="float32"), images=np.zeros((55000, 1, 1, 1), "uint8"))
+    assert mnist.batch_size == 100  # the lecture's runs are unchanged
 
 
 def test_resolve_makes_auto_precision_a_policy():

@@ -24,7 +24,8 @@ def test_the_start_block_names_your_folder_its_classes_sizes_and_model(tmp_path)
     assert lines[0] == f"data: your images, {tmp_path / 'shapes'}: 3 classes, 32x32 RGB"  # --image-size 32
     test, val = len(run.splits.y_test), len(run.splits.y_val)  # a stratified 20%, then a tenth of the rest
     assert (test, val) == (18, 7) and lines[1] == f"images: {90 - test - val} train, {val} validation, {test} test"
-    assert lines[2] == f"model: best, 2 members, {run.model.count_params():,} parameters; float32; 28 epochs"
+    assert lines[2] == (f"model: best, 2 members, {run.model.count_params():,} parameters; float32; "
+                        f"28 epochs of {-(-(90 - test - val) // 16)} steps (batch 16)")  # a small split: batch_for
     # The policy auto chose once the pictures were read, why, and its amounts at 32 px.
     assert lines[3] == ("augmentation: photos (colour pictures): flip, rotation 10 deg, shift 3.2 px, zoom 10%, "
                         "brightness 20%, contrast 20%")
@@ -44,5 +45,5 @@ def test_the_end_block_says_which_epoch_was_kept_and_why():
 def test_a_built_in_dataset_is_named_with_the_folder_it_was_read_from():
     config = resolve(TrainConfig(subset=300, val_size=100, precision="float32", data_dir=MNIST_DIR))
     run = assemble(config)
-    assert start_block(config, run, "r", True).splitlines()[0] == (
+    assert start_block(run.config, run, "r", True).splitlines()[0] == (
         f"data: mnist from {os.path.abspath(MNIST_DIR)}: 10 classes, 28x28 grey")

@@ -23,7 +23,7 @@ import tune
 from conftest import ROOT, free_port
 from kerascnn import tuning
 from kerascnn.commands.train import build_parser, resolve_config
-from kerascnn.config import TrainConfig
+from kerascnn.config import BATCH, TrainConfig
 from kerascnn.models import create_model, model_defaults
 
 # Small and fast: 100 training and 100 validation images, one epoch, float32.
@@ -67,7 +67,7 @@ def test_defaults_are_the_recipe_and_every_value_is_a_train_config_field():
     for name in ("filters", "kernel_size", "dense_units", "dropout", "batchnorm", "rotation", "shift"):
         assert getattr(config, name) == recipe[name], name
     defaults = TrainConfig()
-    assert (config.lr, config.batch_size, config.lr_period) == (defaults.lr, defaults.batch_size, defaults.lr_period)
+    assert (config.lr, config.batch_size, config.lr_period) == (defaults.lr, BATCH, defaults.lr_period)
     fields = set(TrainConfig().to_dict())
     assert {p.name for p in hp.space} == set(tuning.TUNED) <= fields
     assert hp.space[0].name == "lr" and hp.space[0].sampling == "log"
