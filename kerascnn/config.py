@@ -277,7 +277,8 @@ def resolve(config, spec=None, images=None):
     for name in MODEL_FIELDS:
         if getattr(config, name) is None and name in defaults and name not in AUGMENT_FIELDS:
             values[name] = defaults[name]
-    augment, why = augmentation(config, defaults, spec, images)
+    why = getattr(config, "_augment_why", None)  # resolved before, waiting only for the batch size's data
+    augment, why = ({}, why) if why is not None else augmentation(config, defaults, spec, images)
     if config.batch_size is None and images is not None:
         values["batch_size"] = batch_for(len(images))
     resolved = dataclasses.replace(config, **values, **augment, precision=resolve_precision(config.precision))
