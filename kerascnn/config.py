@@ -137,17 +137,17 @@ class TrainConfig:
                         "marks, photos for other pictures, none for models that do not augment (docs/IMAGES.md)",
                         choices=AUGMENTS)
     rotation: Optional[float] = flag(None, "augmentation: max rotation, degrees (default: the policy's; digits: 15, "
-                                     "photos: 10)", rule=NOT_NEGATIVE)
+                                     "photos: 0)", rule=NOT_NEGATIVE)
     shift: Optional[float] = flag(None, "augmentation: max shift, pixels (default: the policy's share of the side; "
                                   "digits: 1/14, 2 px at 28; photos: 1/10)", rule=NOT_NEGATIVE)
     zoom: Optional[float] = flag(None, "augmentation: max zoom, a fraction, e.g. 0.1 for 90-110% "
-                                 "(default: the policy's; photos: 0.1)", rule=FRACTION)
+                                 "(default: the policy's: 0)", rule=FRACTION)
     flip: Optional[bool] = flag(None, "augmentation: true or false, random horizontal flips (default: the policy's; "
                                 "photos: true)")
-    brightness: Optional[float] = flag(None, "augmentation: max brightness change, a fraction (default: the "
-                                       "policy's; photos in colour: 0.2)", rule=FRACTION)
-    contrast: Optional[float] = flag(None, "augmentation: max contrast change, a fraction (default: the policy's; "
-                                     "photos in colour: 0.2)", rule=FRACTION)
+    brightness: Optional[float] = flag(None, "augmentation: max brightness change, a fraction, colour pictures "
+                                       "(default: the policy's: 0)", rule=FRACTION)
+    contrast: Optional[float] = flag(None, "augmentation: max contrast change, a fraction, colour pictures "
+                                     "(default: the policy's: 0)", rule=FRACTION)
     elastic: Optional[float] = flag(None, "augmentation: elastic distortion, its strength alpha in pixels at sigma 4 "
                                     "(Simard 2003: 34; default: the model's, 0: off)", rule=NOT_NEGATIVE)
     member: Optional[str] = flag(None, "best: the member design; lecture when not given", choices=MEMBERS)

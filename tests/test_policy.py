@@ -43,7 +43,8 @@ def test_auto_picks_digits_for_mnist_and_photos_for_fashion_mnist_and_an_rgb_fol
     write_folder(tmp_path / "shapes", size=32, per_class=4)
     rgb = resolved_with_data(TrainConfig(model="best", dataset=str(tmp_path / "shapes"), val_size=6))
     assert (rgb.augment, rgb._augment_why) == ("photos", "colour pictures")
-    assert (rgb.brightness, rgb.contrast, rgb.shift) == (0.2, 0.2, 3.2)  # a tenth of 32 px
+    assert (rgb.flip, rgb.shift, rgb.rotation, rgb.zoom, rgb.brightness, rgb.contrast) == \
+        (True, 3.2, 0.0, 0.0, 0.0, 0.0)  # a flip and a tenth of 32 px, nothing else
     # A model that does not augment by default stays unaugmented under auto, on any data.
     assert resolve(TrainConfig(model="sequential", dataset="fashion_mnist")).augment == "none"
 
@@ -145,7 +146,7 @@ def test_mnist_config_is_unchanged_by_the_policies():
 
 def test_flags_override_the_policy_and_a_model_without_augmentation_refuses_one(capsys):
     config = resolve(TrainConfig(model="best", dataset="fashion_mnist", flip=False, shift=1.0))
-    assert (config.augment, config.flip, config.shift, config.rotation, config.zoom) == ("photos", False, 1.0, 10.0, 0.1)
+    assert (config.augment, config.flip, config.shift, config.rotation, config.zoom) == ("photos", False, 1.0, 0.0, 0.0)
     # A model that does not augment by default augments by the amounts its flags set, and says so.
     lecture = resolve(TrainConfig(model="functional", rotation=10.0))
     assert (lecture.augment, lecture.rotation, lecture.shift) == ("none", 10.0, 0.0)
@@ -166,15 +167,14 @@ def test_an_rgb_folder_trains_best_for_one_epoch_with_the_photos_policy(tmp_path
                      "--logdir", str(tmp_path / "logs"), "--verbose", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert ("augmentation: photos (colour pictures): flip, rotation 10 deg, shift 6.4 px, zoom 10%, "
-            "brightness 20%, contrast 20%") in out
+    assert "augmentation: photos (colour pictures): flip, shift 6.4 px" in out
     run_dir = out.strip().splitlines()[-1].split("run_dir=")[1]
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     assert {k: config[k] for k in ("augment", "flip", "shift", "brightness")} == \
-        {"augment": "photos", "flip": True, "shift": 6.4, "brightness": 0.2}
+        {"augment": "photos", "flip": True, "shift": 6.4, "brightness": 0.0}
     model = keras.saving.load_model(os.path.join(run_dir, "best.keras"))
     member = model.members[0]
     assert (member.stages, member.global_pool) == (4, True)  # 64 -> 32 -> 16 -> 8 -> 4, then pooled
     assert [type(layer).__name__ for layer in member.augment] == \
-        ["RandomFlip", "RandomAffine", "RandomBrightness", "RandomContrast"]
+        ["RandomFlip", "RandomTranslation"]
