@@ -6,8 +6,7 @@ Rows, top to bottom: eight MNIST digits as they are, as `digits` augments
 them and as `photos` would (flipped: why digits do not get it); eight
 Fashion-MNIST pictures as they are, as `digits` and as `photos` augment
 them; eight colour shapes (tools/shapes.py, 64 px) as they are, as
-`digits` would and as `photos` augments them (with brightness and
-contrast, colour only). The
+`digits` would and as `photos` augments them (a flip and a shift). The
 layers are the ones a model holds (`kerascnn.layers.augmentation` with
 `kerascnn.layers.policy.amounts`), called with `training=True`, one seeded
 draw; the grid is `kerascnn.figures.tile_grid`.
