@@ -112,7 +112,7 @@ def assemble(config, plan=None, splits=None, model=None, arrays=False, **compile
         splits = load_splits(config)
     spec = splits.spec
     # The augmentation policy `auto` chooses from the data (`kerascnn.layers.policy`): decided now that it is read.
-    config = resolve(config, spec, splits.x_train)
+    config = resolve(config, spec, splits.x_train, plan.replicas)
     train_images = len(splits.x_train)
     epoch = None
     if arrays:

@@ -119,8 +119,9 @@ class TrainConfig:
     epochs: Optional[int] = flag(None, "passes over the training split "
                                  "(default: the model's recipe; best: 28, others: 15)", rule=AT_LEAST_1)
     batch_size: Optional[int] = flag(None, f"per replica; a step trains on batch_size x replicas images (default: "
-                                     f"{BATCH}; fewer for a training split under {BATCH * MIN_STEPS:,} images, so "
-                                     f"that an epoch has {MIN_STEPS} steps, at least {MIN_BATCH})", rule=AT_LEAST_1)
+                                     f"{BATCH}; fewer for a training split under {BATCH * MIN_STEPS:,} images a "
+                                     f"replica, so that an epoch has {MIN_STEPS} steps, at least {MIN_BATCH})",
+                                     rule=AT_LEAST_1)
     lr: float = flag(1e-3, "Adam's initial learning rate", rule=POSITIVE)
     lr_period: int = flag(5, "epochs between rate cuts", rule=AT_LEAST_1)
     lr_factor: float = flag(0.5, "rate multiplier per cut", rule=Rule("a number in (0, 1]", lambda v: 0 < v <= 1))
@@ -216,7 +217,7 @@ class TrainConfig:
         return cls.from_dict(read_json_file(path))
 
 
-def resolve(config, spec=None, images=None):
+def resolve(config, spec=None, images=None, replicas=1):
     """The config a run of `config` trains with: every "the model's default" filled in.
 
     The one place a run's recipe is decided; a run resolves its config once
@@ -234,8 +235,9 @@ def resolve(config, spec=None, images=None):
       needs the pictures: until `spec` and `images` are given, those
       fields stay as they are and the config is resolved again when they
       are (`kerascnn.assemble` does so once the data is read);
-    * `batch_size`: `batch_for` the training split's size, known once
-      `images` are given (`kerascnn.assemble` resolves again with them);
+    * `batch_size`: `batch_for` the training split's size and the
+      replicas, known once `images` are given (`kerascnn.assemble`
+      resolves again with them);
     * `precision`: `auto` becomes the policy this machine runs
       (`kerascnn.precision.resolve_precision`).
 
@@ -259,6 +261,9 @@ def resolve(config, spec=None, images=None):
         spec: `kerascnn.data.DataSpec` of its data, or None (a built-in
             dataset's own, a folder's unknown).
         images: its uint8 training pictures, or None.
+        replicas: int, the model replicas a step is spread over
+            (`kerascnn.distribute.Plan.replicas`), for the batch size.
+            Defaults to 1.
 
     Returns:
         A new `TrainConfig`, `config` itself if it was resolved already.
@@ -280,7 +285,7 @@ def resolve(config, spec=None, images=None):
     why = getattr(config, "_augment_why", None)  # resolved before, waiting only for the batch size's data
     augment, why = ({}, why) if why is not None else augmentation(config, defaults, spec, images)
     if config.batch_size is None and images is not None:
-        values["batch_size"] = batch_for(len(images))
+        values["batch_size"] = batch_for(len(images), replicas)
     resolved = dataclasses.replace(config, **values, **augment, precision=resolve_precision(config.precision))
     # Not fields: a copy made by dataclasses.replace is resolved again. A config whose policy or batch size needs
     # the data (`auto` on a folder, before it is read) is resolved again, with the data, by `kerascnn.assemble`.
@@ -289,21 +294,21 @@ def resolve(config, spec=None, images=None):
     return resolved
 
 
-def batch_for(train_images):
-    """The batch size of a run that does not set `--batch-size`, for a training split of `train_images` pictures.
+def batch_for(train_images, replicas=1):
+    """The batch size per replica of a run that does not set `--batch-size`, for `train_images` training pictures.
 
     `BATCH` (100, the lecture's), or fewer for a split under 10,000 pictures
-    so that an epoch still has `MIN_STEPS` (100) steps: `best`'s schedule
-    (28 epochs, the rate halved every 5) is counted in epochs, and a small
-    folder's few steps an epoch left it half-trained. Never under
-    `MIN_BATCH` (16).
+    a replica so that an epoch still has `MIN_STEPS` (100) steps: `best`'s
+    schedule (28 epochs, the rate halved every 5) is counted in epochs, and
+    a small folder's few steps an epoch left it half-trained. Never under
+    `MIN_BATCH` (16) a replica.
 
     Example:
 
-    >>> batch_for(55000), batch_for(2592), batch_for(500)
-    (100, 25, 16)
+    >>> batch_for(55000), batch_for(2592), batch_for(500), batch_for(20000, replicas=4)
+    (100, 25, 16, 50)
     """
-    return max(MIN_BATCH, min(BATCH, train_images // MIN_STEPS))
+    return max(MIN_BATCH, min(BATCH, train_images // (MIN_STEPS * replicas)))
 
 
 def augmentation(config, defaults, spec=None, images=None):

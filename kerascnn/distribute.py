@@ -140,6 +140,12 @@ class Plan:
         """Images per training step, all replicas together."""
         return per_replica * self.replicas
 
+    def steps_per_epoch(self, train_images, per_replica):
+        """Training steps in an epoch of `train_images` pictures: a last, partial global batch is a step, except
+        across processes, where every process must take the same number (`kerascnn.pipeline.train_dataset`)."""
+        whole, part = divmod(train_images, self.global_batch(per_replica))
+        return whole + (1 if part and self.name != "multiworker" else 0)
+
     def eval_batch(self, per_replica):
         """The batch size of evaluation datasets (see `kerascnn.pipeline.eval_dataset`)."""
         return per_replica if self.name == "multiworker" else self.global_batch(per_replica)

@@ -82,7 +82,7 @@ def train_dataset(x, y, plan, per_replica, seed, epoch=None, scale=True, cache=N
     global_batch = plan.global_batch(per_replica)
     if plan.name != "multiworker":
         return make_dataset(x, y, global_batch, shuffle=True, seed=seed, epoch=epoch, scale=scale, cache=cache)
-    steps = len(x) // global_batch
+    steps = plan.steps_per_epoch(len(x), per_replica)
     if steps < 1:
         raise DistributeError(
             f"The training split has fewer images than one global batch ({per_replica} per replica "

@@ -50,7 +50,7 @@ def start_block(config, run, run_dir, resumed):
     members = getattr(run.model, "members", None)
     model = f"{config.model}" + (f", {len(members)} members" if members else "")
     batch = run.plan.global_batch(config.batch_size)
-    steps = -(-run.train_images // batch)
+    steps = run.plan.steps_per_epoch(run.train_images, config.batch_size)
     epochs = (f"{config.epochs} epoch{'s' * (config.epochs != 1)} of {steps:,} step{'s' * (steps != 1)} "
               f"(batch {batch:,})")
     warning = imbalance_warning(spec)

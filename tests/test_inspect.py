@@ -168,7 +168,7 @@ def test_a_jax_run_as_a_command_keeps_its_result_and_its_gradcam(tmp_path):
     pytest.importorskip("jax")
     env = {"KERAS_BACKEND": "jax"}
     result = run_cli("train.py", "--model", "sequential", "--epochs", "1", "--subset", "4000", "--val-size", "500",
-                     "--filters", "16", "--dense-units", "64", "--precision", "float32", "--logdir", str(tmp_path),
+                     "--batch-size", "100", "--filters", "16", "--dense-units", "64", "--precision", "float32", "--logdir", str(tmp_path),
                      env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     (run_dir,) = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path)]

@@ -56,7 +56,7 @@ def test_best_trains_compiled_under_jax_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "sweep.jsonl"
     args = ["--model", "best", "--epochs", "1", "--precision", "float32", "--out", str(out),
-            "--members", "2", "--subset", "4000", "--val-size", "1000", "--tta", "1",
+            "--members", "2", "--subset", "4000", "--val-size", "1000", "--tta", "1", "--batch-size", "100",
             "--save-probs", str(tmp_path / "probs")]
     env = {**os.environ, "KERAS_BACKEND": "jax"}  # no PYTHONPATH: the tool finds kerascnn beside it
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, os.path.join(ROOT, "tools", "sweep.py"), *args],

@@ -16,7 +16,7 @@ from tools.time_to_accuracy import chart, main, read_table
 def test_writes_a_point_per_epoch(tmp_path, capsys):
     out = tmp_path / "docs"
     assert main(["--model", "sequential", "--epochs", "2", "--subset", "1000", "--val-size", "500",
-                 "--precision", "float32", "--logdir", str(tmp_path / "logs"), "--out", str(out)]) == 0
+                 "--batch-size", "100", "--precision", "float32", "--logdir", str(tmp_path / "logs"), "--out", str(out)]) == 0
     table = (out / "TIME_TO_ACCURACY.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(rows) == 2 and "Checkpoint chosen on validation" in table
