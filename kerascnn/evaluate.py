@@ -107,8 +107,9 @@ def evaluate(path, dataset=None, data_dir=None, batch_size=500, write_png=True):
 
     Args:
         path: str, a run directory (its `best.keras`) or a `.keras` file.
-        dataset: str or None, dataset name; None means the run's dataset,
-            or "mnist" for a bare `.keras` file. Defaults to None.
+        dataset: str or None, dataset name; None means the run's dataset
+            (its config.json, in the run directory or beside the `.keras`
+            file), or "mnist" when there is none. Defaults to None.
         data_dir: str or None, where the dataset files are (see
             `kerascnn.pipeline.load_dataset`). Defaults to None.
         batch_size: int, prediction batch size. Defaults to 500.

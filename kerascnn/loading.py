@@ -211,10 +211,26 @@ def load(path):
     """
     model_path, run_dir = resolve_model_path(path)
     model = load_model_file(model_path)
-    folder = run_dir if run_dir is not None else os.path.dirname(os.path.abspath(model_path))
-    run_config = _read_optional(os.path.join(folder, rundir.CONFIG))  # a run's best.keras named by itself too
-    data = _read_optional(os.path.join(os.path.dirname(os.path.abspath(model_path)), rundir.DATA))
+    beside = os.path.dirname(os.path.abspath(model_path))
+    if run_dir is not None:
+        run_config = _read_optional(os.path.join(run_dir, rundir.CONFIG))
+    else:  # a run's best.keras named by itself
+        run_config = _run_config(os.path.join(beside, rundir.CONFIG))
+    data = _read_optional(os.path.join(beside, rundir.DATA))
     return LoadedModel(model, model_path, run_dir, run_config, data)
+
+
+def _run_config(path):
+    """The config.json beside a `.keras` file, or None: none there, or a file that is no kerascnn config (another
+    tool's config.json beside an exported model must not set evaluate's dataset and split)."""
+    from kerascnn.config import TrainConfig
+
+    values = _read_optional(path)
+    try:
+        TrainConfig.from_dict(values)
+    except (TypeError, ValueError, AttributeError):  # ConfigError is a ValueError
+        return None
+    return values
 
 
 def _read_optional(path):

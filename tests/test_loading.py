@@ -225,3 +225,19 @@ def test_load_model_takes_a_run_directory_and_refuses_bad_files(small_run, tmp_p
     (tmp_path / "empty.keras").write_bytes(b"")
     with pytest.raises(ModelFileError, match="empty.keras: the file is empty"):
         kerascnn.load_model(tmp_path / "empty.keras")
+
+
+def test_a_bare_keras_file_reads_the_run_config_beside_it_but_not_another_tools(tmp_path):
+    """A run's best.keras named alone keeps its dataset (evaluate's default, predict's preparation); a config.json
+    that is no kerascnn config (an exported model's folder) is ignored rather than steering them."""
+    from kerascnn.models import create_model
+
+    path = str(tmp_path / "best.keras")
+    create_model("sequential", filters=4, dense_units=8).save(path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": "sequential", "dataset": "fashion_mnist", "split_seed": 3}))
+    loaded = load(path)
+    assert loaded.dataset == "fashion_mnist" and loaded.run_config["split_seed"] == 3 and loaded.run_dir is None
+    config.write_text(json.dumps({"architectures": ["SomethingElse"], "dataset": "fashion_mnist"}))
+    loaded = load(path)
+    assert loaded.run_config is None and loaded.dataset is None
