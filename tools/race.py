@@ -5,7 +5,7 @@
 
 What a user choosing a tool would compare, in one sitting and one process tree:
 
-* **kerascnn:** `python train.py --model sequential` (15 epochs, batch 100,
+* **kerascnn:** `python train.py --model sequential` (15 epochs, batch 100 on the full set,
   Adam with the rate halving every 5 epochs, the machine's best precision,
   55,000 images with 5,000 held out, checkpoints and TensorBoard logs); its
   time is the minutes to the first epoch whose test accuracy reaches the
