@@ -319,6 +319,7 @@ def summaries_callback(config, run_dir, x_val, y_val):
     precision included) when it exists, else `config` itself; the pictures
     name the classes as the run's `data.json` does.
     """
+    from kerascnn.config import BATCH
     from kerascnn.rundir import CONFIG, DATA, read_json
 
     path = os.path.join(run_dir, CONFIG)
@@ -326,6 +327,7 @@ def summaries_callback(config, run_dir, x_val, y_val):
     data = os.path.join(run_dir, DATA)
     names = read_json(data).get("class_names") if os.path.exists(data) else None
     return TensorBoardSummaries(
-        run_dir, x_val, y_val, config=values, image_every=config.image_every, batch_size=config.batch_size,
+        run_dir, x_val, y_val, config=values, image_every=config.image_every,
+        batch_size=config.batch_size or BATCH,  # predictions only; a config resolved without its data has no batch
         class_names=names,
     )
