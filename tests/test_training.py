@@ -42,7 +42,8 @@ def test_one_epoch_on_5000_images_learns(tmp_path, test_batch):
     assert not os.path.exists(os.path.join(run, "backup"))  # removed once training finished
 
     saved = json.load(open(os.path.join(run, "config.json")))
-    assert saved == resolve(config).to_dict()  # the values that ran: the recipe's epochs, the model's defaults
+    # The values that ran: the recipe's epochs, the model's defaults, and the batch for 5,000 training pictures.
+    assert saved == {**resolve(config).to_dict(), "batch_size": 50}
     assert (saved["precision"], saved["filters"], saved["dropout"], saved["batchnorm"]) == ("float32", 32, 0.4, False)
     m = json.load(open(os.path.join(run, "metrics.json")))
     assert m == result.metrics and m["epochs"] == 2 and m["params"] == 619786 and m["train_images"] == 5000
